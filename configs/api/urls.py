@@ -1,0 +1,3 @@
+"""Config and external-function routes (see signals/api/urls.py)."""
+
+urlpatterns: list = []

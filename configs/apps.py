@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ConfigsConfig(AppConfig):
+    name = "configs"
+    verbose_name = "Computation configs"
+
+    def ready(self) -> None:
+        from configs import signals  # noqa: F401  (connects the change hooks)

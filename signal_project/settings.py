@@ -1,0 +1,219 @@
+"""Settings for Signal Service: every deployment knob is read from the environment here, and only here.
+
+Defaults work on a developer machine with PostgreSQL and Redis on 127.0.0.1. `signals.checks` refuses to start
+with a missing or malformed value and names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-change-me")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "channels",
+    "signals",
+    "configs",
+    
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "signal_project.urls"
+ASGI_APPLICATION = "signal_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/signal_service")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "signal-cache",
+    }
+}
+
+# Channels' PubSub layer publishes on Redis channels, which are global to the server (not per database), so the
+# prefix is what keeps two deployments (or the tests and a running demo) apart on one Redis.
+CHANNEL_LAYER_URL = env_str("CHANNEL_LAYER_URL", REDIS_URL)
+CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "signal-asgi")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [CHANNEL_LAYER_URL], "prefix": CHANNEL_LAYER_PREFIX},
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- Exchange and market data -------------------------------------------------------------------------------
+EXCHANGE_TIMEZONE = env_str("EXCHANGE_TIMEZONE", "Asia/Kolkata")
+SESSION_OPEN = env_str("SESSION_OPEN", "09:15")
+SESSION_CLOSE = env_str("SESSION_CLOSE", "15:30")
+SIGNAL_INDEX_SYMBOLS = env_list(
+    "SIGNAL_INDEX_SYMBOLS", ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "SENSEX", "BANKEX", "INDVIX"]
+)
+SIGNAL_VIX_KEY = env_str("SIGNAL_VIX_KEY", "NSE@INDVIX@index")
+SIGNAL_UNDERLYING_STALENESS_S = env_float("SIGNAL_UNDERLYING_STALENESS_S", 2.0)
+
+# --- Stream bridge ------------------------------------------------------------------------------------------
+SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", ["tick_stream:*"])
+SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", "tick_stream:dead")
+SIGNAL_CONSUMER_GROUP = env_str("SIGNAL_CONSUMER_GROUP", "signal_service")
+SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
+SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
+SIGNAL_DISCOVERY_INTERVAL_S = env_float("SIGNAL_DISCOVERY_INTERVAL_S", 5.0)
+SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 15.0)
+SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 60_000)
+SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 5)
+SIGNAL_DEFAULT_QUEUE = env_str("SIGNAL_DEFAULT_QUEUE", "signals")
+# Underlying (EXCHANGE@SYMBOL) -> Celery queue, e.g. "NSE@NIFTY=nifty,NSE@BANKNIFTY=banknifty".
+SIGNAL_QUEUE_ROUTES = env_map("SIGNAL_QUEUE_ROUTES", {})
+SIGNAL_REPUBLISH_PROCESSED = env_bool("SIGNAL_REPUBLISH_PROCESSED", False)
+
+# --- Outputs ------------------------------------------------------------------------------------------------
+SIGNAL_OUTPUT_LIST_MAXLEN = env_int("SIGNAL_OUTPUT_LIST_MAXLEN", 1000)
+SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
+SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", "signal_config_updates")
+
+# --- Auth ---------------------------------------------------------------------------------------------------
+SIGNAL_JWT_SECRET = env_str("SIGNAL_JWT_SECRET", "dev-only-jwt-secret-change-me-0123456789" if DEBUG else "")
+SIGNAL_JWT_PUBLIC_KEY = env_str("SIGNAL_JWT_PUBLIC_KEY", "")  # PEM text or a path to a PEM file (RS256)
+SIGNAL_JWT_ISSUER = env_str("SIGNAL_JWT_ISSUER", "")
+SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
+SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
+SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
+SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["signals.auth.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["signals.auth.IsPlatformUser"],
+    "DEFAULT_THROTTLE_CLASSES": ["signals.auth.SubjectRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"subject": SIGNAL_API_RATE},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "signals.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Signal Service API",
+    "DESCRIPTION": "Option Greeks, indicators, functions and moneyness views over market ticks.",
+    "VERSION": "2.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+    },
+    "SECURITY": [{"bearerAuth": []}],
+}
+
+# --- Celery -------------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100)
+CELERY_TASK_DEFAULT_QUEUE = SIGNAL_DEFAULT_QUEUE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message taken by a worker that dies is handed to another worker after this many seconds; it must exceed the
+# longest task (the time limit) or a slow task would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+}
+CELERY_TIMEZONE = EXCHANGE_TIMEZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "publish-stream-metrics": {
+        "task": "signals.tasks.publish_stream_metrics",
+        "schedule": env_float("SIGNAL_METRICS_INTERVAL_S", 15.0),
+        "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 60},
+    },
+}
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- Logging: one JSON object per line on stdout, for every process -----------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}

@@ -1,0 +1,39 @@
+"""Test settings: the real services, but Redis databases and a channel prefix of their own.
+
+The suite flushes its Redis databases between tests, so it must never share them with a running demo stack.
+"""
+
+import os
+
+os.environ.setdefault("SIGNAL_JWT_SECRET", "test-jwt-secret-0123456789abcdef-xyz")
+
+from signal_project.settings import *  # noqa: E402,F403
+from signal_project.settings import CHANNEL_LAYERS, DATABASES, env_str  # noqa: E402
+
+# SIGNAL_TEST_SLOT (0-5) gives concurrent test runs on one machine their own database and Redis databases.
+_SLOT = int(os.environ.get("SIGNAL_TEST_SLOT", "0"))
+if not 0 <= _SLOT <= 5:
+    raise ValueError("SIGNAL_TEST_SLOT must be 0-5")
+REDIS_URL = env_str("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - 2 * _SLOT}")
+CELERY_BROKER_URL = env_str("TEST_CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{14 - 2 * _SLOT}")
+DATABASES["default"]["TEST"] = {"NAME": "test_signal_service" + (f"_{_SLOT}" if _SLOT else "")}
+CHANNEL_LAYER_URL = REDIS_URL
+CHANNEL_LAYER_PREFIX = f"signal-test{_SLOT}-asgi"
+CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [CHANNEL_LAYER_URL], "prefix": CHANNEL_LAYER_PREFIX}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "signal-test-cache",
+    }
+}
+SIGNAL_JWT_SECRET = os.environ["SIGNAL_JWT_SECRET"]
+SIGNAL_RECLAIM_IDLE_MS = 500
+SIGNAL_BLOCK_MS = 50
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 8, "socket_timeout": 10, "socket_connect_timeout": 5}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+TESTING = True

@@ -1,0 +1,3 @@
+"""Routes of this area (see signals/api/urls.py)."""
+
+urlpatterns: list = []

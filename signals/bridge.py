@@ -1,0 +1,254 @@
+"""Redis Streams -> Celery: the stream bridge (SPEC §7, issue 2).
+
+Reads every tick stream through consumer group ``signal_service``, dead-letters malformed entries, skips
+``state=P``, groups the rest by underlying and sends one Celery task per group to that underlying's queue. An entry
+is acknowledged only after its task is on the broker, so a bridge killed at any point loses nothing: what it read
+but did not ack stays pending and is reclaimed (XAUTOCLAIM) by a live bridge once idle long enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from signals import metrics
+from signals.ticks import TickError, decode_fields, parse_tick
+
+log = logging.getLogger(__name__)
+Entry = tuple[str, str, dict[str, str]]  # (stream, entry id, fields)
+SendTask = Callable[[list[dict[str, Any]], str], None]
+
+
+@dataclass
+class BridgeSettings:
+    group: str
+    patterns: list[str]
+    dead_letter_stream: str
+    batch_size: int
+    block_ms: int
+    reclaim_idle_ms: int
+    max_deliveries: int
+    discovery_interval_s: float
+    reclaim_interval_s: float
+    default_queue: str
+    queue_routes: dict[str, str]
+
+    @classmethod
+    def from_django(cls) -> BridgeSettings:
+        from django.conf import settings as s
+
+        return cls(
+            group=s.SIGNAL_CONSUMER_GROUP, patterns=s.SIGNAL_STREAM_PATTERNS,
+            dead_letter_stream=s.SIGNAL_DEAD_LETTER_STREAM, batch_size=s.SIGNAL_BATCH_SIZE, block_ms=s.SIGNAL_BLOCK_MS,
+            reclaim_idle_ms=s.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=s.SIGNAL_MAX_DELIVERIES,
+            discovery_interval_s=s.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=s.SIGNAL_RECLAIM_INTERVAL_S,
+            default_queue=s.SIGNAL_DEFAULT_QUEUE, queue_routes=s.SIGNAL_QUEUE_ROUTES,
+        )
+
+    def queue_for(self, symbol_key: str) -> str:
+        return self.queue_routes.get(symbol_key, self.default_queue)
+
+
+def default_consumer_name() -> str:
+    return f"bridge-{socket.gethostname()}-{os.getpid()}"
+
+
+def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
+    """Publish one batch task; returns once the broker has it (raises if it could not be sent)."""
+    from signals.tasks import process_ticks
+
+    process_ticks.apply_async(args=[ticks], queue=queue, retry=True,
+                              retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
+
+
+class StreamBridge:
+    def __init__(self, client: redis.Redis, config: BridgeSettings, consumer: str | None = None,
+                 send_task: SendTask = celery_send):
+        self.client = client
+        self.config = config
+        self.consumer = consumer or default_consumer_name()
+        self.send_task = send_task
+        self.streams: list[str] = []
+        self._next_discovery = 0.0
+        self._next_reclaim = 0.0
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    def discover(self) -> bool:
+        """Find streams matching the patterns and create the consumer group where missing; True if any is new."""
+        found: set[str] = set()
+        for pattern in self.config.patterns:
+            if not any(ch in pattern for ch in "*?["):
+                found.add(pattern)
+                continue
+            for name in self.client.scan_iter(match=pattern, count=1000, _type="STREAM"):
+                found.add(name.decode() if isinstance(name, bytes) else name)
+        found.discard(self.config.dead_letter_stream)
+        new = sorted(found - set(self.streams))
+        for stream in new:
+            try:
+                # From id 0: ticks published before the group existed are processed too.
+                self.client.xgroup_create(stream, self.config.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        if new:
+            self.streams = sorted(set(self.streams) | set(new))
+            log.info("tick streams discovered", extra={"streams": new, "consumer": self.consumer})
+        return bool(new)
+
+    def read(self) -> list[Entry]:
+        """Read up to batch_size new entries across all streams, blocking up to block_ms."""
+        if not self.streams:
+            return []
+        response = self.client.xreadgroup(
+            self.config.group, self.consumer, {s: ">" for s in self.streams},
+            count=self.config.batch_size, block=self.config.block_ms,
+        )
+        return [(_text(stream), _text(entry_id), decode_fields(fields))
+                for stream, entries in response or [] for entry_id, fields in entries if fields is not None]
+
+    def handle(self, entries: list[Entry]) -> int:
+        """Parse, dead-letter, route and acknowledge; returns the number of ticks sent to workers."""
+        if not entries:
+            return 0
+        metrics.TICKS_RECEIVED.inc(len(entries))
+        groups: dict[str, list[dict[str, Any]]] = {}
+        group_ids: dict[str, list[tuple[str, str]]] = {}
+        done: list[tuple[str, str]] = []
+        dead: list[tuple[str, str, dict[str, str], str]] = []
+        for stream, entry_id, fields in entries:
+            try:
+                tick = parse_tick(fields)
+            except TickError as exc:
+                dead.append((stream, entry_id, fields, str(exc)))
+                continue
+            if tick["state"] == "P":
+                metrics.TICKS_SKIPPED.inc()
+                done.append((stream, entry_id))
+                continue
+            tick["source_id"] = f"{stream}/{entry_id}"
+            groups.setdefault(tick["symbol_key"], []).append(tick)
+            group_ids.setdefault(tick["symbol_key"], []).append((stream, entry_id))
+        self._dead_letter(dead, "malformed")
+        sent = 0
+        for symbol_key, ticks in groups.items():
+            queue = self.config.queue_for(symbol_key)
+            try:
+                self.send_task(ticks, queue)
+            except Exception:
+                # Not acknowledged: the entries stay pending and are reclaimed after reclaim_idle_ms.
+                log.exception("could not send tick batch; will retry by reclaim", extra={"queue": queue})
+                continue
+            metrics.TASKS_SENT.labels(queue).inc()
+            done.extend(group_ids[symbol_key])
+            sent += len(ticks)
+        self._ack(done)
+        return sent
+
+    def reclaim(self) -> bool:
+        """Take over entries other consumers read but never acknowledged; dead-letter the ones delivered too often."""
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            start = "0-0"
+            while True:
+                next_start, entries, *_ = self.client.xautoclaim(
+                    stream, self.config.group, self.consumer, self.config.reclaim_idle_ms,
+                    start_id=start, count=self.config.batch_size,
+                )
+                claimed.extend((stream, _text(eid), decode_fields(f)) for eid, f in entries if f is not None)
+                start = _text(next_start)
+                if start == "0-0" or len(claimed) >= self.config.batch_size:
+                    break
+        if not claimed:
+            return False
+        metrics.ENTRIES_RECLAIMED.inc(len(claimed))
+        counts = self._delivery_counts(claimed)
+        too_many = [(s, i, f, f"delivered {counts[(s, i)]} times without being processed")
+                    for s, i, f in claimed if counts.get((s, i), 0) > self.config.max_deliveries]
+        self._dead_letter(too_many, "max_deliveries")
+        retry = [(s, i, f) for s, i, f in claimed if counts.get((s, i), 0) <= self.config.max_deliveries]
+        log.info("reclaimed pending entries", extra={"count": len(claimed), "dead_lettered": len(too_many)})
+        self.handle(retry)
+        return True
+
+    def step(self) -> bool:
+        """One round: periodic discovery and reclaim, then one read. True if it did any work."""
+        now = time.monotonic()
+        worked = False
+        if now >= self._next_discovery:
+            worked |= self.discover()
+            self._next_discovery = now + self.config.discovery_interval_s
+        if now >= self._next_reclaim and self.streams:
+            worked |= self.reclaim()
+            self._next_reclaim = now + self.config.reclaim_interval_s
+        entries = self.read()
+        if entries:
+            self.handle(entries)
+            worked = True
+        return worked
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Loop until ``should_stop()``; a batch in hand is always finished (and acked) before stopping."""
+        while not should_stop():
+            try:
+                worked = self.step()
+            except redis.ConnectionError:
+                log.exception("redis unavailable; retrying")
+                time.sleep(1.0)
+                continue
+            if not worked and not self.streams:
+                time.sleep(min(self.config.discovery_interval_s, 1.0))
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    def _delivery_counts(self, claimed: list[Entry]) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id, _ in claimed:
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            ordered = sorted(ids, key=_id_order)
+            pending = self.client.xpending_range(stream, self.config.group, min=ordered[0], max=ordered[-1],
+                                                 count=len(ids) + 1000, consumername=self.consumer)
+            for item in pending:
+                counts[(stream, _text(item["message_id"]))] = int(item["times_delivered"])
+        return counts
+
+    def _dead_letter(self, dead: list[tuple[str, str, dict[str, str], str]], reason: str) -> None:
+        if not dead:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for stream, entry_id, fields, error in dead:
+            pipe.xadd(self.config.dead_letter_stream,
+                      {**fields, "error": error, "source_stream": stream, "source_id": entry_id})
+            pipe.xack(stream, self.config.group, entry_id)
+        pipe.execute()
+        metrics.TICKS_DEAD_LETTERED.labels(reason).inc(len(dead))
+        log.warning("entries dead-lettered", extra={"count": len(dead), "reason": reason,
+                                                    "first_error": dead[0][3]})
+
+    def _ack(self, done: list[tuple[str, str]]) -> None:
+        if not done:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in done:
+            by_stream.setdefault(stream, []).append(entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.config.group, *ids)
+        pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,32 @@
+"""What a batch's computations share: the Redis client, previous ticks, and lazily loaded bars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from signals.latest import LatestStore
+
+
+@dataclass
+class BatchContext:
+    client: redis.Redis
+    latest: LatestStore
+    previous: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # source_id -> tick just before it
+    bars_cache: dict[tuple[str, str, float], list[dict[str, Any]]] = field(default_factory=dict)
+    greeks_rows: list[dict[str, Any]] = field(default_factory=list)  # typed Greeks history rows to store
+    cache_writes: list[tuple[str, str, int]] = field(default_factory=list)  # (key, json, ttl) for the realtime API
+    ws_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra (group, message) events
+
+    def bars(self, instrument_key: str, timeframe: str, until_ts: float, count: int = 200) -> list[dict[str, Any]]:
+        """The config's recent bars (oldest first) up to tick time ``until_ts``, loaded once per batch."""
+        cache_key = (instrument_key, timeframe, until_ts // 60)
+        found = self.bars_cache.get(cache_key)
+        if found is None:
+            from signals.bars_provider import recent_bars
+
+            found = recent_bars(instrument_key, timeframe, until_ts, count)
+            self.bars_cache[cache_key] = found
+        return found

@@ -1,0 +1,73 @@
+"""Latest values per instrument in Redis, last-write-wins by tick time.
+
+Two workers can hold batches of the same instrument at once, and a re-delivered old batch can arrive after a
+newer one; the compare-and-set runs inside Redis so neither can move a latest value backwards in tick time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from signals import keys
+
+HISTORY_SECONDS = 6 * 3600
+_LWW_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'ts')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'data', ARGV[2])
+return 1
+"""
+
+
+class LatestStore:
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self._script = client.register_script(_LWW_SCRIPT)
+
+    def read(self, instrument_keys: list[str], pipe: Any | None = None) -> Any:
+        """Queue (on ``pipe``) or run HGET of each key's latest tick JSON."""
+        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        for key in instrument_keys:
+            target.hget(keys.latest_tick(key), "data")
+        return None if pipe is not None else target.execute()
+
+    def update(self, ticks: list[dict[str, Any]], history: bool = True) -> list[int]:
+        """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
+
+        With ``history``, every tick also goes into the instrument's time-scored history (kept for HISTORY_SECONDS
+        of tick time), which is how an option is priced against the underlying *at or before* its own time.
+        """
+        newest: dict[str, dict[str, Any]] = {}
+        for tick in ticks:
+            held = newest.get(tick["instrument_key"])
+            if held is None or tick["ts"] >= held["ts"]:
+                newest[tick["instrument_key"]] = tick
+        pipe = self.client.pipeline(transaction=False)
+        for key, tick in newest.items():
+            self._script(keys=[keys.latest_tick(key)], args=[repr(tick["ts"]), json.dumps(tick)], client=pipe)
+        if history:
+            by_key: dict[str, dict[str, float]] = {}
+            for tick in ticks:
+                member = json.dumps({"ts": tick["ts"], "ltp": tick["ltp"], "open": tick["open"], "high": tick["high"],
+                                     "low": tick["low"], "close": tick["close"]})
+                by_key.setdefault(tick["instrument_key"], {})[member] = tick["ts"]
+            for key, members in by_key.items():
+                name = keys.price_history(key)
+                pipe.zadd(name, members)
+                pipe.zremrangebyscore(name, "-inf", newest[key]["ts"] - HISTORY_SECONDS)
+        results = pipe.execute()
+        return [int(x) for x in results[: len(newest)]]
+
+    def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
+        """The instrument's tick at or before tick time ``ts`` from the recent history, or None."""
+        found = self.client.zrevrangebyscore(keys.price_history(instrument_key), ts, "-inf", start=0, num=1)
+        return json.loads(found[0]) if found else None
+
+    def get(self, instrument_key: str) -> dict[str, Any] | None:
+        raw = self.client.hget(keys.latest_tick(instrument_key), "data")
+        return json.loads(raw) if raw else None

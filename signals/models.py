@@ -1,0 +1,101 @@
+"""Time-series tables. Each has a composite primary key that starts with the instrument and includes the time
+column, so re-delivered ticks collide instead of duplicating, and the tables can become TimescaleDB hypertables
+(whose unique indexes must contain the time column)."""
+
+from django.db import models
+
+
+class Tick(models.Model):
+    """A raw tick as received. ``source_id`` is ``stream/entry-id`` for live ticks and a content hash for imports."""
+
+    pk = models.CompositePrimaryKey("instrument_key", "time", "source_id")
+    instrument_key = models.CharField(max_length=128)
+    time = models.DateTimeField()
+    source_id = models.CharField(max_length=128)
+    ltp = models.FloatField()
+    open = models.FloatField(null=True)
+    high = models.FloatField(null=True)
+    low = models.FloatField(null=True)
+    close = models.FloatField(null=True)
+    volume = models.BigIntegerField(null=True)
+    oi = models.BigIntegerField(null=True)
+    bid = models.FloatField(null=True)
+    ask = models.FloatField(null=True)
+    ltq = models.BigIntegerField(null=True)
+
+    class Meta:
+        db_table = "signal_ticks"
+        indexes = [models.Index(fields=["instrument_key", "-time"], name="signal_ticks_key_time")]
+
+
+class ComputedSignal(models.Model):
+    """One computation's result for one tick and config (everything but the typed Greeks history)."""
+
+    pk = models.CompositePrimaryKey("instrument_key", "time", "source_id", "config_id", "computation_type", "name")
+    instrument_key = models.CharField(max_length=128)
+    time = models.DateTimeField()
+    source_id = models.CharField(max_length=128)
+    config_id = models.BigIntegerField()
+    computation_type = models.CharField(max_length=32)
+    name = models.CharField(max_length=128)
+    results = models.JSONField(null=True)
+    success = models.BooleanField(default=True)
+    error = models.TextField(blank=True, default="")
+    execution_time_ms = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "signal_computed"
+        indexes = [models.Index(fields=["instrument_key", "config_id", "-time"], name="signal_computed_key_time")]
+
+
+class GreeksRecord(models.Model):
+    """Typed Greeks history: one row per option tick, config and price field (ltp/open/high/low/close).
+
+    Units as vollib's analytical Greeks: theta per calendar day, vega and rho per percentage point, iv decimal.
+    """
+
+    pk = models.CompositePrimaryKey("instrument_key", "time", "source_id", "config_id", "price_field")
+    instrument_key = models.CharField(max_length=128)
+    time = models.DateTimeField()
+    source_id = models.CharField(max_length=128)
+    config_id = models.BigIntegerField()
+    price_field = models.CharField(max_length=8)
+    option_price = models.FloatField(null=True)
+    underlying_price = models.FloatField(null=True)
+    time_to_expiry = models.FloatField(null=True)
+    iv = models.FloatField(null=True)
+    sigma = models.FloatField(null=True)
+    delta = models.FloatField(null=True)
+    gamma = models.FloatField(null=True)
+    theta = models.FloatField(null=True)
+    vega = models.FloatField(null=True)
+    rho = models.FloatField(null=True)
+    sigma_source = models.CharField(max_length=16, blank=True, default="")
+    status = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        db_table = "signal_greeks"
+        indexes = [models.Index(fields=["instrument_key", "-time"], name="signal_greeks_key_time")]
+
+
+class InstrumentRecord(models.Model):
+    """The instrument registry: every instrument seen on a stream (or loaded from a CSV)."""
+
+    key = models.CharField(max_length=128, primary_key=True)
+    exchange = models.CharField(max_length=16)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=16)
+    underlying_key = models.CharField(max_length=128, db_index=True)
+    expiry = models.DateField(null=True, blank=True)
+    right = models.CharField(max_length=4, blank=True, default="")
+    strike = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "signal_instruments"
+        indexes = [models.Index(fields=["underlying_key", "expiry", "strike"], name="signal_instr_chain")]
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,60 @@
+"""Idempotent bulk writes to PostgreSQL: one statement per table per batch, conflicts ignored.
+
+Each insert sends column arrays and unnests them server-side, which is far cheaper than one row at a time; the
+composite primary keys make a re-delivered batch a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+
+TICK_COLUMNS = ("instrument_key", "time", "source_id", "ltp", "open", "high", "low", "close", "volume", "oi",
+                "bid", "ask", "ltq")
+TICK_TYPES = ("text", "timestamptz", "text", "float8", "float8", "float8", "float8", "float8", "int8", "int8",
+              "float8", "float8", "int8")
+COMPUTED_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "computation_type", "name", "results",
+                    "success", "error", "execution_time_ms")
+COMPUTED_TYPES = ("text", "timestamptz", "text", "int8", "text", "text", "jsonb", "bool", "text", "float8")
+GREEKS_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "price_field", "option_price",
+                  "underlying_price", "time_to_expiry", "iv", "sigma", "delta", "gamma", "theta", "vega", "rho",
+                  "sigma_source", "status")
+GREEKS_TYPES = ("text", "timestamptz", "text", "int8", "text") + ("float8",) * 10 + ("text", "text")
+
+
+def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+    if not rows:
+        return 0
+    arrays = [list(col) for col in zip(*rows, strict=True)]
+    unnest = ", ".join(f"%s::{t}[]" for t in types)
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({unnest}) "
+           "ON CONFLICT DO NOTHING")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, arrays)
+        return cursor.rowcount
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
+    rows = [(t["instrument_key"], to_datetime(t["ts"]), t["source_id"], t["ltp"], t["open"], t["high"], t["low"],
+             t["close"], t["volume"], t["oi"], t["bid"], t["ask"], t["ltq"]) for t in ticks]
+    return _insert("signal_ticks", TICK_COLUMNS, TICK_TYPES, rows)
+
+
+def store_computed(rows: list[tuple[Any, ...]]) -> int:
+    """Rows of (instrument_key, ts, source_id, config_id, computation_type, name, results, success, error, ms)."""
+    prepared = [(r[0], to_datetime(r[1]), r[2], r[3], r[4], r[5], json.dumps(r[6]), r[7], r[8] or "", r[9])
+                for r in rows]
+    return _insert("signal_computed", COMPUTED_COLUMNS, COMPUTED_TYPES, prepared)
+
+
+def store_greeks(rows: list[dict[str, Any]]) -> int:
+    prepared = [tuple(to_datetime(r["ts"]) if c == "time" else r.get(c) for c in GREEKS_COLUMNS) for r in rows]
+    return _insert("signal_greeks", GREEKS_COLUMNS, GREEKS_TYPES, prepared)

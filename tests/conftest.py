@@ -1,0 +1,128 @@
+"""Shared fixtures. Every test talks to the real PostgreSQL and Redis; the Celery worker is a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import redis as redis_lib
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_redis() -> Iterator[None]:
+    """Each test starts with empty test Redis databases and fresh per-process caches."""
+    from configs.registry import registry
+    from signals import pipeline
+
+    for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
+        redis_lib.Redis.from_url(url).flushdb()
+    registry._version = None
+    pipeline._seen_instruments.clear()
+    yield
+
+
+@pytest.fixture
+def r() -> redis_lib.Redis:
+    from signals.redis_client import get_redis
+
+    return get_redis()
+
+
+@pytest.fixture
+def make_token() -> Callable[..., str]:
+    def make(sub: str = "trader-1", scope: str = "", ttl: int = 600, **claims: Any) -> str:
+        body = {"sub": sub, "exp": int(time.time()) + ttl, "scope": scope, **claims}
+        return jwt.encode(body, settings.SIGNAL_JWT_SECRET, algorithm="HS256")
+
+    return make
+
+
+@pytest.fixture
+def auth_client(make_token: Callable[..., str]) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(scope='signals:write')}")
+    return client
+
+
+def worker_database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test database and Redis."""
+
+    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None):
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
+               "DATABASE_URL": worker_database_url(), **(extra_env or {})}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "signal_project", "worker", "-Q", queues, "--pool=solo",
+             "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if " ready." in line or "ready" in line and "celery@" in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        if not self.ready.wait(timeout):
+            self.stop()
+            raise AssertionError("celery worker did not start:\n" + "".join(self.lines[-40:]))
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def start(queues: str, **kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(queues, **kwargs)
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -1,0 +1,175 @@
+"""The stream bridge, one step at a time, against real Redis (and the real pipeline where ticks are processed)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from signals.bridge import BridgeSettings, StreamBridge
+from tests.factories import fields, tick
+
+STREAM = "tick_stream:NSE@NIFTY"
+
+
+class Recorder:
+    """Collects (queue, ticks) the bridge sends; can be told to fail like an unreachable broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[dict[str, Any]]]] = []
+        self.fail = False
+
+    def __call__(self, ticks: list[dict[str, Any]], queue: str) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append((queue, ticks))
+
+    @property
+    def ticks(self) -> list[dict[str, Any]]:
+        return [t for _, batch in self.sent for t in batch]
+
+
+def make_bridge(r: Any, consumer: str = "c1", **overrides: Any) -> tuple[StreamBridge, Recorder]:
+    recorder = Recorder()
+    config = replace(BridgeSettings.from_django(), **overrides)
+    return StreamBridge(r, config, consumer=consumer, send_task=recorder), recorder
+
+
+def pending(r: Any, stream: str = STREAM) -> int:
+    return r.xpending(stream, "signal_service")["pending"]
+
+
+def test_discovery_finds_streams_by_pattern_and_creates_groups(r: Any) -> None:
+    r.xadd("tick_stream:NSE@NIFTY", fields(tick()))
+    r.xadd("tick_stream:NSE@BANKNIFTY", fields(tick("NSE@BANKNIFTY@index", 52000)))
+    r.xadd("tick_stream:dead", {"x": "1"})
+    r.xadd("other_stream", {"x": "1"})
+    bridge, _ = make_bridge(r)
+    assert bridge.discover() is True
+    assert bridge.streams == ["tick_stream:NSE@BANKNIFTY", "tick_stream:NSE@NIFTY"]
+    assert [g["name"] for g in r.xinfo_groups("tick_stream:NSE@NIFTY")] == [b"signal_service"]
+    assert bridge.discover() is False
+
+
+def test_sharded_stream_names_work_through_patterns(r: Any) -> None:
+    for shard in range(3):
+        r.xadd(f"stream:shard:{shard}", fields(tick(ltp=24000 + shard, at=shard)))
+    bridge, recorder = make_bridge(r, patterns=["stream:shard:*"])
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert sorted(t["ltp"] for t in recorder.ticks) == [24000, 24001, 24002]
+
+
+def test_ticks_published_before_the_group_existed_are_processed(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    r.xadd(STREAM, fields(tick(at=1)))
+    bridge, recorder = make_bridge(r)
+    bridge.discover()
+    assert bridge.handle(bridge.read()) == 2 and len(recorder.ticks) == 2
+
+
+def test_batch_is_grouped_by_underlying_and_routed_to_its_queue(r: Any) -> None:
+    r.xadd(STREAM, fields(tick("NSE@NIFTY@index", at=0)))
+    r.xadd(STREAM, fields(tick("NSE@NIFTY@options@2025-06-26@CE@24000", 120, at=1)))
+    r.xadd("tick_stream:NSE@BANKNIFTY", fields(tick("NSE@BANKNIFTY@index", 52000, at=2)))
+    r.xadd("tick_stream:NSE@INDVIX", fields(tick("NSE@INDVIX@index", 14.2, at=3)))
+    bridge, recorder = make_bridge(r, queue_routes={"NSE@NIFTY": "nifty"}, default_queue="signals")
+    bridge.discover()
+    bridge.handle(bridge.read())
+    by_queue = {(q, tuple(sorted(t["instrument_key"] for t in ticks))) for q, ticks in recorder.sent}
+    assert by_queue == {
+        ("nifty", ("NSE@NIFTY@index", "NSE@NIFTY@options@2025-06-26@call@24000")),
+        ("signals", ("NSE@BANKNIFTY@index",)),
+        ("signals", ("NSE@INDVIX@index",)),
+    }
+    assert len(recorder.sent) == 3  # one task per underlying per read, never one per tick
+    assert pending(r) == 0
+
+
+def test_malformed_tick_goes_to_dead_letter_and_the_rest_is_processed(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    bad_id = r.xadd(STREAM, {"data": "{not json", "note": "keep me"})
+    r.xadd(STREAM, fields({"instrument_key": "NSE@NIFTY@index", "ltp": -5, "ltt": "1750393800"}))
+    r.xadd(STREAM, fields(tick(at=1)))
+    bridge, recorder = make_bridge(r)
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert len(recorder.ticks) == 2
+    dead = r.xrange("tick_stream:dead")
+    assert len(dead) == 2
+    first = dead[0][1]
+    assert first[b"data"] == b"{not json" and first[b"note"] == b"keep me"
+    assert b"not valid JSON" in first[b"error"]
+    assert first[b"source_stream"] == STREAM.encode() and first[b"source_id"] == bad_id
+    assert b"negative" in dead[1][1][b"error"]
+    assert pending(r) == 0
+
+
+def test_processed_state_is_skipped_and_acknowledged(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0, state="P")))
+    r.xadd(STREAM, {"instrument_key": "NSE@NIFTY@index", "ltp": "1", "ltt": "1750393800", "status": "P"})
+    r.xadd(STREAM, fields(tick(at=1)))
+    bridge, recorder = make_bridge(r)
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert len(recorder.ticks) == 1 and pending(r) == 0
+
+
+def test_entries_are_not_acknowledged_when_the_broker_refuses_the_task(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge, recorder = make_bridge(r)
+    recorder.fail = True
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert pending(r) == 1
+    recorder.fail = False
+    time.sleep(0.6)  # past SIGNAL_RECLAIM_IDLE_MS in test settings
+    assert bridge.reclaim() is True
+    assert len(recorder.ticks) == 1 and pending(r) == 0
+
+
+@pytest.mark.django_db
+def test_entries_of_a_dead_consumer_are_reclaimed_and_processed(r: Any) -> None:
+    from signals.models import Tick
+    from signals.pipeline import process_batch
+
+    for i in range(5):
+        r.xadd(STREAM, fields(tick(ltp=24000 + i, at=i)))
+    dead_bridge, dead_recorder = make_bridge(r, consumer="crashed")
+    dead_bridge.discover()
+    assert len(dead_bridge.read()) == 5  # read, then "crashed" before sending or acking
+    assert pending(r) == 5 and dead_recorder.sent == []
+
+    survivor = StreamBridge(r, BridgeSettings.from_django(), consumer="survivor",
+                            send_task=lambda ticks, queue: process_batch(ticks))
+    survivor.discover()
+    assert survivor.read() == []  # nothing new: the entries belong to the dead consumer
+    time.sleep(0.6)
+    assert survivor.reclaim() is True
+    assert pending(r) == 0
+    assert sorted(Tick.objects.values_list("ltp", flat=True)) == [24000, 24001, 24002, 24003, 24004]
+
+
+def test_entry_delivered_too_often_is_dead_lettered(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge, recorder = make_bridge(r, max_deliveries=2)
+    recorder.fail = True
+    bridge.discover()
+    bridge.handle(bridge.read())  # delivery 1
+    for _ in range(2):  # deliveries 2 and 3
+        time.sleep(0.6)
+        bridge.reclaim()
+    assert pending(r) == 0
+    dead = r.xrange("tick_stream:dead")
+    assert len(dead) == 1 and b"delivered 3 times" in dead[0][1][b"error"]
+
+
+def test_step_discovers_reads_and_reports_work(r: Any) -> None:
+    bridge, recorder = make_bridge(r)
+    assert bridge.step() is False
+    r.xadd(STREAM, fields(tick()))
+    bridge._next_discovery = 0
+    assert bridge.step() is True and len(recorder.ticks) == 1
+    assert bridge.step() is False

@@ -1,0 +1,144 @@
+"""The tick pipeline in-process: storage, latest values, config matching and every output sink."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from signals import keys
+from signals.latest import LatestStore
+from signals.pipeline import process_batch
+from tests.factories import create_config, normalised, price_config, tick
+
+OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
+pytestmark = pytest.mark.django_db
+
+
+def batch(*specs: tuple[str, float, float], stream: str = "tick_stream:NSE@NIFTY") -> list[dict[str, Any]]:
+    return [normalised(tick(key, ltp, at=at), f"{stream}/{i + 1}-0") for i, (key, ltp, at) in enumerate(specs)]
+
+
+def test_reprocessing_the_same_batch_adds_no_rows() -> None:
+    from signals.models import ComputedSignal, Tick
+
+    create_config(price_config())
+    ticks = batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1), ("NSE@NIFTY@index", 24010, 2))
+    first = process_batch(ticks)
+    assert first.stored == 3 and first.records == 3
+    second = process_batch(ticks)
+    assert second.stored == 0
+    assert Tick.objects.count() == 3
+    assert ComputedSignal.objects.count() == 3
+
+
+def test_same_time_different_entries_are_both_kept() -> None:
+    from signals.models import Tick
+
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24001, 0)))
+    assert Tick.objects.count() == 2
+
+
+def test_stale_tick_does_not_overwrite_a_newer_latest_value(r: Any) -> None:
+    process_batch(batch(("NSE@NIFTY@index", 24100, 10)))
+    process_batch([normalised(tick("NSE@NIFTY@index", 23900, at=5), "tick_stream:NSE@NIFTY/99-0")])
+    latest = LatestStore(r).get("NSE@NIFTY@index")
+    assert latest["ltp"] == 24100
+    process_batch([normalised(tick("NSE@NIFTY@index", 24200, at=11), "tick_stream:NSE@NIFTY/100-0")])
+    assert LatestStore(r).get("NSE@NIFTY@index")["ltp"] == 24200
+
+
+def test_newest_tick_of_an_out_of_order_batch_wins(r: Any) -> None:
+    process_batch(batch(("NSE@NIFTY@index", 2, 20), ("NSE@NIFTY@index", 1, 10)))
+    assert LatestStore(r).get("NSE@NIFTY@index")["ltp"] == 2
+
+
+def test_value_at_or_before_a_tick_time_comes_from_history(r: Any) -> None:
+    process_batch(batch(("NSE@NIFTY@index", 1, 0), ("NSE@NIFTY@index", 2, 10), ("NSE@NIFTY@index", 3, 20)))
+    from tests.factories import T0
+
+    store = LatestStore(r)
+    assert store.at_or_before("NSE@NIFTY@index", T0.timestamp() + 15)["ltp"] == 2
+    assert store.at_or_before("NSE@NIFTY@index", T0.timestamp() + 10)["ltp"] == 2
+    assert store.at_or_before("NSE@NIFTY@index", T0.timestamp() - 1) is None
+
+
+def test_price_computation_reaches_every_sink(r: Any) -> None:
+    from signals.models import ComputedSignal, InstrumentRecord
+
+    config = create_config(price_config())
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24012, 1), (OPTION, 120, 2)))
+
+    newest_first = [json.loads(x) for x in r.lrange(keys.output_list("NSE@NIFTY@index"), 0, -1)]
+    assert [rec["tick_data"]["ltp"] for rec in newest_first] == [24012, 24000]
+    record = newest_first[0]
+    assert record["config_id"] == config.id and record["config_name"] == "nifty-price"
+    assert record["timestamp"] == "2025-06-20T04:00:01+00:00"
+    (computation,) = record["computations"]
+    assert computation["computation_type"] == "internal_function" and computation["name"] == "price"
+    assert computation["success"] is True and computation["error"] is None
+    assert computation["results"]["ltp"] == 24012
+    assert computation["results"]["change"] == pytest.approx(12)
+    assert newest_first[1]["computations"][0]["results"]["change"] is None  # nothing before the first tick
+
+    entries = r.xrange(keys.output_stream("NSE@NIFTY"))
+    assert [e[1][b"instrument_key"].decode() for e in entries] == ["NSE@NIFTY@index", "NSE@NIFTY@index", OPTION]
+    assert json.loads(entries[2][1][b"data"])["tick_data"]["ltp"] == 120
+
+    rows = ComputedSignal.objects.filter(instrument_key="NSE@NIFTY@index").order_by("time")
+    assert [row.results["ltp"] for row in rows] == [24000, 24012]
+    assert set(InstrumentRecord.objects.values_list("key", flat=True)) == {"NSE@NIFTY@index", OPTION}
+    assert InstrumentRecord.objects.get(key=OPTION).underlying_key == "NSE@NIFTY@index"
+
+
+def test_change_continues_from_the_previous_batch(r: Any) -> None:
+    create_config(price_config())
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    process_batch([normalised(tick("NSE@NIFTY@index", 23990, at=1), "tick_stream:NSE@NIFTY/50-0")])
+    newest = json.loads(r.lindex(keys.output_list("NSE@NIFTY@index"), 0))
+    assert newest["computations"][0]["results"]["change"] == pytest.approx(-10)
+
+
+def test_outputs_follow_the_configs_output_section(r: Any) -> None:
+    from signals.models import ComputedSignal
+
+    create_config(price_config(output={"redis_list": False, "redis_stream": True, "store_to_database": False,
+                                       "websocket": False}))
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 0
+    assert r.xlen(keys.output_stream("NSE@NIFTY")) == 1
+    assert ComputedSignal.objects.count() == 0
+
+
+def test_configs_match_by_pattern_and_disabled_configs_do_not_run(r: Any) -> None:
+    create_config(price_config("options-only", "NSE@NIFTY@options@*"))
+    off = create_config(price_config("disabled", "NSE@NIFTY@*"))
+    off.enabled = False
+    off.save()
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1)))
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 0
+    (record,) = [json.loads(x) for x in r.lrange(keys.output_list(OPTION), 0, -1)]
+    assert record["config_name"] == "options-only"
+
+
+def test_config_change_is_picked_up_without_restart(r: Any) -> None:
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 0
+    from django.db import transaction
+
+    with transaction.atomic():
+        create_config(price_config())
+    from configs.registry import bump_version
+
+    bump_version()  # on_commit hooks do not fire inside the test transaction
+    process_batch([normalised(tick("NSE@NIFTY@index", 24001, at=1), "tick_stream:NSE@NIFTY/9-0")])
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 1
+
+
+def test_output_list_is_capped(r: Any, settings: Any) -> None:
+    settings.SIGNAL_OUTPUT_LIST_MAXLEN = 3
+    create_config(price_config())
+    process_batch(batch(*[("NSE@NIFTY@index", 24000 + i, i) for i in range(5)]))
+    assert [json.loads(x)["tick_data"]["ltp"] for x in r.lrange(keys.output_list("NSE@NIFTY@index"), 0, -1)] == \
+        [24004, 24003, 24002]
