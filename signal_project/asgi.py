@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, WebSocket ``/ws/v2/signals/`` through Channels."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -11,6 +12,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from signals.origin import browser_origin_validator  # noqa: E402
 from signals.routing import websocket_urlpatterns  # noqa: E402
+
+# Everything imported so far lives as long as the process; keeping it out of the collector's generations removes
+# ~100 ms full collections from request latency.
+gc.freeze()
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,

@@ -6,4 +6,4 @@ class SignalsConfig(AppConfig):
     verbose_name = "Signals"
 
     def ready(self) -> None:
-        from signals import checks  # noqa: F401  (registers the system checks)
+        from signals import checks, schema  # noqa: F401  (register the system checks and the OpenAPI auth scheme)

@@ -4,13 +4,18 @@ Reads every tick stream through consumer group ``signal_service``, dead-letters 
 ``state=P``, groups the rest by underlying and sends one Celery task per group to that underlying's queue. An entry
 is acknowledged only after its task is on the broker, so a bridge killed at any point loses nothing: what it read
 but did not ack stays pending and is reclaimed (XAUTOCLAIM) by a live bridge once idle long enough.
+
+Batching is self-clocking: a group is sent at once while its queue has no task waiting, and otherwise keeps
+growing (still unacknowledged) until the queue drains, the batch is full or ``max_wait_ms`` passes. Idle, a tick
+goes out alone with no added delay; under load, batches grow with the time a worker takes per task, so the fixed
+cost of a task is paid once per batch instead of once per few ticks.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ class BridgeSettings:
     reclaim_interval_s: float
     default_queue: str
     queue_routes: dict[str, str]
+    max_wait_ms: int = 50
 
     @classmethod
     def from_django(cls) -> BridgeSettings:
@@ -50,6 +56,7 @@ class BridgeSettings:
             reclaim_idle_ms=s.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=s.SIGNAL_MAX_DELIVERIES,
             discovery_interval_s=s.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=s.SIGNAL_RECLAIM_INTERVAL_S,
             default_queue=s.SIGNAL_DEFAULT_QUEUE, queue_routes=s.SIGNAL_QUEUE_ROUTES,
+            max_wait_ms=s.SIGNAL_BATCH_MAX_WAIT_MS,
         )
 
     def queue_for(self, symbol_key: str) -> str:
@@ -58,6 +65,18 @@ class BridgeSettings:
 
 def default_consumer_name() -> str:
     return f"bridge-{socket.gethostname()}-{os.getpid()}"
+
+
+def broker_queue_lengths(queues: list[str]) -> list[int]:
+    """Tasks waiting in each Celery queue (the Redis broker keeps a queue as a list of its name)."""
+    from django.conf import settings
+
+    from signals.redis_client import get_redis
+
+    pipe = get_redis(settings.CELERY_BROKER_URL).pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue)
+    return [int(n) for n in pipe.execute()]
 
 
 def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
@@ -70,12 +89,17 @@ def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
 
 class StreamBridge:
     def __init__(self, client: redis.Redis, config: BridgeSettings, consumer: str | None = None,
-                 send_task: SendTask = celery_send):
+                 send_task: SendTask = celery_send,
+                 queue_lengths: Callable[[list[str]], list[int]] = broker_queue_lengths):
         self.client = client
         self.config = config
         self.consumer = consumer or default_consumer_name()
         self.send_task = send_task
+        self.queue_lengths = queue_lengths
         self.streams: list[str] = []
+        # Parsed ticks read but not yet sent (so not acknowledged), per underlying, with when the group started.
+        self.buffer: dict[str, list[tuple[dict[str, Any], str, str]]] = {}
+        self.buffer_since: dict[str, float] = {}
         self._next_discovery = 0.0
         self._next_reclaim = 0.0
 
@@ -107,22 +131,23 @@ class StreamBridge:
         """Read up to batch_size new entries across all streams, blocking up to block_ms."""
         if not self.streams:
             return []
+        block = self.config.block_ms
+        if self.buffer:  # wake up in time to send what is buffered
+            oldest = min(self.buffer_since.values())
+            block = max(1, min(block, int(self.config.max_wait_ms - (time.monotonic() - oldest) * 1000)))
         response = self.client.xreadgroup(
             self.config.group, self.consumer, {s: ">" for s in self.streams},
-            count=self.config.batch_size, block=self.config.block_ms,
+            count=self.config.batch_size, block=block,
         )
         return [(_text(stream), _text(entry_id), decode_fields(fields))
                 for stream, entries in response or [] for entry_id, fields in entries if fields is not None]
 
-    def handle(self, entries: list[Entry]) -> int:
-        """Parse, dead-letter, route and acknowledge; returns the number of ticks sent to workers."""
-        if not entries:
-            return 0
+    def handle(self, entries: list[Entry], force: bool = False) -> int:
+        """Parse, dead-letter and buffer entries, then send what is due; returns the number of ticks sent."""
         metrics.TICKS_RECEIVED.inc(len(entries))
-        groups: dict[str, list[dict[str, Any]]] = {}
-        group_ids: dict[str, list[tuple[str, str]]] = {}
         done: list[tuple[str, str]] = []
         dead: list[tuple[str, str, dict[str, str], str]] = []
+        now = time.monotonic()
         for stream, entry_id, fields in entries:
             try:
                 tick = parse_tick(fields)
@@ -134,21 +159,38 @@ class StreamBridge:
                 done.append((stream, entry_id))
                 continue
             tick["source_id"] = f"{stream}/{entry_id}"
-            groups.setdefault(tick["symbol_key"], []).append(tick)
-            group_ids.setdefault(tick["symbol_key"], []).append((stream, entry_id))
+            self.buffer.setdefault(tick["symbol_key"], []).append((tick, stream, entry_id))
+            self.buffer_since.setdefault(tick["symbol_key"], now)
         self._dead_letter(dead, "malformed")
+        self._ack(done)
+        return self.flush(force)
+
+    def flush(self, force: bool = False) -> int:
+        """Send each buffered group that is due (see the module docstring); acknowledge what the broker took."""
+        if not self.buffer:
+            return 0
+        groups = list(self.buffer)
+        queues = [self.config.queue_for(g) for g in groups]
+        waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
+        now = time.monotonic()
+        done: list[tuple[str, str]] = []
         sent = 0
-        for symbol_key, ticks in groups.items():
-            queue = self.config.queue_for(symbol_key)
+        for symbol_key, queue in zip(groups, queues, strict=True):
+            items = self.buffer[symbol_key]
+            due = (force or not waiting.get(queue, 0) or len(items) >= self.config.batch_size
+                   or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
+            if not due:
+                continue
             try:
-                self.send_task(ticks, queue)
+                self.send_task([tick for tick, _, _ in items], queue)
             except Exception:
                 # Not acknowledged: the entries stay pending and are reclaimed after reclaim_idle_ms.
                 log.exception("could not send tick batch; will retry by reclaim", extra={"queue": queue})
-                continue
-            metrics.TASKS_SENT.labels(queue).inc()
-            done.extend(group_ids[symbol_key])
-            sent += len(ticks)
+            else:
+                metrics.TASKS_SENT.labels(queue).inc()
+                done.extend((stream, entry_id) for _, stream, entry_id in items)
+                sent += len(items)
+            del self.buffer[symbol_key], self.buffer_since[symbol_key]
         self._ack(done)
         return sent
 
@@ -175,7 +217,7 @@ class StreamBridge:
         self._dead_letter(too_many, "max_deliveries")
         retry = [(s, i, f) for s, i, f in claimed if counts.get((s, i), 0) <= self.config.max_deliveries]
         log.info("reclaimed pending entries", extra={"count": len(claimed), "dead_lettered": len(too_many)})
-        self.handle(retry)
+        self.handle(retry, force=True)
         return True
 
     def step(self) -> bool:
@@ -189,13 +231,18 @@ class StreamBridge:
             worked |= self.reclaim()
             self._next_reclaim = now + self.config.reclaim_interval_s
         entries = self.read()
-        if entries:
-            self.handle(entries)
-            worked = True
+        if entries or self.buffer:
+            worked |= self.handle(entries) > 0 or bool(entries)
         return worked
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Loop until ``should_stop()``; a batch in hand is always finished (and acked) before stopping."""
+        """Loop until ``should_stop()``; what is in hand is always sent (and acked) before stopping."""
+        try:
+            self._loop(should_stop)
+        finally:
+            self.flush(force=True)
+
+    def _loop(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():
             try:
                 worked = self.step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -38,14 +39,25 @@ def latest_result(kind: str, instrument_key: str, suffix: str = "") -> str:
 
 
 def topic_group(channel: str, instrument_key: str, params: dict[str, Any] | None = None) -> str:
+    if not params:
+        return _plain_topic_group(channel, instrument_key)
+    return _topic_group(channel, instrument_key, json.dumps(params, sort_keys=True, separators=(",", ":")))
+
+
+@lru_cache(maxsize=65536)
+def _plain_topic_group(channel: str, instrument_key: str) -> str:
+    return _topic_group(channel, instrument_key, "")
+
+
+def _topic_group(channel: str, instrument_key: str, params_json: str) -> str:
     """A Channels group name for a WebSocket topic.
 
     Group names allow only ASCII letters, digits, '-', '_' and '.', up to 100 characters, so the readable part is
     sanitised and a hash of the exact topic keeps distinct keys (``A@B`` vs ``A_B``) apart.
     """
     topic = channel + "|" + instrument_key
-    if params:
-        topic += "|" + json.dumps(params, sort_keys=True, separators=(",", ":"))
+    if params_json:
+        topic += "|" + params_json
     digest = hashlib.sha1(topic.encode()).hexdigest()[:16]
     readable = _UNSAFE.sub("_", instrument_key)[:60]
     return f"t.{channel[:12]}.{readable}.{digest}"

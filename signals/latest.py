@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import redis
 
 from signals import keys
@@ -39,8 +40,9 @@ class LatestStore:
     def update(self, ticks: list[dict[str, Any]], history: bool = True) -> list[int]:
         """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
 
-        With ``history``, every tick also goes into the instrument's time-scored history (kept for HISTORY_SECONDS
-        of tick time), which is how an option is priced against the underlying *at or before* its own time.
+        With ``history``, every tick of a non-option instrument (spot, future, INDVIX) also goes into its
+        time-scored history (kept for HISTORY_SECONDS of tick time), which is how an option is priced against the
+        underlying *at or before* its own time. Options themselves are never looked up that way.
         """
         newest: dict[str, dict[str, Any]] = {}
         for tick in ticks:
@@ -49,12 +51,14 @@ class LatestStore:
                 newest[tick["instrument_key"]] = tick
         pipe = self.client.pipeline(transaction=False)
         for key, tick in newest.items():
-            self._script(keys=[keys.latest_tick(key)], args=[repr(tick["ts"]), json.dumps(tick)], client=pipe)
+            self._script(keys=[keys.latest_tick(key)], args=[repr(tick["ts"]), orjson.dumps(tick)], client=pipe)
         if history:
-            by_key: dict[str, dict[str, float]] = {}
+            by_key: dict[str, dict[bytes, float]] = {}
             for tick in ticks:
-                member = json.dumps({"ts": tick["ts"], "ltp": tick["ltp"], "open": tick["open"], "high": tick["high"],
-                                     "low": tick["low"], "close": tick["close"]})
+                if "@options@" in tick["instrument_key"]:
+                    continue
+                member = orjson.dumps({"ts": tick["ts"], "ltp": tick["ltp"], "open": tick["open"],
+                                       "high": tick["high"], "low": tick["low"], "close": tick["close"]})
                 by_key.setdefault(tick["instrument_key"], {})[member] = tick["ts"]
             for key, members in by_key.items():
                 name = keys.price_history(key)

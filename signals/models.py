@@ -1,6 +1,7 @@
 """Time-series tables. Each has a composite primary key that starts with the instrument and includes the time
 column, so re-delivered ticks collide instead of duplicating, and the tables can become TimescaleDB hypertables
-(whose unique indexes must contain the time column)."""
+(whose unique indexes must contain the time column). The keys also serve "instrument over a time range" scans, so
+no secondary index is kept: each would cost every insert of the hot path."""
 
 from django.db import models
 
@@ -25,7 +26,9 @@ class Tick(models.Model):
 
     class Meta:
         db_table = "signal_ticks"
-        indexes = [models.Index(fields=["instrument_key", "-time"], name="signal_ticks_key_time")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_key} {self.time.isoformat()} {self.ltp}"
 
 
 class ComputedSignal(models.Model):
@@ -45,7 +48,9 @@ class ComputedSignal(models.Model):
 
     class Meta:
         db_table = "signal_computed"
-        indexes = [models.Index(fields=["instrument_key", "config_id", "-time"], name="signal_computed_key_time")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_key} {self.time.isoformat()} {self.computation_type}:{self.name}"
 
 
 class GreeksRecord(models.Model):
@@ -75,7 +80,9 @@ class GreeksRecord(models.Model):
 
     class Meta:
         db_table = "signal_greeks"
-        indexes = [models.Index(fields=["instrument_key", "-time"], name="signal_greeks_key_time")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_key} {self.time.isoformat()} {self.price_field}"
 
 
 class InstrumentRecord(models.Model):

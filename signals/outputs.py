@@ -6,9 +6,9 @@ pipeline; the list gets its records oldest first so the newest ends up at the he
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from signals import fanout, keys, storage
@@ -27,21 +27,25 @@ def build_record(tick: dict[str, Any], config_id: int, config_name: str, computa
 
 
 def write(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], ctx: BatchContext) -> None:
-    """Write ``(record, tick, output settings)`` triples to every sink each one asks for."""
+    """Write ``(record, tick, output settings)`` triples to every sink each one asks for.
+
+    Records are encoded with orjson, which writes NaN and infinities as null: JSON has no NaN.
+    """
     pipe = ctx.client.pipeline(transaction=False)
-    list_items: dict[str, list[str]] = {}
+    list_items: dict[str, list[bytes]] = {}
     computed_rows: list[tuple[Any, ...]] = []
+    newest: dict[str, tuple[bytes, int]] = {}  # cache key -> (record JSON, ttl); records are in tick-time order
     ws_events: list[tuple[str, dict[str, Any]]] = list(ctx.ws_events)
     for record, tick, output in sorted(records, key=lambda item: item[1]["ts"]):
-        text = json.dumps(record)
+        text = orjson.dumps(record)
         key = record["instrument_key"]
         if output.get("redis_list", True):
             list_items.setdefault(key, []).append(text)
         if output.get("redis_stream", True):
             pipe.xadd(keys.output_stream(tick["symbol_key"]), {"data": text, "instrument_key": key},
                       maxlen=settings.SIGNAL_OUTPUT_STREAM_MAXLEN, approximate=True)
-        pipe.set(keys.latest_result("computed", key, str(record["config_id"])), text,
-                 ex=int(output.get("cache_ttl_seconds", 300)))
+        newest[keys.latest_result("computed", key, str(record["config_id"]))] = (
+            text, int(output.get("cache_ttl_seconds", 300)))
         if output.get("store_to_database", True):
             for c in record["computations"]:
                 if c["computation_type"] == "greeks":
@@ -56,6 +60,8 @@ def write(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], 
     for key, items in list_items.items():
         pipe.lpush(keys.output_list(key), *items)
         pipe.ltrim(keys.output_list(key), 0, settings.SIGNAL_OUTPUT_LIST_MAXLEN - 1)
+    for cache_key, (text, ttl) in newest.items():
+        pipe.set(cache_key, text, ex=ttl)
     for cache_key, text, ttl in ctx.cache_writes:
         pipe.set(cache_key, text, ex=ttl)
     pipe.execute()

@@ -173,3 +173,48 @@ def test_step_discovers_reads_and_reports_work(r: Any) -> None:
     bridge._next_discovery = 0
     assert bridge.step() is True and len(recorder.ticks) == 1
     assert bridge.step() is False
+
+
+def test_batches_grow_while_the_queue_has_a_task_waiting(r: Any) -> None:
+    waiting = {"signals": 1}
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=60_000, batch_size=5), consumer="c",
+                          send_task=recorder, queue_lengths=lambda queues: [waiting.get(q, 0) for q in queues])
+    bridge.discover()
+    for i in range(3):
+        r.xadd(STREAM, fields(tick(at=i)))
+        assert bridge.step() is True
+    assert recorder.sent == [] and pending(r) == 3  # held back, still unacknowledged
+    waiting["signals"] = 0  # the worker took the waiting task: everything buffered goes as one batch
+    bridge.flush()
+    assert [len(batch) for _, batch in recorder.sent] == [3] and pending(r) == 0
+
+    waiting["signals"] = 1
+    for i in range(7):
+        r.xadd(STREAM, fields(tick(at=10 + i)))
+    bridge.handle(bridge.read())  # reads at most batch_size (5)
+    assert [len(batch) for _, batch in recorder.sent] == [3, 5]  # a full batch goes regardless
+    assert pending(r) == 0
+
+
+def test_held_batch_goes_after_max_wait(r: Any) -> None:
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=100), consumer="c",
+                          send_task=recorder, queue_lengths=lambda queues: [1 for _ in queues])
+    bridge.discover()
+    r.xadd(STREAM, fields(tick()))
+    bridge.step()
+    assert recorder.sent == []
+    time.sleep(0.12)
+    bridge.step()
+    assert len(recorder.ticks) == 1 and pending(r) == 0
+
+
+def test_stopping_sends_what_is_buffered(r: Any) -> None:
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=60_000), consumer="c",
+                          send_task=recorder, queue_lengths=lambda queues: [1 for _ in queues])
+    r.xadd(STREAM, fields(tick()))
+    calls = iter([False, False, True])
+    bridge.run(lambda: next(calls))
+    assert len(recorder.ticks) == 1 and pending(r) == 0

@@ -1,3 +1,4 @@
+import gc
 import logging
 import signal
 from typing import Any
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         bridge = StreamBridge(get_redis(), BridgeSettings.from_django(), consumer=options["consumer"])
+        gc.freeze()  # start-up objects live for ever; keep them out of the collector's generations
         log.info("stream bridge starting", extra={"consumer": bridge.consumer, "patterns": bridge.config.patterns})
         bridge.run(lambda: self.stopping)
         log.info("stream bridge stopped", extra={"consumer": bridge.consumer})

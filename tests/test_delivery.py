@@ -1,0 +1,53 @@
+"""At-least-once delivery across process deaths: a worker killed mid-task loses nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+
+from signals import keys
+from signals.bridge import BridgeSettings, StreamBridge
+from tests.conftest import wait_for, worker_database_url
+from tests.factories import create_config, fields, price_config, tick
+
+STREAM = "tick_stream:NSE@NIFTY"
+
+
+def blocked_inserts(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query LIKE 'INSERT INTO signal_ticks%%'").fetchone()
+    return int(row[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None:
+    from signals.models import ComputedSignal, Tick
+
+    create_config(price_config())
+    for i in range(20):
+        r.xadd(STREAM, fields(tick(ltp=24000 + i, at=i)))
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes={"NSE@NIFTY": "kill-test"}),
+                          consumer="bridge")
+    bridge.discover()
+
+    # Hold the ticks table so the first worker blocks inside the task, after taking the message.
+    with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
+            psycopg.connect(worker_database_url(), autocommit=True) as observer:
+        locker.execute("LOCK TABLE signal_ticks IN EXCLUSIVE MODE")
+        first = start_worker("kill-test", name="doomed")
+        assert bridge.handle(bridge.read()) == 20
+        assert r.xpending(STREAM, "signal_service")["pending"] == 0  # the bridge's part is done
+        wait_for(lambda: blocked_inserts(observer) == 1)
+        first.stop(kill=True)  # SIGKILL mid-task: no chance to ack or requeue
+        locker.rollback()
+
+    assert Tick.objects.count() == 0
+    start_worker("kill-test", name="survivor")
+    wait_for(lambda: Tick.objects.count() == 20, timeout=40)
+    wait_for(lambda: ComputedSignal.objects.count() == 20)  # written later in the same batch
+    outputs = [json.loads(e[1][b"data"]) for e in r.xrange(keys.output_stream("NSE@NIFTY"))]
+    assert sorted(o["tick_data"]["ltp"] for o in outputs) == [24000 + i for i in range(20)]
