@@ -108,3 +108,33 @@ def parse_frequency(value: str) -> Frequency:
         cron = _check_cron(fields, text)
         return Frequency(" ".join(cron), "crontab", cron=cron)
     raise FrequencyError(f"frequency {text!r} is not recognised; use {ACCEPTED}")
+
+
+def bar_close_crossings(
+    times: list[float], previous: list[float | None], interval: str, session_open: str = "09:15",
+    tz: str = "Asia/Kolkata",
+) -> list[bool]:
+    """For ``every_interval``: whether each tick (epoch seconds ``times[i]``) is the first one after a bar close of
+    ``interval``, i.e. its bar differs from the bar of the same instrument's previous tick (``previous[i]``, by
+    tick time; None when unknown, which never fires). Decided by tick time only, so a replay fires exactly as the
+    live feed did. Bars are aligned as `indicators.bars.bucket_start` aligns them (session open, exchange days).
+    """
+    if not times:
+        return []
+    import numpy as np
+    import pandas as pd
+
+    from indicators.bars import bucket_start
+
+    known = [i for i, p in enumerate(previous) if p is not None]
+    if not known:
+        return [False] * len(times)
+    now = pd.DatetimeIndex(pd.to_datetime(np.array([times[i] for i in known], dtype=float), unit="s", utc=True))
+    before = pd.DatetimeIndex(pd.to_datetime(np.array([previous[i] for i in known], dtype=float), unit="s",
+                                             utc=True))
+    current_bar = bucket_start(now, interval, session_open=session_open, tz=tz)
+    previous_bar = bucket_start(before, interval, session_open=session_open, tz=tz)
+    crossed = [False] * len(times)
+    for slot, a, b in zip(known, current_bar.asi8, previous_bar.asi8, strict=True):
+        crossed[slot] = bool(a > b)
+    return crossed

@@ -62,5 +62,24 @@ class ConfigRegistry:
     def all(self) -> list[ActiveConfig]:
         return list(self._configs)
 
+    @property
+    def version(self) -> bytes | None:
+        """The Redis version the loaded configs belong to (None before the first refresh)."""
+        return self._version
+
+    def by_schedule(self, schedule_key: str) -> list[ActiveConfig]:
+        """Enabled time-driven configs whose frequency shares the beat entry ``schedule_key``."""
+        from configs.frequency import FrequencyError, parse_frequency
+
+        found = []
+        for config in self._configs:
+            try:
+                frequency = parse_frequency(config.frequency)
+            except FrequencyError:
+                continue
+            if frequency.is_time_driven and frequency.schedule_key == schedule_key:
+                found.append(config)
+        return found
+
 
 registry = ConfigRegistry()

@@ -19,7 +19,12 @@ from signals.instruments import InstrumentKeyError, normalise_key, normalise_pat
 GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
 GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_PARAM_IN_MESSAGE = re.compile(r"^parameter '([^']{1,64})'")
+MAX_INDICATORS = 100
+MAX_FUNCTIONS = 50
 _LEVEL_RE = re.compile(r"^(ATM|ITM|OTM|ITM\d{1,2}|OTM\d{1,2}|D\d{1,2})$")
 
 TOP_LEVEL = {
@@ -30,7 +35,7 @@ OUTPUT_DEFAULTS: dict[str, Any] = {
     "redis_list": True, "redis_stream": True, "store_to_database": True, "websocket": True, "cache_ttl_seconds": 300,
 }
 GREEKS_DEFAULTS: dict[str, Any] = {
-    "enabled": False, "model": "black_scholes_merton", "risk_free_rate": 0.065, "dividend_yield": 0.0,
+    "enabled": True, "model": "black_scholes_merton", "risk_free_rate": 0.065, "dividend_yield": 0.0,
     "price_fields": ["ltp"], "calculate": list(GREEK_NAMES), "use_indvix": True,
 }
 
@@ -88,20 +93,30 @@ class _Collector:
 
 def _check_identity(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        c.add("name", "is required: 1-100 letters, digits, '.', '_' or '-'")
+    if name is None or name == "":
+        c.add("name", f"is required: {NAME_RULE}")
+    elif not isinstance(name, str) or not NAME_RE.match(name):
+        c.add("name", f"{name!r:.60} is not a valid name: {NAME_RULE}")
     version = data.get("version", "1.0")
-    if not isinstance(version, str | int | float) or isinstance(version, bool):
-        c.add("version", "must be a string such as '1.0'")
+    if not isinstance(version, str | int | float) or isinstance(version, bool) or not 0 < len(str(version)) <= 32:
+        c.add("version", "must be a string of at most 32 characters such as '1.0'")
     out["version"] = str(version)
-    try:
-        out["instrument_key"] = normalise_pattern(data.get("instrument_key", ""))
-    except InstrumentKeyError as exc:
-        c.add("instrument_key", str(exc))
-    except (TypeError, AttributeError):
+    key = data.get("instrument_key")
+    if key is None or key == "":
+        c.add("instrument_key", "is required: an instrument key such as NSE@NIFTY@index or a pattern ending in "
+                                "'@*' such as NSE@NIFTY@options@2025-06-26@*")
+    elif not isinstance(key, str):
         c.add("instrument_key", "must be a string")
+    else:
+        try:
+            out["instrument_key"] = normalise_pattern(key)
+        except InstrumentKeyError as exc:
+            c.add("instrument_key", str(exc))
     c.boolean(data, "enabled", "")
     out.setdefault("enabled", True)
+    description = data.get("description", "")
+    if not isinstance(description, str) or len(description) > 2000:
+        c.add("description", "must be a string of at most 2000 characters")
 
 
 def _check_schedule(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
@@ -109,7 +124,7 @@ def _check_schedule(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 
     interval = data.get("interval", "1m")
     try:
-        out["interval"] = parse_timeframe(str(interval)).name
+        out["interval"] = parse_timeframe(interval).name
     except ValueError as exc:
         c.add("interval", str(exc))
     try:
@@ -139,13 +154,32 @@ def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
         for i, value in enumerate(values):
             if value not in allowed:
                 c.add(f"{p}{key}[{i}]", f"{value!r} is not one of {', '.join(allowed)}")
+        if isinstance(values, list) and len(set(map(repr, values))) != len(values):
+            c.add(p + key, "must not repeat a value")
+    product = _pattern_product(out.get("instrument_key"))
+    if merged["enabled"] is True and product is not None and product != "options":
+        c.add(p + "enabled", f"option Greeks need option instruments, but instrument_key {out['instrument_key']!r} "
+                             f"selects only {product}; use an options key or pattern (e.g. NSE@NIFTY@options@*)")
     out["option_greeks"] = merged
+
+
+def _pattern_product(pattern: str | None) -> str | None:
+    """The product a normalised key or pattern is limited to, or None when it can match several products."""
+    if not pattern or pattern == "*":
+        return None
+    parts = pattern.split("@")
+    if parts[-1] == "*":
+        parts = parts[:-1]
+    return parts[2] if len(parts) >= 3 else None
 
 
 def _check_indicators(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
     from indicators.engine import validate_indicators
 
     specs = c.items(data, "technical_indicators")
+    if len(specs) > MAX_INDICATORS:
+        c.add("technical_indicators", f"at most {MAX_INDICATORS} indicators per config")
+        specs = []
     if specs:
         for field, message in validate_indicators(specs):
             c.add(field, message)
@@ -156,48 +190,100 @@ def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
     from configs import functions
 
     entries = c.items(data, "internal_functions")
+    if len(entries) > MAX_FUNCTIONS:
+        c.add("internal_functions", f"at most {MAX_FUNCTIONS} internal functions per config")
+        entries = []
     for i, entry in enumerate(entries):
         p = f"internal_functions[{i}]."
         if not isinstance(entry, dict):
             c.add(f"internal_functions[{i}]", "must be an object with name and parameters")
             continue
         c.unknown(entry, {"name", "parameters", "output_key"}, p)
+        _check_output_key(entry, p, c)
         name = entry.get("name")
-        if name not in functions.names():
-            c.add(p + "name", f"unknown internal function {name!r}; known: {', '.join(sorted(functions.names()))}")
+        if not isinstance(name, str) or name not in functions.names():
+            c.add(p + "name", f"unknown internal function {name!r:.60}; known: {', '.join(functions.names())}")
             continue
         params = entry.setdefault("parameters", {})
         if not isinstance(params, dict):
             c.add(p + "parameters", "must be an object")
             continue
         for message in functions.validate_params(name, params):
-            c.add(p + "parameters", message)
+            named = _PARAM_IN_MESSAGE.match(message)
+            c.add(p + "parameters" + (f".{named.group(1)}" if named else ""), message)
     out["internal_functions"] = entries
 
 
 def _check_external(
     data: dict[str, Any], out: dict[str, Any], c: _Collector, function_exists: Callable[[str], bool] | None
 ) -> None:
+    from configs.sandbox.policy import check_function_name
+    from configs.sandbox.runner import (
+        DEFAULT_MEMORY_LIMIT_MB,
+        DEFAULT_TIMEOUT_S,
+        MAX_MEMORY_LIMIT_MB,
+        MAX_TIMEOUT_S,
+        MIN_MEMORY_LIMIT_MB,
+        MIN_TIMEOUT_S,
+    )
+
     entries = c.items(data, "external_functions")
+    if len(entries) > MAX_FUNCTIONS:
+        c.add("external_functions", f"at most {MAX_FUNCTIONS} external functions per config")
+        entries = []
     for i, entry in enumerate(entries):
         p = f"external_functions[{i}]."
         if not isinstance(entry, dict):
-            c.add(f"external_functions[{i}]", "must be an object")
+            c.add(f"external_functions[{i}]", "must be an object with name, parameters, timeout, memory_limit_mb")
             continue
         c.unknown(entry, {"name", "function_name", "parameters", "timeout", "memory_limit_mb", "output_key"}, p)
+        _check_output_key(entry, p, c)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
-            c.add(p + "name", "is required")
+            c.add(p + "name", "is required: the name of an uploaded external function")
+        elif not NAME_RE.match(name):
+            c.add(p + "name", f"{name!r:.60} is not a valid function name: {NAME_RULE}")
         elif function_exists is not None and not function_exists(name):
-            c.add(p + "name", f"no uploaded external function named {name!r}")
+            c.add(p + "name", f"no uploaded external function named {name!r}; upload it first (functions/ API or "
+                              "admin)")
+        if "function_name" in entry:
+            problem = check_function_name(entry["function_name"])
+            if problem:
+                c.add(p + "function_name", problem)
         entry.setdefault("parameters", {})
         if not isinstance(entry["parameters"], dict):
             c.add(p + "parameters", "must be an object")
-        entry.setdefault("timeout", 2)
-        entry.setdefault("memory_limit_mb", 128)
-        c.number(entry, "timeout", p, 0.05, 60)
-        c.number(entry, "memory_limit_mb", p, 16, 4096)
+        entry.setdefault("timeout", DEFAULT_TIMEOUT_S)
+        entry.setdefault("memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB)
+        c.number(entry, "timeout", p, MIN_TIMEOUT_S, MAX_TIMEOUT_S)
+        c.number(entry, "memory_limit_mb", p, MIN_MEMORY_LIMIT_MB, MAX_MEMORY_LIMIT_MB)
     out["external_functions"] = entries
+
+
+def _check_output_key(entry: dict[str, Any], prefix: str, c: _Collector) -> None:
+    if "output_key" in entry and (
+        not isinstance(entry["output_key"], str) or not _OUTPUT_KEY_RE.match(entry["output_key"])
+    ):
+        c.add(prefix + "output_key", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or '_'")
+
+
+def _check_function_names(out: dict[str, Any], c: _Collector) -> None:
+    """Function results are named by output_key or name; two entries may not share a result name."""
+    seen: dict[str, str] = {}
+    for section in ("internal_functions", "external_functions"):
+        for i, entry in enumerate(out.get(section) or []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                continue
+            result_name = entry.get("output_key") or entry["name"]
+            if not isinstance(result_name, str):
+                continue
+            where = f"{section}[{i}]"
+            if result_name in seen:
+                field = f"{where}.output_key" if "output_key" in entry else f"{where}.name"
+                c.add(field, f"result name {result_name!r} is already used by {seen[result_name]}; set a distinct "
+                             "output_key")
+            else:
+                seen[result_name] = where
 
 
 def _check_moneyness(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
@@ -206,10 +292,19 @@ def _check_moneyness(data: dict[str, Any], out: dict[str, Any], c: _Collector) -
         return
     p = "moneyness."
     c.unknown(money, {"underlying", "expiry", "levels", "strike_step"}, p)
-    try:
-        money["underlying"] = normalise_key(str(money.get("underlying", "")))
-    except InstrumentKeyError as exc:
-        c.add(p + "underlying", str(exc))
+    underlying = money.get("underlying")
+    if not isinstance(underlying, str) or not underlying:
+        c.add(p + "underlying", "is required: the spot or future key, e.g. NSE@NIFTY@index")
+    else:
+        try:
+            money["underlying"] = normalise_key(underlying)
+        except InstrumentKeyError as exc:
+            c.add(p + "underlying", str(exc))
+        else:
+            if money["underlying"].split("@")[2] == "options":
+                c.add(p + "underlying", "must be a spot, equity or futures key, not an option")
+    if "strike_step" in money:
+        c.number(money, "strike_step", p, 1e-6, 1e9)
     expiry = money.get("expiry")
     if expiry is not None:
         try:
@@ -255,6 +350,7 @@ def validate_config(data: Any, *, function_exists: Callable[[str], bool] | None 
     _check_indicators(data, out, c)
     _check_internal(data, out, c)
     _check_external(data, out, c, function_exists)
+    _check_function_names(out, c)
     _check_moneyness(data, out, c)
     _check_output(data, out, c)
     computations = (

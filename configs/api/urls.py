@@ -1,3 +1,13 @@
 """Config and external-function routes (see signals/api/urls.py)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from configs.api import views
+
+urlpatterns = [
+    path("configs/", views.ConfigListView.as_view(), name="configs"),
+    path("configs/<int:pk>/", views.ConfigDetailView.as_view(), name="config-detail"),
+    path("configs/<int:pk>/revisions/", views.ConfigRevisionsView.as_view(), name="config-revisions"),
+    path("functions/", views.FunctionListView.as_view(), name="functions"),
+    path("functions/<int:pk>/", views.FunctionDetailView.as_view(), name="function-detail"),
+]
