@@ -14,6 +14,16 @@ DEMO_CONFIGS: list[dict[str, Any]] = [
         "frequency": "every_tick", "internal_functions": [{"name": "price", "parameters": {}}],
         "output": ALL_OUTPUTS, "enabled": True,
     },
+    {
+        # Greeks of the whole demo option chain on every tick, and moneyness of the nearest expiry (issue 3).
+        "name": "nifty-chain-greeks", "version": "1.0", "instrument_key": "NSE@NIFTY@options@*", "interval": "5m",
+        "frequency": "every_tick",
+        "option_greeks": {"enabled": True, "model": "black_scholes_merton", "risk_free_rate": 0.065,
+                          "dividend_yield": 0.0, "price_fields": ["ltp"],
+                          "calculate": ["iv", "delta", "gamma", "theta", "vega", "rho"], "use_indvix": True},
+        "moneyness": {"underlying": "NSE@NIFTY@index", "levels": ["ATM", "ITM1", "OTM1", "D25"]},
+        "output": ALL_OUTPUTS, "enabled": True,
+    },
 ]
 
 
