@@ -33,7 +33,7 @@ INSTALLED_APPS = [
     "channels",
     "signals",
     "configs",
-    
+
 ]
 
 MIDDLEWARE = [
@@ -118,6 +118,7 @@ SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", "tick_stream:de
 SIGNAL_CONSUMER_GROUP = env_str("SIGNAL_CONSUMER_GROUP", "signal_service")
 SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
 SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
+SIGNAL_BATCH_MAX_WAIT_MS = env_int("SIGNAL_BATCH_MAX_WAIT_MS", 50)
 SIGNAL_DISCOVERY_INTERVAL_S = env_float("SIGNAL_DISCOVERY_INTERVAL_S", 5.0)
 SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 15.0)
 SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 60_000)
@@ -159,10 +160,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
-    },
-    "SECURITY": [{"bearerAuth": []}],
 }
 
 # --- Celery -------------------------------------------------------------------------------------------------
@@ -177,13 +174,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100)
 CELERY_TASK_DEFAULT_QUEUE = SIGNAL_DEFAULT_QUEUE
+# Every task names its queue here (the bridge overrides process_ticks per underlying with SIGNAL_QUEUE_ROUTES).
+CELERY_TASK_ROUTES = {
+    "signals.process_ticks": {"queue": SIGNAL_DEFAULT_QUEUE},
+    "signals.tasks.publish_stream_metrics": {"queue": SIGNAL_DEFAULT_QUEUE},
+    "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A message taken by a worker that dies is handed to another worker after this many seconds; it must exceed the
-# longest task (the time limit) or a slow task would run twice.
+# longest task (the time limit) or a slow task would run twice. Live workers look for such messages every
+# unacked_restore_interval x unacked_restore_throttle seconds (kombu's default is about 100 s).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 5),
+    "unacked_restore_throttle": 1,
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
 }
@@ -217,3 +223,69 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Configs ------------------------------------------------------------------------------------------------
+# Config stream (SIGNAL_CONFIG_STREAM above): consumer group, dead letters, reclaim of dead consumers' entries.
+SIGNAL_CONFIG_CONSUMER_GROUP = env_str("SIGNAL_CONFIG_CONSUMER_GROUP", "signal_config_service")
+SIGNAL_CONFIG_DEAD_LETTER_STREAM = env_str("SIGNAL_CONFIG_DEAD_LETTER_STREAM", SIGNAL_CONFIG_STREAM + ":dead")
+SIGNAL_CONFIG_BLOCK_MS = env_int("SIGNAL_CONFIG_BLOCK_MS", 1000)
+SIGNAL_CONFIG_RECLAIM_IDLE_MS = env_int("SIGNAL_CONFIG_RECLAIM_IDLE_MS", 60_000)
+SIGNAL_CONFIG_RECLAIM_INTERVAL_S = env_float("SIGNAL_CONFIG_RECLAIM_INTERVAL_S", 15.0)
+SIGNAL_CONFIG_MAX_DELIVERIES = env_int("SIGNAL_CONFIG_MAX_DELIVERIES", 5)
+# Time-driven configs: the queue their beat entries send to, and how long a crontab run may wait in it.
+SIGNAL_SCHEDULED_QUEUE = env_str("SIGNAL_SCHEDULED_QUEUE", SIGNAL_DEFAULT_QUEUE)
+SIGNAL_SCHEDULE_EXPIRE_S = env_int("SIGNAL_SCHEDULE_EXPIRE_S", 600)
+# The pipeline stamps a config's last run (admin/API) at most this often per worker process.
+SIGNAL_CONFIG_RUN_STAMP_S = env_float("SIGNAL_CONFIG_RUN_STAMP_S", 10.0)
+# Exactly one celery-beat: the scheduler holds this Redis lock (renewed every loop); another beat stays idle
+# (standby, takes over when the lock expires) or, with SIGNAL_BEAT_STANDBY=false, exits.
+CELERY_BEAT_SCHEDULER = "configs.beat:SingleBeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 5)
+SIGNAL_BEAT_LOCK_KEY = env_str("SIGNAL_BEAT_LOCK_KEY", "signal:beat:lock")
+SIGNAL_BEAT_LOCK_TTL_S = env_float("SIGNAL_BEAT_LOCK_TTL_S", 30.0)
+SIGNAL_BEAT_STANDBY = env_bool("SIGNAL_BEAT_STANDBY", True)
+# External functions: sandbox worker processes per Celery/web process; a function killed this many times in a
+# row is suspended for SIGNAL_EXTERNAL_SUSPEND_S (its results say so) instead of stalling every batch.
+SIGNAL_SANDBOX_POOL_SIZE = env_int("SIGNAL_SANDBOX_POOL_SIZE", 2)
+SIGNAL_EXTERNAL_MAX_KILLS = env_int("SIGNAL_EXTERNAL_MAX_KILLS", 3)
+SIGNAL_EXTERNAL_SUSPEND_S = env_float("SIGNAL_EXTERNAL_SUSPEND_S", 60.0)
+
+# --- Greeks -------------------------------------------------------------------------------------------------
+# Option chains per underlying and expiry are read from the instrument registry at most this often per process.
+SIGNAL_GREEKS_CHAIN_CACHE_S = env_float("SIGNAL_GREEKS_CHAIN_CACHE_S", 5.0)
+# `compute_greeks` sends one Celery task per chunk of this many minutes to this queue.
+SIGNAL_GREEKS_HISTORY_QUEUE = env_str("SIGNAL_GREEKS_HISTORY_QUEUE", SIGNAL_DEFAULT_QUEUE)
+CELERY_TASK_ROUTES["signals.greeks_history_chunk"] = {"queue": SIGNAL_GREEKS_HISTORY_QUEUE}
+SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES", 30)
+# Largest number of points the historical Greeks / ATM IV endpoints return (the answer says "truncated").
+SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
+# Celery's Django fix-up closes the database connection before and after every task unless this is set; a fresh
+# connection per tick batch (plus its temporary COPY staging tables) cost more than the batch itself. Workers keep
+# their connection for up to 2 x this many tasks; `signals.greeks_tasks` still drops an unusable or expired one
+# (CONN_MAX_AGE) before each task, as Django does per request.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+
+# --- Bars and indicators ------------------------------------------------------------------------------------
+# Redis bar cache (signals/bars_service.py): closed bars per instrument, timeframe and chunk (exchange date).
+SIGNAL_BARS_CACHE_TTL_S = env_int("SIGNAL_BARS_CACHE_TTL_S", 7 * 86_400)
+SIGNAL_BARS_CACHE_MAX_CHUNKS = env_int("SIGNAL_BARS_CACHE_MAX_CHUNKS", 1500)  # per instrument+timeframe
+SIGNAL_BARS_OPEN_TTL_S = env_int("SIGNAL_BARS_OPEN_TTL_S", 900)  # the still-open bar kept by record_ticks
+SIGNAL_BARS_TRACK_TTL_S = env_int("SIGNAL_BARS_TRACK_TTL_S", 120)  # tick high-water mark (late-tick detection)
+# Instruments whose ticks are not reported to the bars service only cache bars this much older than their latest
+# tick, so late ticks within the window still correct them.
+SIGNAL_BARS_SETTLE_S = env_float("SIGNAL_BARS_SETTLE_S", 300.0)
+SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", 375)  # to size look-backs only
+SIGNAL_BARS_MAX_LOOKBACK_DAYS = env_int("SIGNAL_BARS_MAX_LOOKBACK_DAYS", 3660)
+SIGNAL_BARS_WORK_MEM_MB = env_int("SIGNAL_BARS_WORK_MEM_MB", 64)  # per bars query (sorting a month of ticks)
+# Indicator warm-up: bars before the first value = max(MIN, FACTOR x the longest length parameter), capped.
+SIGNAL_INDICATOR_WARMUP_FACTOR = env_int("SIGNAL_INDICATOR_WARMUP_FACTOR", 20)
+SIGNAL_INDICATOR_WARMUP_MIN = env_int("SIGNAL_INDICATOR_WARMUP_MIN", 100)
+SIGNAL_INDICATOR_WARMUP_MAX = env_int("SIGNAL_INDICATOR_WARMUP_MAX", 5000)
+# History API limits.
+SIGNAL_HISTORY_MAX_BARS = env_int("SIGNAL_HISTORY_MAX_BARS", 50_000)
+SIGNAL_HISTORY_DEFAULT_BARS = env_int("SIGNAL_HISTORY_DEFAULT_BARS", 500)
+# TimescaleDB policies (used by migration 0002 when the extension exists).
+SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 365)
+SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 180)
+SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 365)
+SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 7)

@@ -30,7 +30,8 @@ CACHES = {
 SIGNAL_JWT_SECRET = os.environ["SIGNAL_JWT_SECRET"]
 SIGNAL_RECLAIM_IDLE_MS = 500
 SIGNAL_BLOCK_MS = 50
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 8, "socket_timeout": 10, "socket_connect_timeout": 5}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6, "unacked_restore_interval": 1,
+                                   "unacked_restore_throttle": 1, "socket_timeout": 10, "socket_connect_timeout": 5}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

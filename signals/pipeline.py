@@ -13,6 +13,7 @@ from django.conf import settings
 
 from configs.registry import VERSION_KEY, registry
 from signals import metrics, outputs, storage
+from signals.bars_service import BarsService
 from signals.computations import run_config
 from signals.computations.context import BatchContext
 from signals.instruments import parse_instrument_key
@@ -65,13 +66,37 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     held = {k: json.loads(raw) for k, raw in zip(instrument_keys, previous_raw, strict=True) if raw}
 
     stored = storage.store_ticks(ticks)
+    BarsService(client).record_ticks(ticks)  # open bars, and late ticks correcting cached bars
     register_instruments(instrument_keys)
     latest.update(ticks)
     ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held))
     records = run_matching_configs(ticks, ctx, frequency)
+    if frequency == "every_tick":
+        records += run_matching_configs(ticks, ctx, "every_interval")
     outputs.write(records, ctx)
+    _note_runs(records)
     _observe(ticks, started)
     return BatchReport(ticks=len(ticks), stored=stored, records=len(records))
+
+
+def run_configs(configs: list[Any], ticks: list[dict[str, Any]],
+                previous: dict[str, dict[str, Any] | None] | None = None) -> list[tuple[dict, dict, dict]]:
+    """Run the given configs (`ActiveConfig`s) on ticks already stored and held as latest values, each config on
+    the ticks it matches, and write their outputs exactly as a batch would. Used by time-driven runs, which
+    recompute configs from the latest tick of every matching instrument. Returns the records written."""
+    from signals.instruments import key_matches
+
+    client = get_redis()
+    ctx = BatchContext(client=client, latest=LatestStore(client), previous=previous or {})
+    ordered = sorted(ticks, key=lambda t: t["ts"])
+    by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    for config in configs:
+        matched = [tick for tick in ordered if key_matches(config.pattern, tick["instrument_key"])]
+        if matched:
+            by_config[config.id] = (config, matched)
+    records = _run_grouped(by_config, ctx)
+    outputs.write(records, ctx)
+    return records
 
 
 def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
@@ -89,12 +114,39 @@ def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]])
 def run_matching_configs(
     ticks: list[dict[str, Any]], ctx: BatchContext, frequency: str
 ) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    """Run each config on the ticks it matches, in tick-time order."""
+    """Run each config on the ticks it matches, in tick-time order. ``every_interval`` configs run only on the
+    ticks that are the first of a new bar of the config's interval (see `_bar_close_ticks`)."""
     ordered = sorted(ticks, key=lambda t: t["ts"])
     by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
     for tick in ordered:
         for config in registry.matching(tick["instrument_key"], frequency):
             by_config.setdefault(config.id, (config, []))[1].append(tick)
+    if frequency == "every_interval" and by_config:
+        by_config = _bar_close_ticks(by_config, ctx)
+    return _run_grouped(by_config, ctx)
+
+
+def _bar_close_ticks(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
+                     ctx: BatchContext) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+    """Keep, per every_interval config, the ticks whose bar (of the config's interval) differs from the bar of the
+    same instrument's previous tick by tick time: one run per bar close and instrument, live or replayed."""
+    from configs.frequency import bar_close_crossings
+
+    kept: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    for config_id, (config, config_ticks) in by_config.items():
+        before = [ctx.previous.get(t["source_id"]) for t in config_ticks]
+        crossed = bar_close_crossings(
+            [t["ts"] for t in config_ticks], [p["ts"] if p else None for p in before],
+            config.document.get("interval", "1m"), settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE,
+        )
+        selected = [t for t, hit in zip(config_ticks, crossed, strict=True) if hit]
+        if selected:
+            kept[config_id] = (config, selected)
+    return kept
+
+
+def _run_grouped(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
+                 ctx: BatchContext) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
     records = []
     for config, config_ticks in by_config.values():
         per_tick = run_config(config.document, config_ticks, ctx)
@@ -103,6 +155,18 @@ def run_matching_configs(
             if computations:
                 records.append((outputs.build_record(tick, config.id, config.name, computations), tick, output))
     return records
+
+
+def _note_runs(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> None:
+    """Stamp each config's last run for the admin and API (throttled per process; never fails the batch)."""
+    if not records:
+        return
+    try:
+        from configs.runs import note_records
+
+        note_records([record for record, _, _ in records])
+    except Exception:
+        log.exception("could not stamp config runs")
 
 
 def _observe(ticks: list[dict[str, Any]], started: float) -> None:

@@ -1,15 +1,16 @@
-"""Celery tasks: thin wrappers taking primitives and calling plain functions. Queues are chosen by the sender
-(the bridge routes each underlying to its queue); the defaults below name the queue used otherwise."""
+"""Celery tasks: thin wrappers taking primitives and calling plain functions. Each task's queue is named in
+CELERY_TASK_ROUTES; the bridge overrides it per underlying (SIGNAL_QUEUE_ROUTES)."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
+from celery.signals import worker_init
 
 
-@shared_task(name="signals.process_ticks", queue=settings.SIGNAL_DEFAULT_QUEUE)
+@shared_task(name="signals.process_ticks")
 def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
     from signals.pipeline import process_batch
@@ -18,9 +19,22 @@ def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 
-@shared_task(name="signals.tasks.publish_stream_metrics", queue=settings.SIGNAL_DEFAULT_QUEUE, time_limit=30)
+@shared_task(name="signals.tasks.publish_stream_metrics", time_limit=30)
 def publish_stream_metrics() -> dict[str, float]:
     """Record tick-stream consumer lag and Celery queue lengths in Redis for `/metrics` (run by celery-beat)."""
     from signals.monitoring import collect_stream_metrics
 
     return collect_stream_metrics()
+
+
+@worker_init.connect
+def warm_numerical_kernels(**kwargs: Any) -> None:
+    """Compile (or load from cache) the Greeks kernels once, before the pool forks: a cold numba compile takes
+    seconds, and no tick should wait for it."""
+    from greeks.engine import warm_up
+
+    warm_up()
+    gc.freeze()  # start-up objects live for ever: keep full collections (and prefork copy-on-write) small
+
+
+from signals import greeks_tasks  # noqa: E402,F401  (registers the Greeks history task)

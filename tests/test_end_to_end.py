@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 
 from signal_project.asgi import application
 from signals import keys
@@ -82,3 +83,4 @@ async def test_tick_reaches_output_stream_list_database_and_websocket(start_work
     assert len(dead) == 1 and b"not valid JSON" in dead[0][1][b"error"]
     assert r.xpending(STREAM, "signal_service")["pending"] == 0
     await ws.disconnect()
+    await sync_to_async(connections.close_all)()  # the helper thread's connection would block test-db teardown

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from django.conf import settings
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 
 from signal_project.asgi import application
 from signals import fanout, keys
