@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PORT ?= 8000
 BIN := $(VENV)/bin
-export DEBUG ?= true
-export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.run/prometheus
+# The demo runs with DEBUG (a development JWT secret, admin static files); its processes share Prometheus samples
+# through a directory. The tests set neither.
+DEV_ENV := DEBUG=$${DEBUG:-true}
+RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
 .PHONY: run install services migrate test lint check bench clean
 
@@ -20,18 +22,18 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 services: install
-	$(BIN)/python manage.py check_services
+	$(DEV_ENV) $(BIN)/python manage.py check_services
 
 migrate: services
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
+	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput
+	$(DEV_ENV) $(BIN)/python manage.py seed_demo
 
 run: migrate
-	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
+	rm -rf .run/prometheus && mkdir -p .run/prometheus
 	@echo "Signal Service on http://127.0.0.1:$(PORT)  (admin: /admin/ admin/admin; API docs: /api/docs/;"
 	@echo "  WebSocket: ws://127.0.0.1:$(PORT)/ws/v2/signals/; metrics: /metrics; output: signal_output_stream:NSE@NIFTY)"
-	@echo "  a demo API token: $(BIN)/python manage.py issue_token demo --scope signals:write"
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -p $(PORT)
+	@echo "  a demo API token: DEBUG=true $(BIN)/python manage.py issue_token demo --scope signals:write"
+	$(RUN_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -p $(PORT)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,9 +41,15 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py spectacular --validate \
+		--fail-on-warn --file /dev/null
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	NUMBA_NUM_THREADS=1 $(BIN)/python -m bench.greeks
+	$(BIN)/python -m bench.indicators
+	$(BIN)/python -m bench.history_api --gc-freeze
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/greeks_pipeline.py
 
 clean:
 	rm -rf $(VENV) .run staticfiles

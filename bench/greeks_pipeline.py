@@ -12,23 +12,20 @@ for the sending and draining), then the processes are stopped.
     .venv/bin/python bench/greeks_pipeline.py [--rate 2000] [--seconds 20] [--greeks-only] [--no-write]
 
 Target: p99 under 100 ms at 2,000 ticks/s. Each run records its figures under its variant (demo configs,
-``--greeks-only``, ``--baseline``, ``--bridge-linger-ms``) in docs/bench-fragments/greeks-pipeline.json and renders
+``--greeks-only``, ``--baseline``) in docs/bench-fragments/greeks-pipeline.json and renders
 docs/bench-fragments/greeks-pipeline.md from all recorded variants, unless ``--no-write``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,54 +111,6 @@ def run(client: redis.Redis, rate: float, seconds: float, strikes: int, drain_s:
             "p50_ms": q[49], "p90_ms": q[89], "p99_ms": q[98], "max_ms": latencies[-1] if latencies else None}
 
 
-# The stream bridge with a minimum interval between reads ("linger"), for the comparison run: the bridge as it is
-# reads as soon as any entry exists, so under load it sends many tiny batches whose fixed cost swamps the worker.
-LINGER_BRIDGE = """
-import signal, sys, time
-import django
-django.setup()
-from signals.bridge import BridgeSettings, StreamBridge
-from signals.redis_client import get_redis
-linger, last = float(sys.argv[1]) / 1000, [0.0]
-read = StreamBridge.read
-def lingering_read(self):
-    wait = linger - (time.monotonic() - last[0])
-    if wait > 0:
-        time.sleep(wait)
-    last[0] = time.monotonic()
-    return read(self)
-StreamBridge.read = lingering_read
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-StreamBridge(get_redis(), BridgeSettings.from_django(), consumer="bench-bridge").run(lambda: bool(stop))
-"""
-
-
-@contextlib.contextmanager
-def stack(env: dict[str, str], linger_ms: float) -> Iterator[None]:
-    """The bench stack: `bench._stack.running_stack` (the real bridge command), or the same with a lingering
-    bridge."""
-    if not linger_ms:
-        with running_stack(env, workers=1):
-            yield
-        return
-    procs = [subprocess.Popen([sys.executable, "-c", LINGER_BRIDGE, str(linger_ms)], cwd=ROOT, env=env),
-             subprocess.Popen([sys.executable, "-m", "celery", "-A", "signal_project", "worker", "-Q", "signals",
-                               "--pool=solo", "-n", "bench0@%h", "-l", "WARNING", "--without-gossip",
-                               "--without-mingle", "--without-heartbeat"], cwd=ROOT, env=env)]
-    try:
-        time.sleep(4.0)
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def configure(only: str | None) -> list[str]:
     """Enabled demo configs (optionally only one); workers load them when they start."""
     with psycopg.connect(f"postgres://postgres@127.0.0.1:5432/{DATABASE}", autocommit=True) as conn:
@@ -173,8 +122,6 @@ def configure(only: str | None) -> list[str]:
 
 def variant_name(args: argparse.Namespace) -> str:
     parts = ["baseline: nifty-price only" if args.baseline else "greeks only" if args.greeks_only else "demo configs"]
-    if args.bridge_linger_ms:
-        parts.append(f"bridge linger {args.bridge_linger_ms:g} ms (bench-only patch)")
     return ", ".join(parts)
 
 
@@ -209,7 +156,6 @@ only; stops by itself, about a minute including migrations):
 ```sh
 .venv/bin/python bench/greeks_pipeline.py                # the figure of the issue: demo configs, 2,000 ticks/s
 .venv/bin/python bench/greeks_pipeline.py --baseline     # comparison: only nifty-price, no Greeks
-.venv/bin/python bench/greeks_pipeline.py --bridge-linger-ms 100   # comparison: bridge batching reads
 ```
 
 **Workload.** The demo feed (`signals.simulator.NiftySession`: NIFTY spot, INDVIX, 2 futures, 2 expiries x 31
@@ -227,15 +173,9 @@ figures vary by 2-5x between runs).
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {table}
 
-**Reading.** In process, a 50-tick batch of the demo chain costs about 13-16 ms with `nifty-price` alone and
-22-26 ms with `{CONFIG}` alone; the Greeks config's share is the `signal_greeks` insert (its own transaction, ~4 ms),
-moneyness (~2.5 ms), the Greeks handler (~2 ms: one `solve_chain` call plus 20-30 us of Python per option tick)
-and a second output record per option tick. When p99 is in seconds the worker is saturated and latency is
-queueing: the bridge reads as soon as any entry exists, so at 2,000 ticks/s it sends many small tasks (plus a
-1-tick task per INDVIX read) whose fixed cost (Celery, three PostgreSQL transactions with temp-table COPY staging,
-Redis round trips) exceeds the ticks' own cost; the `--baseline` run (no Greeks at all) saturates too, less
-deeply. Letting the bridge batch (`--bridge-linger-ms`, a patch applied by the benchmark only) is what brings the
-latency down; see the report for the changes proposed outside the Greeks code. Raw figures: `{RUNS.relative_to(ROOT)}`.
+**Reading.** The bridge sends a batch at once while the worker's queue is empty and lets it grow while a task is
+waiting (self-clocking), so under load the fixed cost of a task (Celery, PostgreSQL transactions, Redis round
+trips) is paid per larger batch. Raw figures: `{RUNS.relative_to(ROOT)}`.
 """)
 
 
@@ -248,8 +188,6 @@ def main() -> None:
     parser.add_argument("--greeks-only", action="store_true", help="disable the other demo configs")
     parser.add_argument("--baseline", action="store_true",
                         help="for comparison: only the demo's nifty-price config, measuring its records")
-    parser.add_argument("--bridge-linger-ms", type=float, default=0.0,
-                        help="comparison run: the bridge waits this long between reads (bench-only patch)")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {FRAGMENT.relative_to(ROOT)}")
     args = parser.parse_args()
     if args.warmup + args.seconds > MAX_RUN_S - 10:
@@ -261,7 +199,7 @@ def main() -> None:
     measured = "nifty-price" if args.baseline else CONFIG
     configs = configure(measured if args.baseline or args.greeks_only else None)
     client = redis.Redis(host="127.0.0.1", db=REDIS_DB)
-    with stack(env, args.bridge_linger_ms):
+    with running_stack(env, workers=1):
         warm = run(client, args.rate, args.warmup, args.strikes, drain_s=5.0, config=measured)
         time.sleep(0.5)
         drain = MAX_RUN_S - args.warmup - args.seconds - 5.0

@@ -193,6 +193,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
 }
+# Celery's Django fix-up closes the database connection before and after every task unless this is set; a fresh
+# connection per tick batch (plus its temporary COPY staging tables) costs more than the batch itself. Workers keep
+# their connection for up to 2 x this many tasks; `signals.tasks` still drops an unusable or expired one
+# (CONN_MAX_AGE) before each task, as Django does per request.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TIMEZONE = EXCHANGE_TIMEZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
@@ -259,11 +264,6 @@ CELERY_TASK_ROUTES["signals.greeks_history_chunk"] = {"queue": SIGNAL_GREEKS_HIS
 SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES", 30)
 # Largest number of points the historical Greeks / ATM IV endpoints return (the answer says "truncated").
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
-# Celery's Django fix-up closes the database connection before and after every task unless this is set; a fresh
-# connection per tick batch (plus its temporary COPY staging tables) cost more than the batch itself. Workers keep
-# their connection for up to 2 x this many tasks; `signals.greeks_tasks` still drops an unusable or expired one
-# (CONN_MAX_AGE) before each task, as Django does per request.
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 
 # --- Bars and indicators ------------------------------------------------------------------------------------
 # Redis bar cache (signals/bars_service.py): closed bars per instrument, timeframe and chunk (exchange date).

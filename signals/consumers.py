@@ -145,33 +145,33 @@ class SignalConsumer(AsyncWebsocketConsumer):
                               "instrument_key": key, "params": params})
         await self._send_snapshot(group)
 
-    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+    async def _subscription(self, message: dict[str, Any], missing: str) -> str | None:
+        """The group of the subscription a message names (by subscription_key, or channel/instrument/params);
+        answers an error frame and returns None when this connection has no such subscription."""
         group = message.get("subscription_key")
         if not isinstance(group, str) or group not in self.subscriptions:
             try:
                 *_, group = resolve(message.get("channel"), message.get("instrument_key"), message.get("params"))
             except SubscriptionError as exc:
                 await self._error(exc.code, str(exc))
-                return
+                return None
         if group not in self.subscriptions:
-            await self._error("not_subscribed", "no such subscription on this connection")
+            await self._error("not_subscribed", missing)
+            return None
+        return group
+
+    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+        group = await self._subscription(message, "no such subscription on this connection")
+        if group is None:
             return
         await self.channel_layer.group_discard(group, self.channel_name)
         del self.subscriptions[group]
         await self.send_json({"type": "unsubscribed", "subscription_key": group})
 
     async def _snapshot(self, message: dict[str, Any]) -> None:
-        group = message.get("subscription_key")
-        if not isinstance(group, str) or group not in self.subscriptions:
-            try:
-                *_, group = resolve(message.get("channel"), message.get("instrument_key"), message.get("params"))
-            except SubscriptionError as exc:
-                await self._error(exc.code, str(exc))
-                return
-        if group not in self.subscriptions:
-            await self._error("not_subscribed", "subscribe before asking for a snapshot")
-            return
-        await self._send_snapshot(group)
+        group = await self._subscription(message, "subscribe before asking for a snapshot")
+        if group is not None:
+            await self._send_snapshot(group)
 
     async def _send_snapshot(self, group: str) -> None:
         sub = self.subscriptions[group]

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_prerun, worker_init
 
 
 def progress_key(run_id: str) -> str:
@@ -38,26 +37,3 @@ def record_progress(run_id: str, chunk: int, outcome: dict[str, Any]) -> None:
     pipe.hset(progress_key(run_id), str(chunk), json.dumps(outcome))
     pipe.expire(progress_key(run_id), PROGRESS_TTL_S)
     pipe.execute()
-
-
-@worker_init.connect
-def warm_up_greeks_engine(**_: Any) -> None:
-    """Load the compiled Greeks kernels before the first batch (prefork children inherit them), then move every
-    object alive after start-up out of the garbage collector's sight (`gc.freeze`): full collections during tick
-    batches then only walk what the batches allocate."""
-    import gc
-
-    from greeks.engine import warm_up
-
-    warm_up()
-    gc.collect()
-    gc.freeze()
-
-
-@task_prerun.connect
-def drop_unusable_connections(**_: Any) -> None:
-    """With CELERY_DB_REUSE_MAX the worker keeps its database connection across tasks; drop it first when it is
-    broken or older than CONN_MAX_AGE, exactly as Django does around each request."""
-    from django.db import close_old_connections
-
-    close_old_connections()

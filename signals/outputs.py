@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import transaction
 
 from signals import fanout, keys, storage
 from signals.computations.context import BatchContext
@@ -65,6 +66,7 @@ def write(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], 
     for cache_key, text, ttl in ctx.cache_writes:
         pipe.set(cache_key, text, ex=ttl)
     pipe.execute()
-    storage.store_computed(computed_rows)
-    storage.store_greeks(ctx.greeks_rows)
+    with transaction.atomic():  # one commit for the batch's results
+        storage.store_computed(computed_rows)
+        storage.store_greeks(ctx.greeks_rows)
     fanout.publish(ws_events)

@@ -33,7 +33,9 @@ def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: 
         return 0
     stage = f"_stage_{table}"
     cols = ", ".join(columns)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # savepoint=False: inside a caller's transaction (outputs write computed and Greeks rows together) this joins
+    # it instead of paying for a savepoint; on its own it is the transaction the staging table is emptied with.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         raw = cursor.cursor
         # Not cached per connection: a rolled-back transaction also rolls back the table's creation.
         definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))

@@ -7,7 +7,7 @@ import gc
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import task_prerun, worker_init
 
 
 @shared_task(name="signals.process_ticks")
@@ -30,11 +30,22 @@ def publish_stream_metrics() -> dict[str, float]:
 @worker_init.connect
 def warm_numerical_kernels(**kwargs: Any) -> None:
     """Compile (or load from cache) the Greeks kernels once, before the pool forks: a cold numba compile takes
-    seconds, and no tick should wait for it."""
+    seconds, and no tick should wait for it. Then move everything alive after start-up out of the collector's
+    generations, so full collections during batches (and prefork copy-on-write) only touch what batches allocate."""
     from greeks.engine import warm_up
 
     warm_up()
-    gc.freeze()  # start-up objects live for ever: keep full collections (and prefork copy-on-write) small
+    gc.collect()
+    gc.freeze()
+
+
+@task_prerun.connect
+def drop_unusable_connections(**kwargs: Any) -> None:
+    """Workers keep their database connection across tasks (CELERY_DB_REUSE_MAX); drop it first when it is broken
+    or older than CONN_MAX_AGE, as Django does around each request."""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 from signals import greeks_tasks  # noqa: E402,F401  (registers the Greeks history task)
