@@ -235,6 +235,31 @@ def validate_params(name: str, params: Any) -> list[str]:
     return errors
 
 
+def bind(
+    name: str, params: Mapping[str, Any] | None
+) -> Callable[[dict[str, Any], list[dict[str, Any]]], FunctionResult]:
+    """Validate ``params`` once and return ``call(tick, bars)`` for many ticks (same errors and result checks as
+    :func:`call_internal`). The pipeline binds each config entry once per batch; the callee gets the caller's
+    ``tick`` and ``bars`` objects (no defensive copies), so the caller must pass ones it does not reuse."""
+    entry = spec(name)
+    errors = validate_params(name, params or {})
+    if errors:
+        raise InvalidParamsError(name, errors)
+    merged = {**entry.defaults, **(params or {})}
+    func = entry.func
+
+    def call(tick: dict[str, Any], bars: list[dict[str, Any]]) -> FunctionResult:
+        try:
+            raw = func(tick, bars, dict(merged))
+        except FunctionError:
+            raise
+        except Exception as exc:
+            raise FunctionError(f"internal function {name!r} failed: {type(exc).__name__}: {exc}") from exc
+        return validate_result(raw)
+
+    return call
+
+
 def call_internal(
     name: str,
     tick: Mapping[str, Any],

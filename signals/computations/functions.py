@@ -40,17 +40,24 @@ def internal(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchCo
     entries = document.get("internal_functions") or []
     if not entries:
         return [None] * len(ticks)
+    bound: list[tuple[str, bool, Any]] = []  # (label, needs bars, call or the binding error)
+    for entry in entries:
+        name = entry["name"]
+        try:
+            call: Any = functions.bind(name, entry.get("parameters") or {})
+        except Exception as exc:  # reported on every tick of the config, like any failed computation
+            call = exc
+        bound.append((entry.get("output_key") or name, _needs_bars(name), call))
     out: list[list[Result]] = []
     for tick in ticks:
-        view = _tick_view(tick, ctx)
         items: list[Result] = []
-        for entry in entries:
-            name = entry["name"]
-            label = entry.get("output_key") or name
+        for label, needs_bars, call in bound:
             started = time.perf_counter()
             try:
-                bars = ctx.bars(tick["instrument_key"], document["interval"], tick["ts"]) if _needs_bars(name) else []
-                value = functions.call_internal(name, view, bars, entry.get("parameters") or {})
+                if isinstance(call, Exception):
+                    raise call
+                bars = ctx.bars(tick["instrument_key"], document["interval"], tick["ts"]) if needs_bars else []
+                value = call(_tick_view(tick, ctx), list(bars))
                 items.append(result("internal_function", label, value, (time.perf_counter() - started) * 1000))
             except Exception as exc:
                 items.append(result("internal_function", label, None, (time.perf_counter() - started) * 1000,
