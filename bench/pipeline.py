@@ -17,12 +17,14 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stack import bench_env, prepare, running_stack  # noqa: E402
 
 DATABASE, REDIS_DB = "signal_bench", 4
+CONFIG = "nifty-price"
 KEYS = [f"NSE@NIFTY@options@2030-06-27@{right}@{24000 + 50 * i}" for i in range(-15, 16) for right in ("call", "put")]
 
 
@@ -47,8 +49,9 @@ def offer(client: redis.Redis, rate: float, seconds: float) -> int:
         sent += min(due, chunk * 4)
 
 
-def collect(client: redis.Redis, expected: int, deadline: float, out: list[tuple[float, float]]) -> None:
-    """Read the output stream; record (arrival time, tick time) of each record."""
+def collect(client: redis.Redis, expected: int, since: float, deadline: float, out: list[tuple[float, float]]) -> None:
+    """Read the output stream; record (arrival time, tick time) of each `nifty-price` record of a tick sent after
+    ``since`` (earlier runs' stragglers are not this run's)."""
     last = "$"
     while len(out) < expected and time.time() < deadline:
         reply = client.xread({"signal_output_stream:NSE@NIFTY": last}, count=5000, block=200)
@@ -56,13 +59,16 @@ def collect(client: redis.Redis, expected: int, deadline: float, out: list[tuple
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 last = entry_id
-                out.append((arrived, json.loads(fields[b"data"])["tick_data"]["ts"]))
+                record = json.loads(fields[b"data"])
+                if record["config_name"] == CONFIG and record["tick_data"]["ts"] >= since:
+                    out.append((arrived, record["tick_data"]["ts"]))
 
 
 def run_rate(client: redis.Redis, rate: float, seconds: float) -> dict[str, float]:
     arrivals: list[tuple[float, float]] = []
     expected = int(rate * seconds)
-    reader = threading.Thread(target=collect, args=(client, expected, time.time() + seconds + 30, arrivals))
+    since = time.time()
+    reader = threading.Thread(target=collect, args=(client, expected, since, since + seconds + 30, arrivals))
     reader.start()
     time.sleep(0.3)
     started = time.time()
@@ -76,6 +82,12 @@ def run_rate(client: redis.Redis, rate: float, seconds: float) -> dict[str, floa
             "p50_ms": q[49], "p99_ms": q[98], "max_ms": latencies[-1] if latencies else float("nan")}
 
 
+def only_config(database: str, name: str) -> None:
+    """Leave only the measured demo config enabled (workers load configs when they start)."""
+    with psycopg.connect(f"postgres://postgres@127.0.0.1:5432/{database}", autocommit=True) as conn:
+        conn.execute("UPDATE configs_signalconfig SET enabled = (name = %s)", (name,))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="2000,10000,15000")
@@ -85,6 +97,7 @@ def main() -> None:
     env = bench_env(DATABASE, REDIS_DB)
     os.environ.update({k: env[k] for k in ("REDIS_URL",)})
     prepare(DATABASE, REDIS_DB, env)
+    only_config(DATABASE, CONFIG)
     client = redis.Redis(db=REDIS_DB)
     results = []
     with running_stack(env, workers=1, concurrency=args.concurrency):

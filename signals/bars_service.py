@@ -858,21 +858,33 @@ class BarsService:
         """Note stored ticks: move each instrument's high-water mark, drop cached chunks that late ticks hit, and
         update the open bar of every timeframe in use. Call after the ticks are stored, with *every* tick of the
         instruments concerned (a subset would leave the open bars short). Returns the chunks dropped."""
+        ticks = list(ticks)
+        names = list(dict.fromkeys(t["instrument_key"] for t in ticks))
+        if not names:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_timeframe_reads(pipe, names)
+        timeframes = dict(zip(names, pipe.execute(), strict=True))
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_record(pipe, ticks, timeframes)
+        return int(sum(r for r in pipe.execute() if isinstance(r, int) and not isinstance(r, bool)))
+
+    @staticmethod
+    def queue_timeframe_reads(pipe: Any, instrument_keys: list[str]) -> None:
+        """Queue, on ``pipe``, the read of each instrument's timeframes in use (one reply per key, in order)."""
+        for key in instrument_keys:
+            pipe.smembers(timeframes_key(key))
+
+    def queue_record(self, pipe: Any, ticks: list[dict[str, Any]], timeframes: dict[str, Any]) -> None:
+        """Queue `record_ticks`' writes on ``pipe``, given each instrument's timeframes in use as read by
+        `queue_timeframe_reads` (the pipeline can then carry other writes of the batch in the same round trip)."""
         by_key: dict[str, list[dict[str, Any]]] = {}
         for tick in ticks:
             by_key.setdefault(tick["instrument_key"], []).append(tick)
-        if not by_key:
-            return 0
-        names = list(by_key)
-        pipe = self.client.pipeline(transaction=False)
-        for key in names:
-            pipe.smembers(timeframes_key(key))
-        members = pipe.execute()
         zone = ZoneInfo(self.alignment.tz)
-        pipe = self.client.pipeline(transaction=False)
-        for key, tfs in zip(names, members, strict=True):
-            group = sorted(by_key[key], key=lambda t: (t["ts"], t.get("source_id", "")))
-            grids = [self.grid(tf.decode()) for tf in sorted(tfs)]
+        for key, group in by_key.items():
+            group = sorted(group, key=lambda t: (t["ts"], t.get("source_id", "")))
+            grids = [self.grid(tf.decode()) for tf in sorted(timeframes.get(key) or ())]
             args: list[Any] = [int(settings.SIGNAL_BARS_TRACK_TTL_S), int(settings.SIGNAL_BARS_OPEN_TTL_S),
                                int(settings.SIGNAL_BARS_CACHE_TTL_S), len(group), len(grids)]
             for t in group:
@@ -886,7 +898,6 @@ class BarsService:
             self._record(keys=tick_keys, args=args, client=pipe)
             if grids:  # timeframes in use stay in use while ticks arrive (their open bars stay continuous)
                 pipe.expire(timeframes_key(key), int(settings.SIGNAL_BARS_CACHE_TTL_S))
-        return int(sum(r for r in pipe.execute() if isinstance(r, int) and not isinstance(r, bool)))
 
     def invalidate(self, instrument_keys: Iterable[str]) -> None:
         """Forget every cached bar and open bar of these instruments (after an import) and fail concurrent caching."""

@@ -21,23 +21,35 @@ def group_channel(group: str) -> str:
     return f"{settings.CHANNEL_LAYER_PREFIX}__group__{group}"
 
 
-def publish(events: list[tuple[str, dict[str, Any]]]) -> int:
-    """Send ``(group, message)`` events; return how many went to a group someone listens to."""
+def listeners(replies: list[tuple[Any, int]]) -> dict[str, int]:
+    """``PUBSUB NUMSUB`` replies as {channel name: subscriber count}."""
+    return {name.decode() if isinstance(name, bytes) else name: int(count) for name, count in replies}
+
+
+def publish(events: list[tuple[str, dict[str, Any]]], known: dict[str, int] | None = None,
+            pipe: Any | None = None) -> int:
+    """Send ``(group, message)`` events; return how many went to a group someone listens to.
+
+    ``known`` holds subscriber counts already read (e.g. in the batch's first round trip); only the other groups
+    are asked. With ``pipe`` (a pipeline on CHANNEL_LAYER_URL's server) the publishes are queued there.
+    """
     if not events:
         return 0
     client = get_redis(settings.CHANNEL_LAYER_URL)
-    names = list(dict.fromkeys(group_channel(group) for group, _ in events))
-    listened = {name.decode() if isinstance(name, bytes) else name for name, count in client.pubsub_numsub(*names)
-                if count}
-    if not listened:
+    counts = dict(known or {})
+    unknown = [n for n in dict.fromkeys(group_channel(group) for group, _ in events) if n not in counts]
+    if unknown:
+        counts.update(listeners(client.pubsub_numsub(*unknown)))
+    targets = [(group_channel(group), message) for group, message in events]
+    targets = [(name, message) for name, message in targets if counts.get(name)]
+    if not targets:
         return 0
     layer = get_channel_layer()
-    pipe = client.pipeline(transaction=False)
-    sent = 0
-    for group, message in events:
-        name = group_channel(group)
-        if name in listened:
-            pipe.publish(name, layer.serialize(message))
-            sent += 1
-    pipe.execute()
-    return sent
+    own = pipe is None
+    if pipe is None:
+        pipe = client.pipeline(transaction=False)
+    for name, message in targets:
+        pipe.publish(name, layer.serialize(message))
+    if own:
+        pipe.execute()
+    return len(targets)

@@ -37,19 +37,22 @@ class LatestStore:
             target.hget(keys.latest_tick(key), "data")
         return None if pipe is not None else target.execute()
 
-    def update(self, ticks: list[dict[str, Any]], history: bool = True) -> list[int]:
+    def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None) -> list[int]:
         """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
 
         With ``history``, every tick of a non-option instrument (spot, future, INDVIX) also goes into its
         time-scored history (kept for HISTORY_SECONDS of tick time), which is how an option is priced against the
         underlying *at or before* its own time. Options themselves are never looked up that way.
+        With ``pipe``, the commands are queued there for the caller to execute, and nothing is returned.
         """
         newest: dict[str, dict[str, Any]] = {}
         for tick in ticks:
             held = newest.get(tick["instrument_key"])
             if held is None or tick["ts"] >= held["ts"]:
                 newest[tick["instrument_key"]] = tick
-        pipe = self.client.pipeline(transaction=False)
+        own = pipe is None
+        if pipe is None:
+            pipe = self.client.pipeline(transaction=False)
         for key, tick in newest.items():
             self._script(keys=[keys.latest_tick(key)], args=[repr(tick["ts"]), orjson.dumps(tick)], client=pipe)
         if history:
@@ -64,6 +67,8 @@ class LatestStore:
                 name = keys.price_history(key)
                 pipe.zadd(name, members)
                 pipe.zremrangebyscore(name, "-inf", newest[key]["ts"] - HISTORY_SECONDS)
+        if not own:
+            return []  # queued on the caller's pipeline
         results = pipe.execute()
         return [int(x) for x in results[: len(newest)]]
 

@@ -65,8 +65,11 @@ def write(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], 
         pipe.set(cache_key, text, ex=ttl)
     for cache_key, text, ttl in ctx.cache_writes:
         pipe.set(cache_key, text, ex=ttl)
+    shared = settings.CHANNEL_LAYER_URL == settings.REDIS_URL
+    fanout.publish(ws_events, known=ctx.listened, pipe=pipe if shared else None)
     pipe.execute()
-    with transaction.atomic():  # one commit for the batch's results
-        storage.store_computed(computed_rows)
-        storage.store_greeks(ctx.greeks_rows)
-    fanout.publish(ws_events)
+    if computed_rows or ctx.greeks_rows:
+        with transaction.atomic():  # one commit for the batch's results
+            storage.relax_durability()
+            storage.store_computed(computed_rows)
+            storage.store_greeks(ctx.greeks_rows)

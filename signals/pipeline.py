@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from configs.registry import VERSION_KEY, registry
-from signals import metrics, outputs, storage
+from signals import fanout, keys, metrics, outputs, storage
 from signals.bars_service import BarsService
 from signals.computations import run_config
 from signals.computations.context import BatchContext
@@ -21,6 +21,7 @@ from signals.latest import LatestStore
 from signals.redis_client import get_redis
 
 log = logging.getLogger(__name__)
+WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
 _seen_instruments: set[str] = set()
 
 
@@ -57,19 +58,30 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     started = time.perf_counter()
     client = get_redis()
     latest = LatestStore(client)
+    bars = BarsService(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
+    # Three Redis round trips in all: everything the batch reads, then latest values and open bars, then outputs.
+    n = len(instrument_keys)
+    topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
     pipe = client.pipeline(transaction=False)
     pipe.get(VERSION_KEY)
     latest.read(instrument_keys, pipe)
-    version, *previous_raw = pipe.execute()
+    bars.queue_timeframe_reads(pipe, instrument_keys)
+    if topics and settings.CHANNEL_LAYER_URL == settings.REDIS_URL:
+        pipe.pubsub_numsub(*topics)
+    version, *replies = pipe.execute()
     registry.refresh(version or b"0")
-    held = {k: json.loads(raw) for k, raw in zip(instrument_keys, previous_raw, strict=True) if raw}
+    held = {k: json.loads(raw) for k, raw in zip(instrument_keys, replies[:n], strict=True) if raw}
+    timeframes = dict(zip(instrument_keys, replies[n:2 * n], strict=True))
+    listened = fanout.listeners(replies[2 * n]) if len(replies) > 2 * n else {}
 
     stored = storage.store_ticks(ticks)
-    BarsService(client).record_ticks(ticks)  # open bars, and late ticks correcting cached bars
     register_instruments(instrument_keys)
-    latest.update(ticks)
-    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held))
+    pipe = client.pipeline(transaction=False)
+    latest.update(ticks, pipe=pipe)
+    bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
+    pipe.execute()
+    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened)
     records = run_matching_configs(ticks, ctx, frequency)
     if frequency == "every_tick":
         records += run_matching_configs(ticks, ctx, "every_interval")

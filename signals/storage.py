@@ -57,6 +57,13 @@ def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
     return _insert("signal_ticks", TICK_COLUMNS, TICK_TYPES, rows)
 
 
+def relax_durability() -> None:
+    """Inside a transaction: commit without waiting for the WAL flush. Only for derived rows (results), which can be
+    recomputed from the raw ticks; the raw ticks themselves are always committed durably."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def store_computed(rows: list[tuple[Any, ...]]) -> int:
     """Rows of (instrument_key, ts, source_id, config_id, computation_type, name, results, success, error, ms)."""
     prepared = [(r[0], to_datetime(r[1]), r[2], r[3], r[4], r[5], orjson.dumps(r[6]).decode(), r[7], r[8] or "", r[9])

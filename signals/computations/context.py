@@ -19,6 +19,7 @@ class BatchContext:
     greeks_rows: list[dict[str, Any]] = field(default_factory=list)  # typed Greeks history rows to store
     cache_writes: list[tuple[str, str, int]] = field(default_factory=list)  # (key, json, ttl) for the realtime API
     ws_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra (group, message) events
+    listened: dict[str, int] = field(default_factory=dict)  # subscriber counts of WebSocket topics, read up front
 
     def bars(self, instrument_key: str, timeframe: str, until_ts: float, count: int = 200) -> list[dict[str, Any]]:
         """The config's recent bars (oldest first) up to tick time ``until_ts``, loaded once per batch."""
