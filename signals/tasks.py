@@ -19,7 +19,7 @@ def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 
-@shared_task(name="signals.tasks.publish_stream_metrics", time_limit=30)
+@shared_task(name="signals.tasks.publish_stream_metrics", time_limit=30, soft_time_limit=25)
 def publish_stream_metrics() -> dict[str, float]:
     """Record tick-stream consumer lag and Celery queue lengths in Redis for `/metrics` (run by celery-beat)."""
     from signals.monitoring import collect_stream_metrics

@@ -84,3 +84,21 @@ async def test_tick_reaches_output_stream_list_database_and_websocket(start_work
     assert r.xpending(STREAM, "signal_service")["pending"] == 0
     await ws.disconnect()
     await sync_to_async(connections.close_all)()  # the helper thread's connection would block test-db teardown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_schedule_tasks_run_on_a_worker(start_worker: Any, r: Any) -> None:
+    """Every entry of the beat schedule can be sent as configured and is executed by a real worker."""
+    from django.conf import settings
+
+    from signal_project.celery import app
+    from signals.monitoring import METRICS_KEY
+    from tests.conftest import wait_for
+
+    start_worker(settings.SIGNAL_DEFAULT_QUEUE)
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        app.send_task(entry["task"], **entry.get("options", {}))  # as beat does: options from the schedule
+    from signals.tasks import publish_stream_metrics
+
+    assert publish_stream_metrics.apply_async() is not None  # refused if its limits contradict each other
+    assert wait_for(lambda: r.hget(METRICS_KEY, "updated|"), timeout=30)
