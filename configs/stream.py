@@ -30,6 +30,8 @@ import redis
 from django.db import DatabaseError, InterfaceError
 
 from configs.validation import ConfigError
+from signals.streams import id_order, text
+from signals.ticks import decode_fields
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
@@ -162,7 +164,7 @@ class ConfigStreamConsumer:
     def _xread(self, start: str, count: int, block: int | None) -> list[Entry]:
         response = self.client.xreadgroup(self.config.group, self.consumer, {self.config.stream: start},
                                           count=count, block=block)
-        return [(_text(entry_id), _decode(fields)) for _, entries in response or []
+        return [(text(entry_id), decode_fields(fields)) for _, entries in response or []
                 for entry_id, fields in entries if fields]
 
     def handle(self, entry: Entry) -> Outcome:
@@ -193,7 +195,7 @@ class ConfigStreamConsumer:
                 self.config.stream, self.config.group, self.consumer, self.config.reclaim_idle_ms,
                 start_id=start, count=100,
             )
-            claimed = [(_text(eid), _decode(f)) for eid, f in entries if f]
+            claimed = [(text(eid), decode_fields(f)) for eid, f in entries if f]
             counts = self._delivery_counts([eid for eid, _ in claimed])
             for entry in claimed:
                 times = counts.get(entry[0], 0)
@@ -203,7 +205,7 @@ class ConfigStreamConsumer:
                     outcomes.append(Outcome(entry[0], "dead", reason))
                 else:
                     outcomes.append(self.handle(entry))
-            start = _text(next_start)
+            start = text(next_start)
             if start == "0-0":
                 break
         return outcomes
@@ -247,10 +249,10 @@ class ConfigStreamConsumer:
     def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
         if not ids:
             return {}
-        ordered = sorted(ids, key=_id_order)
+        ordered = sorted(ids, key=id_order)
         pending = self.client.xpending_range(self.config.stream, self.config.group, min=ordered[0],
                                              max=ordered[-1], count=len(ids) + 100, consumername=self.consumer)
-        return {_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
+        return {text(item["message_id"]): int(item["times_delivered"]) for item in pending}
 
 
 def _close_broken_connection() -> None:
@@ -261,16 +263,3 @@ def _close_broken_connection() -> None:
             connection.close()
     except Exception:
         connection.close()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode(fields: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
-
-
-def _id_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from signals import metrics
+from signals.streams import id_order, text
 from signals.ticks import TickError, decode_fields, parse_tick
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class StreamBridge:
             self.config.group, self.consumer, {s: ">" for s in self.streams},
             count=self.config.batch_size, block=block,
         )
-        return [(_text(stream), _text(entry_id), decode_fields(fields))
+        return [(text(stream), text(entry_id), decode_fields(fields))
                 for stream, entries in response or [] for entry_id, fields in entries if fields is not None]
 
     def handle(self, entries: list[Entry], force: bool = False) -> int:
@@ -204,8 +205,8 @@ class StreamBridge:
                     stream, self.config.group, self.consumer, self.config.reclaim_idle_ms,
                     start_id=start, count=self.config.batch_size,
                 )
-                claimed.extend((stream, _text(eid), decode_fields(f)) for eid, f in entries if f is not None)
-                start = _text(next_start)
+                claimed.extend((stream, text(eid), decode_fields(f)) for eid, f in entries if f is not None)
+                start = text(next_start)
                 if start == "0-0" or len(claimed) >= self.config.batch_size:
                     break
         if not claimed:
@@ -260,11 +261,11 @@ class StreamBridge:
         for stream, entry_id, _ in claimed:
             by_stream.setdefault(stream, []).append(entry_id)
         for stream, ids in by_stream.items():
-            ordered = sorted(ids, key=_id_order)
+            ordered = sorted(ids, key=id_order)
             pending = self.client.xpending_range(stream, self.config.group, min=ordered[0], max=ordered[-1],
                                                  count=len(ids) + 1000, consumername=self.consumer)
             for item in pending:
-                counts[(stream, _text(item["message_id"]))] = int(item["times_delivered"])
+                counts[(stream, text(item["message_id"]))] = int(item["times_delivered"])
         return counts
 
     def _dead_letter(self, dead: list[tuple[str, str, dict[str, str], str]], reason: str) -> None:
@@ -290,12 +291,3 @@ class StreamBridge:
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.config.group, *ids)
         pipe.execute()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

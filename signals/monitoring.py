@@ -13,6 +13,7 @@ from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
 
 from signals.redis_client import get_redis
+from signals.streams import text
 
 METRICS_KEY = "signal:metrics:streams"
 
@@ -34,7 +35,7 @@ def collect_stream_metrics() -> dict[str, float]:
             except redis.ResponseError:
                 continue
             for group in groups:
-                if _text(group["name"]) == settings.SIGNAL_CONSUMER_GROUP:
+                if text(group["name"]) == settings.SIGNAL_CONSUMER_GROUP:
                     values[f"lag|{stream}"] = float(group.get("lag") or 0)
                     values[f"pending|{stream}"] = float(group.get("pending") or 0)
     values[f"length|{settings.SIGNAL_DEAD_LETTER_STREAM}"] = float(client.xlen(settings.SIGNAL_DEAD_LETTER_STREAM))
@@ -65,13 +66,9 @@ class StreamMetricsCollector:
             raw = {}
         families = {"lag": lag, "pending": pending, "queue": queue, "length": dead}
         for field, value in raw.items():
-            kind, _, label = _text(field).partition("|")
+            kind, _, label = text(field).partition("|")
             if kind == "updated":
                 updated.add_metric([], float(value))
             elif kind in families:
                 families[kind].add_metric([label], float(value))
         yield from (lag, pending, queue, dead, updated)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

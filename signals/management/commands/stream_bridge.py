@@ -1,12 +1,12 @@
 import gc
 import logging
-import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 from signals.bridge import BridgeSettings, StreamBridge
 from signals.redis_client import get_redis
+from signals.streams import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -18,15 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("--consumer", default=None, help="consumer name in the group (default: host-pid)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.stopping = False
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        should_stop = stop_on_signals()
         bridge = StreamBridge(get_redis(), BridgeSettings.from_django(), consumer=options["consumer"])
         gc.freeze()  # start-up objects live for ever; keep them out of the collector's generations
         log.info("stream bridge starting", extra={"consumer": bridge.consumer, "patterns": bridge.config.patterns})
-        bridge.run(lambda: self.stopping)
+        bridge.run(should_stop)
         log.info("stream bridge stopped", extra={"consumer": bridge.consumer})
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only set a flag: the loop finishes (and acknowledges) the batch in hand, then exits.
-        self.stopping = True
