@@ -52,7 +52,10 @@ def note_records(records: list[dict[str, Any]], now: float | None = None) -> lis
     due: list[tuple[int, _Pending]] = []
     with _lock:
         for record in records:
-            pending = _pending.setdefault(int(record["config_id"]), _Pending())
+            config_id = int(record["config_id"])
+            pending = _pending.get(config_id)
+            if pending is None:
+                pending = _pending[config_id] = _Pending()
             pending.records += 1
             if not pending.error:
                 pending.error = first_error(record)

@@ -73,8 +73,6 @@ def set_enabled(queryset: QuerySet[SignalConfig], enabled: bool, changed_by: str
     """Enable or disable many configs in one transaction: one bulk UPDATE, a revision each, one schedule sync
     (``PeriodicTasks.update_changed()`` included), one registry bump and cache drop after commit. A config that
     no longer validates (say, its external function was deleted) is not enabled and is reported instead."""
-    from django_celery_beat.models import PeriodicTasks
-
     from configs.scheduling import sync_schedules
     from configs.signals import after_config_commit
 
@@ -109,7 +107,6 @@ def set_enabled(queryset: QuerySet[SignalConfig], enabled: bool, changed_by: str
                 for c in changed
             ])
             sync_schedules()
-            PeriodicTasks.update_changed()
             ids = [c.pk for c in changed]
             transaction.on_commit(lambda: after_config_commit(ids))
         outcome.changed = [c.name for c in changed]

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from configs import runs
 from configs.registry import ActiveConfig, registry
+from configs.scheduling import exchange_tz
 from signals import keys
 from signals.redis_client import get_redis
 
@@ -39,7 +40,7 @@ def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int,
     """Config id -> registry instrument keys its pattern matches (derivatives past expiry left out)."""
     from signals.models import InstrumentRecord
 
-    today = today or timezone.now().astimezone(_tz()).date()
+    today = today or timezone.now().astimezone(exchange_tz()).date()
     live = InstrumentRecord.objects.filter(Q(expiry__isnull=True) | Q(expiry__gte=today))
     found: dict[int, list[str]] = {}
     for config in configs:
@@ -52,12 +53,6 @@ def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int,
             query = live.filter(key=pattern)
         found[config.id] = list(query.values_list("key", flat=True))
     return found
-
-
-def _tz() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(settings.EXCHANGE_TIMEZONE)
 
 
 def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:

@@ -30,11 +30,6 @@ def _tick_view(tick: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
     return view
 
 
-def _needs_bars(name: str) -> bool:
-    needs = getattr(functions, "needs_bars", None)
-    return True if needs is None else bool(needs(name))
-
-
 @handler("internal_function")
 def internal(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
     entries = document.get("internal_functions") or []
@@ -47,7 +42,7 @@ def internal(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchCo
             call: Any = functions.bind(name, entry.get("parameters") or {})
         except Exception as exc:  # reported on every tick of the config, like any failed computation
             call = exc
-        bound.append((entry.get("output_key") or name, _needs_bars(name), call))
+        bound.append((entry.get("output_key") or name, functions.needs_bars(name), call))
     out: list[list[Result]] = []
     for tick in ticks:
         items: list[Result] = []
