@@ -95,21 +95,20 @@ def run_chunk(run_id: str, chunk: int, underlying_key: str, config_id: int, star
 def compute_chunk(underlying_key: str, config_id: int, start: datetime, end: datetime) -> dict[str, int]:
     """Price every stored option tick of the config in [start, end) and store the rows; returns counts."""
     from configs.models import SignalConfig
+    from signals.computations.greeks import underlying_for
 
     document = SignalConfig.objects.get(pk=config_id).config
     section = document["option_greeks"]
     model = section.get("model") or "black_scholes_merton"
     pattern = document["instrument_key"]
-    index_symbols = frozenset(settings.SIGNAL_INDEX_SYMBOLS)
     options, unders = [], []
     instruments = {}
     for key in option_keys(underlying_key):
         if not key_matches(pattern, key):
             continue
         inst = parse_instrument_key(key)
-        under = inst.future_key() if model == "black76" else inst.underlying_key(index_symbols)
         options.append(key)
-        unders.append(under)
+        unders.append(underlying_for(inst, model))
         instruments[key] = inst
     counts = {"ticks": 0, "rows": 0, "stored": 0}
     if not options:

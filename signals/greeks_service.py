@@ -16,7 +16,7 @@ import io
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -229,8 +229,7 @@ class ChainSnapshot:
 def reference_key(underlying_key: str, expiry: date, model: str) -> str:
     """The price moneyness is measured against: the same-expiry future for black76, else the underlying."""
     if model == "black76":
-        inst = parse_instrument_key(underlying_key)
-        return f"{inst.exchange}@{inst.symbol}@futures@{expiry.isoformat()}"
+        return replace(parse_instrument_key(underlying_key), expiry=expiry).future_key()  # type: ignore[return-value]
     return underlying_key
 
 

@@ -23,12 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""
     from configs.registry import registry
-    from signals import pipeline
+    from signals import greeks_service, pipeline
 
     for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
         redis_lib.Redis.from_url(url).flushdb()
     registry._version = None
     pipeline._seen_instruments.clear()
+    greeks_service.clear_chain_cache()  # per-process caches of rows each test's rollback removes
     yield
 
 

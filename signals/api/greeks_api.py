@@ -287,22 +287,24 @@ class MoneynessGreeksView(APIView):
         return Response(greeks_service.level_view(snapshot, level, step))
 
 
+def latest_chain(request: Request, underlying: str) -> greeks_service.ChainSnapshot:
+    """The latest chain of the ``underlying`` path parameter for the ``expiry_date`` query parameter."""
+    key = underlying_param(underlying)
+    return greeks_service.load_chain(get_redis(), key, expiry_param(request, key))
+
+
 class AtmIvView(APIView):
     @extend_schema(summary="ATM implied volatility: IV at the spot, interpolated between the bracketing strikes",
                    parameters=[EXPIRY], responses={200: AtmIvSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        key = underlying_param(underlying)
-        expiry = expiry_param(request, key)
-        return Response(greeks_service.atm_iv_view(greeks_service.load_chain(get_redis(), key, expiry)))
+        return Response(greeks_service.atm_iv_view(latest_chain(request, underlying)))
 
 
 class OptionChainView(APIView):
     @extend_schema(summary="Every strike's call and put Greeks, the spot and the ATM strike",
                    parameters=[EXPIRY], responses={200: ChainSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        key = underlying_param(underlying)
-        expiry = expiry_param(request, key)
-        return Response(greeks_service.chain_view(greeks_service.load_chain(get_redis(), key, expiry)))
+        return Response(greeks_service.chain_view(latest_chain(request, underlying)))
 
 
 class HistoricalGreeksView(APIView):
