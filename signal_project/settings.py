@@ -269,7 +269,7 @@ SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 1
 # Redis bar cache (signals/bars_service.py): closed bars per instrument, timeframe and chunk (exchange date).
 SIGNAL_BARS_CACHE_TTL_S = env_int("SIGNAL_BARS_CACHE_TTL_S", 7 * 86_400)
 SIGNAL_BARS_CACHE_MAX_CHUNKS = env_int("SIGNAL_BARS_CACHE_MAX_CHUNKS", 1500)  # per instrument+timeframe
-SIGNAL_BARS_OPEN_TTL_S = env_int("SIGNAL_BARS_OPEN_TTL_S", 900)  # the still-open bar kept by record_ticks
+SIGNAL_BARS_OPEN_TTL_S = env_int("SIGNAL_BARS_OPEN_TTL_S", 900)  # the still-open bar kept by queue_record
 SIGNAL_BARS_TRACK_TTL_S = env_int("SIGNAL_BARS_TRACK_TTL_S", 120)  # tick high-water mark (late-tick detection)
 # Instruments whose ticks are not reported to the bars service only cache bars this much older than their latest
 # tick, so late ticks within the window still correct them.

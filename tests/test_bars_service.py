@@ -165,7 +165,7 @@ def test_open_bar_is_kept_in_redis_and_merged(r: Any) -> None:
     live = bars_service.OpenBar.from_hash(r.hgetall(bars_service.open_key("5m", FUTURE)))
     assert live is not None and live.seeded and live.start == grid.bucket(until)  # seeded from SQL
 
-    # more ticks in the same bar (kept in Redis by the indicators config's record_ticks), then in later bars
+    # more ticks in the same bar (kept in Redis by the pipeline's queue_record), then in later bars
     for lo, hi in ((cut, same_bar), (same_bar, same_bar + 150)):
         feed(ticks[lo:hi], batch=10, first_id=lo + 1)
         until = ticks[hi - 1]["ts"]

@@ -22,8 +22,11 @@ class BatchContext:
     listened: dict[str, int] = field(default_factory=dict)  # subscriber counts of WebSocket topics, read up front
 
     def bars(self, instrument_key: str, timeframe: str, until_ts: float, count: int = 200) -> list[dict[str, Any]]:
-        """The config's recent bars (oldest first) up to tick time ``until_ts``, loaded once per batch."""
-        cache_key = (instrument_key, timeframe, until_ts // 60)
+        """The config's recent bars (oldest first) up to tick time ``until_ts``, loaded once per batch and tick time.
+
+        Keyed by the exact tick time: the last bar is the open one as of that tick, so a tick must never be handed
+        the bars of a later tick of the same minute (that would let it see the future in a replay)."""
+        cache_key = (instrument_key, timeframe, until_ts)
         found = self.bars_cache.get(cache_key)
         if found is None:
             from signals.bars_provider import recent_bars

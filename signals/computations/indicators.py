@@ -18,7 +18,7 @@ sink of SPEC §3.5 with the record; the latest-indicators cache (per config and 
 `signals.history_service.cache_keys`) via ``ctx.cache_writes``; the ``indicators`` WebSocket channel via
 ``ctx.ws_events``. Warm-up bars that do not exist yet give null values, not errors.
 
-The pipeline reports every stored batch to the bars service (`BarsService.record_ticks`), which keeps the open bar
+The pipeline reports every stored batch to the bars service (`BarsService.queue_record`), which keeps the open bar
 in Redis and lets late ticks correct cached bars, so bars read here already include this batch.
 """
 
@@ -58,7 +58,6 @@ def _service(ctx: BatchContext) -> BarsService:
         service = BarsService(ctx.client)
         setattr(ctx, _SERVICE_ATTR, service)
     return service
-
 
 
 def _bars(ctx: BatchContext, service: BarsService, key: str, timeframe: str, until: float, count: int,
