@@ -11,7 +11,7 @@ Sources, in order
     3. ``date_bin``/``date_trunc`` over raw ticks in ``signal_ticks`` (plain PostgreSQL, and the bar containing
        ``until`` in backtests), bucketed exactly as `indicators.bars.bucket_start`.
     4. **The still-open bar** from Redis (``signal:bars:open:{tf}:{key}``), kept up to date tick by tick by
-       :func:`record_ticks` and merged last (`indicators.bars.merge_bars`).
+       :meth:`queue_record` and merged last (`indicators.bars.merge_bars`).
 
 Alignment and volume follow `indicators.bars` (the reference resampler the tests compare with): intraday bars on
 a grid anchored at the session open (``SESSION_OPEN``, ``EXCHANGE_TIMEZONE``) of each tick's exchange date, daily
@@ -21,14 +21,14 @@ last non-null open interest. ``open``/``close`` are the first/last ticks by time
 (the aggregates break ties by time only).
 
 Late ticks
-    :func:`record_ticks` keeps a high-water mark of tick time per instrument. A tick older than it is *late*: the
+    :meth:`queue_record` keeps a high-water mark of tick time per instrument. A tick older than it is *late*: the
     cached chunks whose covered part contains it are dropped (rebuilt from SQL on the next read, so the bar it
     belongs to is corrected) and a per-instrument generation counter moves, so a reader that computed bars before
     the late tick was stored cannot cache them (compare-and-set on the generation). Instruments for which
-    :func:`record_ticks` is not running only cache bars that ended ``SIGNAL_BARS_SETTLE_S`` before their latest
+    :meth:`queue_record` is not running only cache bars that ended ``SIGNAL_BARS_SETTLE_S`` before their latest
     tick (or the wall clock), so late ticks within that window are still picked up.
 
-Who calls :func:`record_ticks`: the pipeline, for every stored batch; the history import invalidates instead.
+Who calls :meth:`queue_record`: the pipeline, for every stored batch; the history import invalidates instead.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ def _tag(instrument_key: str) -> str:
     return "{" + instrument_key + "}"
 
 
-
 def chunks_key(timeframe: str, instrument_key: str) -> str:
     """Hash: chunk id (ISO date of the chunk's first day) -> JSON ``{"u", "r", "b": [bars]}``."""
     return f"signal:bars:chunks:{timeframe}:{_tag(instrument_key)}"
@@ -87,7 +86,7 @@ def timeframes_key(instrument_key: str) -> str:
 
 
 def hwm_key(instrument_key: str) -> str:
-    """Largest tick time passed to :func:`record_ticks` (expires when ticks stop being recorded)."""
+    """Largest tick time passed to :meth:`queue_record` (expires when ticks stop being recorded)."""
     return f"signal:bars:hwm:{_tag(instrument_key)}"
 
 
@@ -111,10 +110,6 @@ class Alignment:
     @classmethod
     def from_settings(cls) -> Alignment:
         return cls(dtime.fromisoformat(settings.SESSION_OPEN), settings.EXCHANGE_TIMEZONE)
-
-    @property
-    def session_open_text(self) -> str:
-        return self.session_open.isoformat()
 
 
 class Grid:
@@ -722,7 +717,7 @@ class BarsService:
         hwm = _num(raw_hwm)
         now = _time.time()
         if hwm is not None:
-            settled = hwm  # late ticks are reported by record_ticks: every bar before the open one can be cached
+            settled = hwm  # late ticks are reported by queue_record: every bar before the open one can be cached
         else:
             settled = min(_num(latest_ts) or now, now) - float(settings.SIGNAL_BARS_SETTLE_S)
         tick_end = math.inf if until is None else until + 1e-6
@@ -775,8 +770,11 @@ class BarsService:
                 computed.setdefault(sql_bar.chunk, []).append(sql_bar)
 
         self._cache(instrument_key, grid, plan, computed, generation, min(settled, tick_end))
-        if hwm is not None and open_start is not None and not use_live and open_start == grid.bucket(hwm):
-            # only the live open bar (not a replay's): record_ticks carries it on from here
+        if (hwm is not None and open_start is not None and not use_live and open_start == grid.bucket(hwm)
+                and (until is None or until >= hwm)):
+            # only the live open bar, computed from every stored tick (not a replay's, nor one cut at an ``until``
+            # before the high-water mark: it would be marked complete without the later ticks of the bar and then
+            # served to those ticks): queue_record carries it on from here
             self._seed_open(instrument_key, grid, open_start, computed)
 
         bars: list[Bar] = []
@@ -839,7 +837,7 @@ class BarsService:
 
     def _seed_open(self, instrument_key: str, grid: Grid, open_start: int,
                    computed: dict[date, list[SqlBar]]) -> None:
-        """Hand the open bar just computed from SQL to Redis, where record_ticks keeps it current."""
+        """Hand the open bar just computed from SQL to Redis, where queue_record keeps it current."""
         found = [b for bars in computed.values() for b in bars if b.start == open_start]
         if len(found) != 1:  # not computed here, or split over two chunks (midnight): SQL keeps serving it
             return
@@ -854,21 +852,6 @@ class BarsService:
                          _fmt(b.oi), _fmt(b.oi_time)])
 
     # -- writes ----------------------------------------------------------------------------------------------------
-    def record_ticks(self, ticks: Iterable[dict[str, Any]]) -> int:
-        """Note stored ticks: move each instrument's high-water mark, drop cached chunks that late ticks hit, and
-        update the open bar of every timeframe in use. Call after the ticks are stored, with *every* tick of the
-        instruments concerned (a subset would leave the open bars short). Returns the chunks dropped."""
-        ticks = list(ticks)
-        names = list(dict.fromkeys(t["instrument_key"] for t in ticks))
-        if not names:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_timeframe_reads(pipe, names)
-        timeframes = dict(zip(names, pipe.execute(), strict=True))
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_record(pipe, ticks, timeframes)
-        return int(sum(r for r in pipe.execute() if isinstance(r, int) and not isinstance(r, bool)))
-
     @staticmethod
     def queue_timeframe_reads(pipe: Any, instrument_keys: list[str]) -> None:
         """Queue, on ``pipe``, the read of each instrument's timeframes in use (one reply per key, in order)."""
@@ -876,8 +859,11 @@ class BarsService:
             pipe.smembers(timeframes_key(key))
 
     def queue_record(self, pipe: Any, ticks: list[dict[str, Any]], timeframes: dict[str, Any]) -> None:
-        """Queue `record_ticks`' writes on ``pipe``, given each instrument's timeframes in use as read by
-        `queue_timeframe_reads` (the pipeline can then carry other writes of the batch in the same round trip)."""
+        """Queue, on ``pipe``, the notes of stored ticks: move each instrument's high-water mark, drop cached chunks
+        that late ticks hit, and update the open bar of every timeframe in use (``timeframes``: each instrument's
+        timeframes as read by `queue_timeframe_reads`). Queue it after the ticks are stored, with *every* tick of the
+        instruments concerned (a subset would leave the open bars short); the pipeline can carry other writes of the
+        batch in the same round trip. Each script reply is the number of chunks it dropped."""
         by_key: dict[str, list[dict[str, Any]]] = {}
         for tick in ticks:
             by_key.setdefault(tick["instrument_key"], []).append(tick)

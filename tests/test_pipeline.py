@@ -142,3 +142,16 @@ def test_output_list_is_capped(r: Any, settings: Any) -> None:
     process_batch(batch(*[("NSE@NIFTY@index", 24000 + i, i) for i in range(5)]))
     assert [json.loads(x)["tick_data"]["ltp"] for x in r.lrange(keys.output_list("NSE@NIFTY@index"), 0, -1)] == \
         [24004, 24003, 24002]
+
+
+def test_bars_given_to_a_tick_end_at_that_tick(r: Any) -> None:
+    """Two ticks of one minute in one batch: each sees the open bar as of its own time, never the later tick."""
+    from signals.computations.context import BatchContext
+
+    ticks = batch(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24050, 20), ("NSE@NIFTY@index", 23990, 40))
+    process_batch(ticks)
+    ctx = BatchContext(client=r, latest=LatestStore(r))
+    closes = [ctx.bars("NSE@NIFTY@index", "1m", t["ts"])[-1]["close"] for t in ticks]
+    assert closes == [24000, 24050, 23990]
+    highs = [ctx.bars("NSE@NIFTY@index", "1m", t["ts"])[-1]["high"] for t in ticks]
+    assert highs == [24000, 24050, 24050]
