@@ -27,6 +27,7 @@ services: install
 migrate: services
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput
 	$(DEV_ENV) $(BIN)/python manage.py seed_demo
+	$(DEV_ENV) $(BIN)/python manage.py collectstatic --noinput -v 0
 
 run: migrate
 	rm -rf .run/prometheus && mkdir -p .run/prometheus
