@@ -4,8 +4,8 @@ Design ("zygote + one forked grandchild per call"):
 
 1. Start-up (as the caller's user, usually root in the container): move the protocol pipes off fds 0/1, preload
    numpy, pandas, RestrictedPython and every stdlib module user code may need (after the privilege drop the
-   interpreter's own files may be unreadable — here they live under ``/root``), warm up pandas' lazy imports,
-   build the guarded module views.
+   interpreter's own files may be unreadable, e.g. a Python installed under a private home directory), warm up
+   pandas' lazy imports, build the guarded module views.
 2. Harden the worker (each step best-effort, reported in the ``hello`` frame): ``unshare(CLONE_NEWNET)`` (an
    empty network namespace: no interfaces, no network), drop to ``nobody``/``nogroup`` when running as root
    (``setgroups([])``, ``setgid``, ``setuid`` — so RLIMIT_NPROC and file permissions apply), ``PR_SET_NO_NEW_PRIVS``,
