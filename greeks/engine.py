@@ -41,20 +41,20 @@ DEFAULT_MODEL = "black_scholes_merton"
 class Status(enum.IntEnum):
     """Per-element outcome of an implied-volatility solve (stored as int8)."""
 
-    OK = 0
+    OK = k.OK
     """IV solved; accurate to ~1e-12 relative or better."""
-    BELOW_INTRINSIC = 1
+    BELOW_INTRINSIC = k.BELOW_INTRINSIC
     """Price below the discounted forward intrinsic value max(θ·(F − K), 0)·e^{−rt}: no volatility fits."""
-    ABOVE_MAX_PRICE = 2
+    ABOVE_MAX_PRICE = k.ABOVE_MAX_PRICE
     """Price at or above the no-arbitrage bound: call ≥ S·e^{−qt} (F·e^{−rt}), put ≥ K·e^{−rt}."""
-    EXPIRED = 3
+    EXPIRED = k.EXPIRED
     """t ≤ 0: the option is worth its intrinsic value and has no IV."""
-    BAD_INPUT = 4
+    BAD_INPUT = k.BAD_INPUT
     """Non-finite or non-positive S, K or price, or non-finite t, r (or q for BSM)."""
-    NO_TIME_VALUE = 5
+    NO_TIME_VALUE = k.NO_TIME_VALUE
     """In the money and the time value is lost in the rounding of the price (price ≈ intrinsic to within a few
     ulps, or so close that those ulps move the IV by more than 1e-10 relative): IV is not determined."""
-    ILL_CONDITIONED = 6
+    ILL_CONDITIONED = k.ILL_CONDITIONED
     """The price does not determine the IV to 1e-10 relative for another reason: it equals the maximum price to
     within a few ulps (only for absurd total volatilities σ√t ≳ 10), or it is sub-normal (< 2.2e-308)."""
 

@@ -63,6 +63,20 @@ def worker_database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+def stop_process(proc: subprocess.Popen, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL) a test's subprocess and wait for it; kill it if it will not stop."""
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class WorkerProcess:
     """A real `celery worker` subprocess on the test database and Redis."""
 
@@ -92,16 +106,7 @@ class WorkerProcess:
             raise AssertionError("celery worker did not start:\n" + "".join(self.lines[-40:]))
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, kill=kill)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from configs.beat import BeatLock, SingleBeatScheduler
 from configs.stream import ConfigStreamConsumer, ConfigStreamSettings
 from signals import keys
 from signals.pipeline import process_batch
-from tests.conftest import ROOT, wait_for, worker_database_url
+from tests.conftest import ROOT, stop_process, wait_for, worker_database_url
 from tests.factories import normalised, price_config, tick
 
 SPOT = "NSE@NIFTY@index"
@@ -59,13 +59,7 @@ class BeatProcess:
         assert self.saw(text), "beat exited:\n" + "".join(self.lines[-30:])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture
