@@ -131,6 +131,9 @@ SIGNAL_REPUBLISH_PROCESSED = env_bool("SIGNAL_REPUBLISH_PROCESSED", False)
 # --- Outputs ------------------------------------------------------------------------------------------------
 SIGNAL_OUTPUT_LIST_MAXLEN = env_int("SIGNAL_OUTPUT_LIST_MAXLEN", 1000)
 SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
+# A batch's Redis outputs are written once: a redelivered batch (its worker died after writing them) skips them if
+# it comes back within this many seconds (longer than CELERY_VISIBILITY_TIMEOUT plus the restore sweep).
+SIGNAL_EMIT_ONCE_TTL_S = env_int("SIGNAL_EMIT_ONCE_TTL_S", 3600)
 SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", "signal_config_updates")
 
 # --- Auth ---------------------------------------------------------------------------------------------------
@@ -277,6 +280,19 @@ SIGNAL_BARS_SETTLE_S = env_float("SIGNAL_BARS_SETTLE_S", 300.0)
 SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", 375)  # to size look-backs only
 SIGNAL_BARS_MAX_LOOKBACK_DAYS = env_int("SIGNAL_BARS_MAX_LOOKBACK_DAYS", 3660)
 SIGNAL_BARS_WORK_MEM_MB = env_int("SIGNAL_BARS_WORK_MEM_MB", 64)  # per bars query (sorting a month of ticks)
+# One-minute bar rollup (plain PostgreSQL only, signals/rollup.py): celery-beat folds the tick ranges recorded by the
+# signal_ticks triggers into signal_bars_1m_rollup this often (readers fold in what is left for their instrument),
+# at most SIGNAL_ROLLUP_MAX_RANGES ranges per transaction and for SIGNAL_ROLLUP_BUDGET_S per run.
+SIGNAL_ROLLUP_INTERVAL_S = env_float("SIGNAL_ROLLUP_INTERVAL_S", 5.0)
+SIGNAL_ROLLUP_MAX_RANGES = env_int("SIGNAL_ROLLUP_MAX_RANGES", 200)
+SIGNAL_ROLLUP_BUDGET_S = env_float("SIGNAL_ROLLUP_BUDGET_S", 60.0)
+SIGNAL_ROLLUP_QUEUE = env_str("SIGNAL_ROLLUP_QUEUE", SIGNAL_DEFAULT_QUEUE)
+CELERY_TASK_ROUTES["signals.refresh_bar_rollup"] = {"queue": SIGNAL_ROLLUP_QUEUE}
+CELERY_BEAT_SCHEDULE["refresh-bar-rollup"] = {
+    "task": "signals.refresh_bar_rollup",
+    "schedule": SIGNAL_ROLLUP_INTERVAL_S,
+    "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
+}
 # Indicator warm-up: bars before the first value = max(MIN, FACTOR x the longest length parameter), capped.
 SIGNAL_INDICATOR_WARMUP_FACTOR = env_int("SIGNAL_INDICATOR_WARMUP_FACTOR", 20)
 SIGNAL_INDICATOR_WARMUP_MIN = env_int("SIGNAL_INDICATOR_WARMUP_MIN", 100)

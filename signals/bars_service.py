@@ -8,9 +8,12 @@ Sources, in order
     2. **TimescaleDB continuous aggregates** (``signal_bars_1m/5m/15m/1d``, see `signals.timescale`) when present,
        re-bucketed in SQL to the requested size (7m from 1m, 30m from 15m, 1w from 1d…); the 1h aggregate is not
        used because a 23:15–00:15 bucket would mix two exchange days' cumulative volumes.
-    3. ``date_bin``/``date_trunc`` over raw ticks in ``signal_ticks`` (plain PostgreSQL, and the bar containing
-       ``until`` in backtests), bucketed exactly as `indicators.bars.bucket_start`.
-    4. **The still-open bar** from Redis (``signal:bars:open:{tf}:{key}``), kept up to date tick by tick by
+    3. On plain PostgreSQL, the **one-minute rollup** ``signal_bars_1m_rollup`` (`signals.rollup`): the same
+       columns as the aggregates, read by the same SQL, brought up to date for the instrument just before (so it
+       equals the raw-tick bars exactly, live seconds and late ticks included).
+    4. ``date_bin``/``date_trunc`` over raw ticks in ``signal_ticks`` (without aggregates or rollup, and the bar
+       containing ``until`` in backtests), bucketed exactly as `indicators.bars.bucket_start`.
+    5. **The still-open bar** from Redis (``signal:bars:open:{tf}:{key}``), kept up to date tick by tick by
        :meth:`queue_record` and merged last (`indicators.bars.merge_bars`).
 
 Alignment and volume follow `indicators.bars` (the reference resampler the tests compare with): intraday bars on
@@ -18,7 +21,7 @@ a grid anchored at the session open (``SESSION_OPEN``, ``EXCHANGE_TIMEZONE``) of
 bars per exchange date, weekly from Monday, monthly from the 1st; ``volume`` is the day-cumulative feed volume
 turned into traded quantity per bar (running maximum per exchange date, differenced, summed per bar), ``oi`` the
 last non-null open interest. ``open``/``close`` are the first/last ticks by time, ties broken by ``source_id``
-(the aggregates break ties by time only).
+(the continuous aggregates break ties by time only; the rollup by ``source_id`` too).
 
 Late ticks
     :meth:`queue_record` keeps a high-water mark of tick time per instrument. A tick older than it is *late*: the
@@ -50,7 +53,7 @@ from django.db import connection, transaction
 
 from indicators.bars import BAR_COLUMNS, sql_bucket_expression
 from indicators.timeframes import Timeframe, parse_timeframe
-from signals import keys
+from signals import keys, rollup
 
 # [start epoch seconds, open, high, low, close, volume, oi, run] with None for missing values; ``run`` (internal) is
 # the running maximum of the cumulative day volume at the bar's end, the volume base of the next bar that day.
@@ -204,9 +207,11 @@ def _chunk_expression(tf: Timeframe, tz_literal: str) -> str:
 def bars_sql(tf: Timeframe | str, alignment: Alignment, source: str = "raw") -> str:
     """SQL for bars of ``tf`` over ``[%(lo)s, %(hi)s)`` (tick or sub-bucket time) of one instrument.
 
-    ``source`` is ``"raw"`` (``signal_ticks``) or a continuous aggregate name. Parameters: ``key``, ``lo``, ``hi``,
+    ``source`` is ``"raw"`` (``signal_ticks``), a continuous aggregate name or ``rollup.TABLE`` (the same columns;
+    ``lo``/``hi`` must then be bucket boundaries). Parameters: ``key``, ``lo``, ``hi``,
     ``base_day`` and ``base`` (the running maximum of cumulative volume on exchange date ``base_day`` before ``lo``,
-    when ``lo`` is not the start of that date; NULLs otherwise). One row per (bar, cache chunk), ordered.
+    when ``lo`` is not the start of that date; NULLs otherwise). One row per (bar, cache chunk), ordered. Instants
+    come out as epoch seconds (float8: parsing thousands of timestamptz in Python costs more than the query).
     """
     tf = parse_timeframe(tf)
     tz = alignment.tz
@@ -263,12 +268,13 @@ WITH c AS (
          {chunk} AS chunk
   FROM s
 )
-SELECT bucket, chunk,
+SELECT extract(epoch FROM bucket)::float8 AS start, chunk,
        (array_agg(open ORDER BY xday))[1] AS open, max(high) AS high, min(low) AS low,
        (array_agg(close ORDER BY xday DESC))[1] AS close,
        sum(run_end - coalesce(vbase, 0)) AS volume,
        (array_agg(oi ORDER BY oi_time DESC) FILTER (WHERE oi IS NOT NULL))[1] AS oi,
-       max(oi_time) AS oi_time, min(first_time) AS first_time, max(last_time) AS last_time,
+       extract(epoch FROM max(oi_time))::float8 AS oi_time, extract(epoch FROM min(first_time))::float8 AS first_time,
+       extract(epoch FROM max(last_time))::float8 AS last_time,
        (array_agg(xday ORDER BY xday DESC))[1] AS last_day,
        (array_agg(run_end ORDER BY xday DESC))[1] AS run_end,
        (array_agg(vbase ORDER BY xday DESC))[1] AS vbase,
@@ -298,10 +304,6 @@ class SqlBar:
         return [self.start, self.open, self.high, self.low, self.close, self.volume, self.oi, self.run_end]
 
 
-def _epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 def query_bars(tf: Timeframe | str, alignment: Alignment, instrument_key: str, lo: float, hi: float,
                source: str = "raw", base_day: date | None = None, base: float | None = None) -> list[SqlBar]:
     """Run :func:`bars_sql` for ticks (or aggregate buckets) in ``[lo, hi)`` (epoch seconds)."""
@@ -315,10 +317,10 @@ def query_bars(tf: Timeframe | str, alignment: Alignment, instrument_key: str, l
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     out = []
-    for (bucket, chunk, o, h, lo_, c, v, oi, oi_time, first_time, last_time, last_day, run_end, vbase,
+    for (start, chunk, o, h, lo_, c, v, oi, oi_time, first_time, last_time, last_day, run_end, vbase,
          vmax) in rows:
-        out.append(SqlBar(int(bucket.timestamp()), chunk, o, h, lo_, c, v, oi, _epoch(oi_time),
-                          first_time.timestamp(), last_time.timestamp(), last_day, run_end, vbase, vmax))
+        out.append(SqlBar(int(start), chunk, o, h, lo_, c, v, oi, oi_time, first_time, last_time, last_day, run_end,
+                          vbase, vmax))
     return out
 
 
@@ -429,6 +431,23 @@ for j = 1, m do
              'c', fmt(S.c), 'ct', fmt(S.ct), 'vm', fmt(S.vm), 'vb', fmt(S.vb), 'va', fmt(S.va), 'oi', fmt(S.oi),
              'oit', fmt(S.oit), 's', S.s)
   redis.call('EXPIRE', okey, open_ttl)
+end
+return dropped
+"""
+
+# _RECORD_LUA for many instruments in one call (per-call costs dominate batches of one tick per instrument, as an
+# option chain's are). ARGV: the number of instruments, then per instrument its key count, its argument count and
+# its arguments; KEYS: every instrument's keys in order. Returns the chunks dropped in all.
+_RECORD_MANY_LUA = "local function record(KEYS, ARGV)\n" + _RECORD_LUA + """end
+local dropped, ki, ai = 0, 0, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  local k, a = {}, {}
+  for j = 1, nk do k[j] = KEYS[ki + j] end
+  for j = 1, na do a[j] = ARGV[ai + 1 + j] end
+  ki = ki + nk
+  ai = ai + 2 + na
+  dropped = dropped + record(k, a)
 end
 return dropped
 """
@@ -600,8 +619,9 @@ def bar_dicts(bars: Sequence[Bar]) -> list[dict[str, Any]]:
 
 
 class BarsService:
-    """Reads and writes bars. ``aggregates`` names the continuous aggregates to read (default: those present in
-    the database, see :func:`present_aggregates`; an empty set means raw ticks only)."""
+    """Reads and writes bars. ``aggregates`` names the continuous aggregates to read, or ``{rollup.TABLE}`` for the
+    one-minute rollup (default: the aggregates present in the database, see :func:`present_aggregates`, else the
+    rollup where it is maintained; an empty set means raw ticks only)."""
 
     def __init__(self, client: Any = None, alignment: Alignment | None = None, aggregates: set[str] | None = None):
         if client is None:
@@ -611,7 +631,7 @@ class BarsService:
         self.client = client
         self.alignment = alignment or Alignment.from_settings()
         self.aggregates = aggregates
-        self._record = client.register_script(_RECORD_LUA)
+        self._record = client.register_script(_RECORD_MANY_LUA)
         self._seed = client.register_script(_SEED_LUA)
         self._store = client.register_script(_STORE_LUA)
 
@@ -788,14 +808,32 @@ class BarsService:
             bars = merge_open_bar(bars, live.as_bar())
         return bars
 
+    def source_for(self, timeframe: str | Timeframe) -> str | None:
+        """What bars of ``timeframe`` are aggregated from before raw ticks: a continuous aggregate's name,
+        ``rollup.TABLE``, or None (raw ticks only)."""
+        tf = parse_timeframe(timeframe)
+        if self.aggregates is None:
+            present = present_aggregates()
+            name = aggregate_for(tf, present)
+            if name is None and not present and rollup.enabled():
+                return rollup.TABLE  # plain PostgreSQL: every timeframe is whole minutes, 1d/1w/1M whole days
+            return name
+        name = aggregate_for(tf, self.aggregates)
+        return rollup.TABLE if name is None and rollup.TABLE in self.aggregates else name
+
     def _query(self, instrument_key: str, grid: Grid, lo: float, hi: float, until: float | None,
                base_day: date | None, base: float | None) -> list[SqlBar]:
-        """Bars for ticks in ``[lo, hi)``: from an aggregate for the part before the bar containing ``until``
-        (aggregates do not know ``until``), from raw ticks for the rest."""
-        name = aggregate_for(grid.tf, present_aggregates() if self.aggregates is None else self.aggregates)
+        """Bars for ticks in ``[lo, hi)``: from an aggregate (or the rollup) for the part before the bar containing
+        ``until`` (aggregates do not know ``until``), from raw ticks for the rest. The rollup is first brought up
+        to date for the instrument; when it cannot be (or its minutes would not nest in the bars), raw ticks."""
+        name = self.source_for(grid.tf)
+        split = hi if until is None else min(hi, float(grid.bucket(until)))
+        if name == rollup.TABLE and split > lo and not (
+                rollup.covers(self.alignment.session_open, self.alignment.tz, lo, split)
+                and rollup.catch_up(instrument_key)):
+            name = None
         if name is None:
             return query_bars(grid.tf, self.alignment, instrument_key, lo, hi, "raw", base_day, base)
-        split = hi if until is None else min(hi, float(grid.bucket(until)))
         out: list[SqlBar] = []
         if split > lo:
             out.extend(query_bars(grid.tf, self.alignment, instrument_key, lo, split, name, base_day, base))
@@ -863,11 +901,13 @@ class BarsService:
         that late ticks hit, and update the open bar of every timeframe in use (``timeframes``: each instrument's
         timeframes as read by `queue_timeframe_reads`). Queue it after the ticks are stored, with *every* tick of the
         instruments concerned (a subset would leave the open bars short); the pipeline can carry other writes of the
-        batch in the same round trip. Each script reply is the number of chunks it dropped."""
+        batch in the same round trip. The script's reply is the number of chunks it dropped."""
         by_key: dict[str, list[dict[str, Any]]] = {}
         for tick in ticks:
             by_key.setdefault(tick["instrument_key"], []).append(tick)
         zone = ZoneInfo(self.alignment.tz)
+        all_keys: list[str] = []
+        all_args: list[Any] = [len(by_key)]
         for key, group in by_key.items():
             group = sorted(group, key=lambda t: (t["ts"], t.get("source_id", "")))
             grids = [self.grid(tf.decode()) for tf in sorted(timeframes.get(key) or ())]
@@ -881,9 +921,12 @@ class BarsService:
                 tick_keys += [open_key(grid.name, key), upto_key(grid.name, key), chunks_key(grid.name, key)]
                 for t in group:
                     args += [grid.bucket(t["ts"]), grid.chunk_of(t["ts"]).isoformat()]
-            self._record(keys=tick_keys, args=args, client=pipe)
+            all_keys += tick_keys
+            all_args += (len(tick_keys), len(args), *args)
             if grids:  # timeframes in use stay in use while ticks arrive (their open bars stay continuous)
                 pipe.expire(timeframes_key(key), int(settings.SIGNAL_BARS_CACHE_TTL_S))
+        if by_key:
+            self._record(keys=all_keys, args=all_args, client=pipe)
 
     def invalidate(self, instrument_keys: Iterable[str]) -> None:
         """Forget every cached bar and open bar of these instruments (after an import) and fail concurrent caching."""

@@ -38,6 +38,11 @@ def latest_result(kind: str, instrument_key: str, suffix: str = "") -> str:
     return f"signal:latest:{kind}:{instrument_key}" + (f":{suffix}" if suffix else "")
 
 
+def emitted_batch(batch_id: str) -> str:
+    """Marker that a tick batch's outputs were written (so a redelivered batch does not write them twice)."""
+    return f"signal:emitted:{batch_id}"
+
+
 def topic_group(channel: str, instrument_key: str, params: dict[str, Any] | None = None) -> str:
     if not params:
         return _plain_topic_group(channel, instrument_key)

@@ -15,13 +15,21 @@ import redis
 from signals import keys
 
 HISTORY_SECONDS = 6 * 3600
+# KEYS: latest-tick hashes; ARGV: per key, the tick time and the tick JSON. Returns 1 per key written, 0 per key that
+# already held a newer tick.
 _LWW_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], 'ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then
-  return 0
+local written = {}
+for i, key in ipairs(KEYS) do
+  local ts = ARGV[2 * i - 1]
+  local current = redis.call('HGET', key, 'ts')
+  if current and tonumber(current) > tonumber(ts) then
+    written[i] = 0
+  else
+    redis.call('HSET', key, 'ts', ts, 'data', ARGV[2 * i])
+    written[i] = 1
+  end
 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'data', ARGV[2])
-return 1
+return written
 """
 
 
@@ -53,8 +61,11 @@ class LatestStore:
         own = pipe is None
         if pipe is None:
             pipe = self.client.pipeline(transaction=False)
-        for key, tick in newest.items():
-            self._script(keys=[keys.latest_tick(key)], args=[repr(tick["ts"]), orjson.dumps(tick)], client=pipe)
+        if newest:  # one script call for every instrument: per-call costs dominate small batches
+            args: list[Any] = []
+            for tick in newest.values():
+                args += (repr(tick["ts"]), orjson.dumps(tick))
+            self._script(keys=[keys.latest_tick(key) for key in newest], args=args, client=pipe)
         if history:
             by_key: dict[str, dict[bytes, float]] = {}
             for tick in ticks:
@@ -70,7 +81,7 @@ class LatestStore:
         if not own:
             return []  # queued on the caller's pipeline
         results = pipe.execute()
-        return [int(x) for x in results[: len(newest)]]
+        return [int(x) for x in results[0]] if newest else []
 
     def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
         """The instrument's tick at or before tick time ``ts`` from the recent history, or None."""

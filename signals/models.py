@@ -106,3 +106,46 @@ class InstrumentRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class BarRollup1m(models.Model):
+    """One-minute bars of ``signal_ticks`` on plain PostgreSQL: the stand-in for the ``signal_bars_1m`` continuous
+    aggregate, with its columns (read by the same SQL, `signals.bars_service.bars_sql`), kept current by
+    `signals.rollup` from the ranges the ``signal_ticks`` trigger records in :class:`RollupPending`."""
+
+    pk = models.CompositePrimaryKey("instrument_key", "bucket")
+    instrument_key = models.CharField(max_length=128)
+    bucket = models.DateTimeField()
+    open = models.FloatField()
+    high = models.FloatField()
+    low = models.FloatField()
+    close = models.FloatField()
+    vmax = models.FloatField(null=True)
+    oi = models.FloatField(null=True)
+    oi_time = models.DateTimeField(null=True)
+    first_time = models.DateTimeField()
+    last_time = models.DateTimeField()
+    ticks = models.BigIntegerField()
+
+    class Meta:
+        db_table = "signal_bars_1m_rollup"
+
+    def __str__(self) -> str:
+        return f"{self.instrument_key} {self.bucket.isoformat()} {self.close}"
+
+
+class RollupPending(models.Model):
+    """A range of tick time (``lo``..``hi``, inclusive) of one instrument whose one-minute buckets must be
+    aggregated again: written by the trigger on ``signal_ticks``, consumed by `signals.rollup.refresh`."""
+
+    id = models.BigAutoField(primary_key=True)
+    instrument_key = models.CharField(max_length=128)
+    lo = models.DateTimeField()
+    hi = models.DateTimeField()
+
+    class Meta:
+        db_table = "signal_bars_rollup_pending"
+        indexes = [models.Index(fields=["instrument_key"], name="signal_rollup_pending_key")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_key} {self.lo.isoformat()}..{self.hi.isoformat()}"

@@ -3,6 +3,7 @@ every matching every-tick config, write outputs. Plain function, called by the C
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from configs.registry import VERSION_KEY, registry
-from signals import fanout, keys, metrics, outputs, storage
-from signals.bars_service import BarsService
-from signals.computations import run_config
+from signals import fanout, keys, metrics, outputs, redis_client, storage
+from signals.bars_service import BarsService, timeframes_key
+from signals.computations import reads_stored_ticks, run_config
 from signals.computations.context import BatchContext
 from signals.instruments import parse_instrument_key
 from signals.latest import LatestStore
@@ -23,6 +25,18 @@ from signals.redis_client import get_redis
 log = logging.getLogger(__name__)
 WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
 _seen_instruments: set[str] = set()
+
+
+# KEYS: n latest-tick hashes, then the n instruments' timeframes-in-use sets. Returns {tick JSON or nil} and {sets}.
+_READ_LUA = """
+local n = #KEYS / 2
+local held, timeframes = {}, {}
+for i = 1, n do
+  held[i] = redis.call('HGET', KEYS[i], 'data')
+  timeframes[i] = redis.call('SMEMBERS', KEYS[n + i])
+end
+return {held, timeframes}
+"""
 
 
 @dataclass
@@ -54,41 +68,69 @@ def register_instruments(instrument_keys: list[str]) -> None:
 
 def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") -> BatchReport:
     """Process normalised ticks (each with a ``source_id``). Safe to repeat: a re-delivered batch adds no rows and
-    cannot move latest values backwards."""
+    cannot move latest values backwards.
+
+    Order: read what the batch needs from Redis; update latest values; run the configs; send the results to the
+    Redis sinks; then, in one transaction, store the raw ticks (durably) and the results; then report the stored
+    ticks to the bars service. Live consumers thus never wait for PostgreSQL. When a matching config reads bars
+    (which come from the stored ticks), the ticks are stored and reported first instead, so its bars include them.
+    """
     started = time.perf_counter()
     client = get_redis()
     latest = LatestStore(client)
     bars = BarsService(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
-    # Three Redis round trips in all: everything the batch reads, then latest values and open bars, then outputs.
-    n = len(instrument_keys)
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
     pipe = client.pipeline(transaction=False)
     pipe.get(VERSION_KEY)
-    latest.read(instrument_keys, pipe)
-    bars.queue_timeframe_reads(pipe, instrument_keys)
-    if topics and settings.CHANNEL_LAYER_URL == settings.REDIS_URL:
+    redis_client.script(client, _READ_LUA)(keys=[keys.latest_tick(k) for k in instrument_keys]
+                         + [timeframes_key(k) for k in instrument_keys], client=pipe)
+    if topics and fanout.shares_data_server():
         pipe.pubsub_numsub(*topics)
-    version, *replies = pipe.execute()
+    version, (held_raw, timeframes_raw), *numsub = pipe.execute()
     registry.refresh(version or b"0")
-    held = {k: json.loads(raw) for k, raw in zip(instrument_keys, replies[:n], strict=True) if raw}
-    timeframes = dict(zip(instrument_keys, replies[n:2 * n], strict=True))
-    listened = fanout.listeners(replies[2 * n]) if len(replies) > 2 * n else {}
+    held = {k: json.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
+    timeframes = dict(zip(instrument_keys, timeframes_raw, strict=True))
+    listened = fanout.listeners(numsub[0]) if numsub else {}
+    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened,
+                       held_ts={k: tick["ts"] for k, tick in held.items()})
 
-    stored = storage.store_ticks(ticks)
+    matched = [match_configs(ticks, frequency)]
+    if frequency == "every_tick":
+        matched.append(_bar_close_ticks(match_configs(ticks, "every_interval"), ctx))
+    early = any(reads_stored_ticks(config.document) for group in matched for config, _ in group.values())
+    stored = storage.store_ticks(ticks) if early else None
     register_instruments(instrument_keys)
     pipe = client.pipeline(transaction=False)
     latest.update(ticks, pipe=pipe)
-    bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
+    if early:
+        bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
     pipe.execute()
-    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened)
-    records = run_matching_configs(ticks, ctx, frequency)
-    if frequency == "every_tick":
-        records += run_matching_configs(ticks, ctx, "every_interval")
-    outputs.write(records, ctx)
+
+    records = [record for group in matched for record in _run_grouped(group, ctx)]
+    rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))
+    with transaction.atomic():  # one commit: the raw ticks (durable) and their results
+        if stored is None:
+            stored = storage.store_ticks(ticks)
+        else:
+            storage.relax_durability()  # the ticks are committed already; results can be recomputed from them
+        outputs.store_results(rows, ctx)
+    if not early:
+        # only now: a bar read between the two could otherwise cache bars that lack these ticks
+        pipe = client.pipeline(transaction=False)
+        bars.queue_record(pipe, ticks, timeframes)
+        pipe.execute()
     _note_runs(records)
     _observe(ticks, started)
     return BatchReport(ticks=len(ticks), stored=stored, records=len(records))
+
+
+def batch_identity(ticks: list[dict[str, Any]], frequency: str) -> str:
+    """The same for the same ticks in any order: Celery redelivers a task with the same arguments."""
+    digest = hashlib.sha1(frequency.encode())
+    for source_id in sorted(t["source_id"] for t in ticks):
+        digest.update(b"\n" + source_id.encode())
+    return digest.hexdigest()
 
 
 def run_configs(configs: list[Any], ticks: list[dict[str, Any]],
@@ -123,16 +165,21 @@ def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]])
     return found
 
 
+def match_configs(ticks: list[dict[str, Any]], frequency: str) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+    """The enabled configs of ``frequency`` matching any tick, each with the ticks it matches in tick-time order."""
+    by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    for tick in sorted(ticks, key=lambda t: t["ts"]):
+        for config in registry.matching(tick["instrument_key"], frequency):
+            by_config.setdefault(config.id, (config, []))[1].append(tick)
+    return by_config
+
+
 def run_matching_configs(
     ticks: list[dict[str, Any]], ctx: BatchContext, frequency: str
 ) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
     """Run each config on the ticks it matches, in tick-time order. ``every_interval`` configs run only on the
     ticks that are the first of a new bar of the config's interval (see `_bar_close_ticks`)."""
-    ordered = sorted(ticks, key=lambda t: t["ts"])
-    by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
-    for tick in ordered:
-        for config in registry.matching(tick["instrument_key"], frequency):
-            by_config.setdefault(config.id, (config, []))[1].append(tick)
+    by_config = match_configs(ticks, frequency)
     if frequency == "every_interval" and by_config:
         by_config = _bar_close_ticks(by_config, ctx)
     return _run_grouped(by_config, ctx)

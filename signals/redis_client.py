@@ -2,10 +2,67 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import redis
 from django.conf import settings
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 _clients: dict[str, redis.Redis] = {}
+
+
+class ScriptCachingPipeline(Pipeline):
+    """A pipeline that checks its Lua scripts are loaded once per process instead of on every ``execute``.
+
+    redis-py's pipeline sends ``SCRIPT EXISTS`` before every execute that carries a script: a whole extra round
+    trip per tick batch. Here each script is loaded (or found) once per server connection pool; if the server
+    forgets it (restart, ``SCRIPT FLUSH``) the execute raises ``NoScriptError`` and the cache is dropped, so the
+    next attempt (the tick task retries on Redis errors) loads it again. Commands after a failed script may have
+    run: every script the pipeline carries fails alike after a flush, and batches are idempotent to retry.
+    """
+
+    def load_scripts(self) -> None:
+        known = _loaded_scripts(self.connection_pool)
+        missing = [s for s in self.scripts if s.sha not in known]
+        if not missing:
+            return
+        self.scripts = set(missing)
+        super().load_scripts()
+        known.update(s.sha for s in missing)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return super().execute(raise_on_error)
+        except NoScriptError:
+            _loaded_scripts(self.connection_pool).clear()
+            raise
+
+
+class SignalRedis(redis.Redis):
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        return ScriptCachingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+_script_lock = threading.Lock()
+_scripts_by_pool: dict[int, set[str]] = {}
+
+
+def _loaded_scripts(pool: Any) -> set[str]:
+    with _script_lock:
+        return _scripts_by_pool.setdefault(id(pool), set())
+
+
+_registered: dict[tuple[int, str], Any] = {}
+
+
+def script(client: redis.Redis, source: str) -> Any:
+    """``client.register_script(source)``, once per client and source."""
+    found = _registered.get((id(client), source))
+    if found is None:
+        found = _registered[(id(client), source)] = client.register_script(source)
+    return found
 
 
 def get_redis(url: str | None = None) -> redis.Redis:
@@ -13,6 +70,6 @@ def get_redis(url: str | None = None) -> redis.Redis:
     url = url or settings.REDIS_URL
     client = _clients.get(url)
     if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        client = SignalRedis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
         _clients[url] = client
     return client

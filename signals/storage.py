@@ -8,6 +8,7 @@ more in client-side quoting than the whole rest of the batch.)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,23 +29,37 @@ GREEKS_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "price_fie
 GREEKS_TYPES = ("text", "timestamptz", "text", "int8", "text") + ("float8",) * 10 + ("text", "text")
 
 
+_staged: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # per connection: stage tables made
+
+
 def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
     if not rows:
         return 0
     stage = f"_stage_{table}"
     cols = ", ".join(columns)
-    # savepoint=False: inside a caller's transaction (outputs write computed and Greeks rows together) this joins
+    # savepoint=False: inside a caller's transaction (a batch stores its ticks and results together) this joins
     # it instead of paying for a savepoint; on its own it is the transaction the staging table is emptied with.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         raw = cursor.cursor
-        # Not cached per connection: a rolled-back transaction also rolls back the table's creation.
-        definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
-        with raw.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+        _create_stage(cursor, stage, columns, types)
+        # wrapped like Django's own cursors: a failure is raised as django.db's error and marks the connection
+        # for replacement before the retry (close_old_connections)
+        with connection.wrap_database_errors, raw.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         cursor.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")
         return cursor.rowcount
+
+
+def _create_stage(cursor: Any, stage: str, columns: tuple[str, ...], types: tuple[str, ...]) -> None:
+    """Create the session's staging table once per connection. It counts as made only when its transaction
+    commits: a rolled-back transaction rolls back the table's creation too."""
+    made = _staged.setdefault(connection.connection, set())
+    if stage in made:
+        return
+    definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
+    transaction.on_commit(lambda: made.add(stage))
 
 
 def to_datetime(ts: float) -> datetime:

@@ -6,11 +6,21 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import redis
 from celery import shared_task
 from celery.signals import task_prerun, worker_init
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import NoScriptError
+
+# Connection-level failures of PostgreSQL or Redis: the batch is sent again (to the same queue, backing off up to
+# 30 s) until they pass. Without this a failed task is acknowledged and its ticks, already acknowledged on the tick
+# stream, are lost. Retrying is safe: a batch is idempotent (rows conflict, latest values are last-write-wins, its
+# Redis outputs are written once).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, NoScriptError)
 
 
-@shared_task(name="signals.process_ticks")
+@shared_task(name="signals.process_ticks", autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
+             retry_backoff_max=30, retry_jitter=False)
 def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
     from signals.pipeline import process_batch
@@ -48,4 +58,4 @@ def drop_unusable_connections(**kwargs: Any) -> None:
     close_old_connections()
 
 
-from signals import greeks_tasks  # noqa: E402,F401  (registers the Greeks history task)
+from signals import greeks_tasks, rollup_tasks  # noqa: E402,F401  (register the Greeks history and bar rollup tasks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from signals.instruments import InstrumentKeyError, parse_instrument_key
@@ -118,6 +119,14 @@ def parse_time(value: Any) -> datetime:
     raise TickError(f"time {value!r} is not a valid epoch timestamp")
 
 
+@lru_cache(maxsize=65536)
+def _key_names(raw_key: str) -> tuple[str, str]:
+    """The normalised key and ``EXCHANGE@SYMBOL`` of a raw key (a feed repeats the same few thousand keys; parsing
+    one costs more than the rest of its tick). Keys that fail to parse raise each time: errors are not cached."""
+    instrument = parse_instrument_key(raw_key)
+    return instrument.key, instrument.symbol_key
+
+
 def parse_tick(fields: dict[str, Any]) -> dict[str, Any]:
     """Normalise one message; raise `TickError` if it is malformed.
 
@@ -129,7 +138,7 @@ def parse_tick(fields: dict[str, Any]) -> dict[str, Any]:
     if raw_key is None or raw_key == "":
         raise TickError("instrument_key is missing")
     try:
-        instrument = parse_instrument_key(str(raw_key))
+        key, symbol_key = _key_names(str(raw_key))
     except InstrumentKeyError as exc:
         raise TickError(f"instrument_key: {exc}") from None
     ltp = _first(body, _ALIASES["ltp"])
@@ -143,8 +152,8 @@ def parse_tick(fields: dict[str, Any]) -> dict[str, Any]:
     if state not in ("U", "P"):
         raise TickError(f"state {state!r} must be U or P")
     tick: dict[str, Any] = {
-        "instrument_key": instrument.key,
-        "symbol_key": instrument.symbol_key,
+        "instrument_key": key,
+        "symbol_key": symbol_key,
         "ts": when.timestamp(),
         "timestamp": when.isoformat(),
         "ltp": _number(ltp, "ltp"),

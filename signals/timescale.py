@@ -13,7 +13,8 @@ With TimescaleDB (``timescaledb`` in ``pg_available_extensions`` and loadable):
   policies are set up.
 
 Without it the tables stay plain PostgreSQL tables, indexed by their primary keys (instrument, time, ...), and bars
-come from ``date_bin`` over raw ticks.
+come from ``signal_bars_1m_rollup``, a one-minute rollup table kept current by a trigger and a refresh task
+(`signals.rollup`, migration 0004), or from ``date_bin`` over raw ticks.
 
 Everything here is SQL text generation plus :func:`apply` / :func:`remove` (used by migration 0002), so the text
 is unit-tested on any machine and executed where the extension exists.
@@ -167,6 +168,16 @@ def cagg_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column: 
     return f"time_bucket(INTERVAL '1 day', {column}, {_literal(tz)})"
 
 
+def plain_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column: str = "time") -> str:
+    """:func:`cagg_bucket_sql`'s intraday buckets with PostgreSQL's own ``date_bin`` (same stride, same origin, so
+    the same buckets): what `signals.rollup` aggregates with on plain PostgreSQL."""
+    tf = parse_timeframe(timeframe)
+    if not tf.is_intraday or not tf.divides_day:
+        raise ValueError(f"{tf.name}: plain buckets exist for intraday sizes dividing a day only")
+    stride, origin = sql_bucket_params(tf, session_open, tz)
+    return f"date_bin(INTERVAL {_literal(stride)}, {column}, TIMESTAMPTZ {_literal(origin)})"
+
+
 def cagg_select_sql(timeframe: str, session_open: str | dtime, tz: str) -> str:
     """The aggregate's query (also runnable on plain PostgreSQL given first/last/time_bucket look-alikes, which is
     how the tests check it where TimescaleDB is missing)."""
@@ -206,7 +217,11 @@ def cagg_refresh_sql(name: str, start: str | None = None, end: str | None = None
 def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
                      with_aggregates: bool = True) -> list[str]:
     """Every statement that turns the plain tables into the TimescaleDB layout, in order (idempotent)."""
-    statements = [create_extension_sql()]
+    from signals import rollup
+
+    # the plain-PostgreSQL rollup's triggers go first: a hypertable refuses triggers with transition tables, and
+    # the continuous aggregates replace the rollup (which then stays unread, see signals.rollup.enabled)
+    statements = [create_extension_sql(), *rollup.drop_trigger_sql()]
     for table, (chunk, segment_by, order_by) in HYPERTABLES.items():
         statements.append(hypertable_sql(table, chunk))
         statements.extend(compression_sql(table, segment_by, order_by, policies.compress_after_days))

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from indicators.bars import bucket_start, merge_bars, resample_ticks
-from signals import bars_service
+from signals import bars_service, rollup
 from signals.bars_service import Alignment, BarsService, Grid, bar_dicts, bars_frame, merge_open_bar
 from signals.pipeline import process_batch
 from tests.factories import create_config
@@ -47,7 +47,8 @@ def everything(service: BarsService, timeframe: str, key: str = FUTURE) -> pd.Da
 
 
 def sql_on_ticks(ctx: CaptureQueriesContext) -> int:
-    return sum("signal_ticks" in q["sql"] for q in ctx.captured_queries)
+    """Queries that aggregate bars: over raw ticks, or over the one-minute rollup (plain PostgreSQL)."""
+    return sum("signal_ticks" in q["sql"] or rollup.TABLE in q["sql"] for q in ctx.captured_queries)
 
 
 def test_grid_agrees_with_indicators_bucket_start() -> None:

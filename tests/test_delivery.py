@@ -51,3 +51,39 @@ def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None
     wait_for(lambda: ComputedSignal.objects.count() == 20)  # written later in the same batch
     outputs = [json.loads(e[1][b"data"]) for e in r.xrange(keys.output_stream("NSE@NIFTY"))]
     assert sorted(o["tick_data"]["ltp"] for o in outputs) == [24000 + i for i in range(20)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_survives_the_worker_losing_its_database_connection(start_worker: Any, r: Any) -> None:
+    from django.db import connection
+
+    from signals.models import ComputedSignal, Tick
+
+    create_config(price_config())
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes={"NSE@NIFTY": "dbloss-test"}),
+                          consumer="bridge")
+    worker = start_worker("dbloss-test", name="dbloss")
+    r.xadd(STREAM, fields(tick(ltp=24000, at=0)))
+    bridge.discover()
+    assert bridge.handle(bridge.read()) == 1
+    wait_for(lambda: Tick.objects.count() == 1)  # the worker now holds a database connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        own = cursor.fetchone()[0]
+    with psycopg.connect(worker_database_url(), autocommit=True) as admin:
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND pid NOT IN (pg_backend_pid(), %s)", [own]).fetchone()[0]
+    assert ended >= 1
+
+    for i in range(1, 6):
+        r.xadd(STREAM, fields(tick(ltp=24000 + i, at=i)))
+    assert bridge.handle(bridge.read()) == 5
+    try:
+        wait_for(lambda: Tick.objects.count() == 6, timeout=30)
+    except AssertionError:
+        print("".join(worker.lines[-80:]))
+        raise
+    wait_for(lambda: ComputedSignal.objects.count() == 6)
+    outputs = [json.loads(e[1][b"data"]) for e in r.xrange(keys.output_stream("NSE@NIFTY"))]
+    assert sorted(o["tick_data"]["ltp"] for o in outputs) == [24000 + i for i in range(6)]  # each once

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from signals import keys
+from signals import keys, outputs
+from signals.computations.context import BatchContext
 from signals.latest import LatestStore
-from signals.pipeline import process_batch
+from signals.pipeline import process_batch, run_matching_configs
 from tests.factories import create_config, normalised, price_config, tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
@@ -33,6 +34,18 @@ def test_reprocessing_the_same_batch_adds_no_rows() -> None:
     assert ComputedSignal.objects.count() == 3
 
 
+def test_a_redelivered_batch_writes_its_outputs_once(r: Any) -> None:
+    create_config(price_config())
+    ticks = batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1))
+    process_batch(ticks)
+    process_batch(list(reversed(ticks)))  # as Celery redelivers it (order does not matter)
+    assert r.xlen(keys.output_stream("NSE@NIFTY")) == 2
+    assert r.llen(keys.output_list(OPTION)) == 1
+
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0), stream="tick_stream:other"))  # other entries: new outputs
+    assert r.xlen(keys.output_stream("NSE@NIFTY")) == 3
+
+
 def test_same_time_different_entries_are_both_kept() -> None:
     from signals.models import Tick
 
@@ -47,6 +60,22 @@ def test_stale_tick_does_not_overwrite_a_newer_latest_value(r: Any) -> None:
     assert latest["ltp"] == 24100
     process_batch([normalised(tick("NSE@NIFTY@index", 24200, at=11), "tick_stream:NSE@NIFTY/100-0")])
     assert LatestStore(r).get("NSE@NIFTY@index")["ltp"] == 24200
+
+
+def test_latest_results_are_not_moved_back_by_a_concurrent_older_batch(r: Any) -> None:
+    config = create_config(price_config())
+    process_batch(batch(("NSE@NIFTY@index", 24100, 10)))
+    # a batch of an older tick that read the latest values before the batch above wrote them (two workers at once)
+    older = batch(("NSE@NIFTY@index", 23900, 5), stream="tick_stream:late")
+    ctx = BatchContext(client=r, latest=LatestStore(r))
+    records = run_matching_configs(older, ctx, "every_tick")
+    ctx.guarded_cache_writes.append(("test:guarded", b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
+    outputs.emit(records, ctx)
+
+    cached = json.loads(r.get(keys.latest_result("computed", "NSE@NIFTY@index", str(config.id))))
+    assert cached["tick_data"]["ltp"] == 24100
+    assert r.get("test:guarded") is None
+    assert r.xlen(keys.output_stream("NSE@NIFTY")) == 2  # the older record itself is still delivered
 
 
 def test_newest_tick_of_an_out_of_order_batch_wins(r: Any) -> None:

@@ -100,6 +100,10 @@ def validate_result(value: object) -> FunctionResult:
     ``None``/``bool``/``int``/finite ``float``/``str`` values; NaN/±inf became ``None``; numpy scalars became
     Python scalars.  Raises :class:`ResultError` (a ``ValueError``) with a message naming the key otherwise.
     """
+    if type(value) is dict:
+        plain = _plain_copy(value)
+        if plain is not None:
+            return plain
     if not isinstance(value, Mapping):
         raise ResultError(f"function must return a dict (JSON object), got {_type_name(value)}")
     out: FunctionResult = {}
@@ -115,6 +119,27 @@ def validate_result(value: object) -> FunctionResult:
         if len(key) > MAX_KEY_LENGTH:
             raise ResultError(f"result key {key[:40]!r}… is longer than {MAX_KEY_LENGTH} characters")
         out[key] = _scalar(key, item)
+    return out
+
+
+_PLAIN_TYPES = frozenset({type(None), bool, int, str})
+
+
+def _plain_copy(value: dict[Any, Any]) -> FunctionResult | None:
+    """The common case of :func:`validate_result` without its per-value checks: a dict whose keys are short ASCII
+    ``str`` and whose values are exact ``float``/``int``/``bool``/``None`` or ASCII ``str``. Returns a copy with
+    non-finite floats as ``None``, or None when anything needs the full checks (which then decide)."""
+    out: FunctionResult = {}
+    for key, item in value.items():
+        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            return None
+        kind = type(item)
+        if kind is float:
+            out[key] = item if math.isfinite(item) else None
+        elif kind in _PLAIN_TYPES and (kind is not str or item.isascii()):
+            out[key] = item
+        else:
+            return None
     return out
 
 

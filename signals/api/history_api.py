@@ -1,8 +1,8 @@
 """Bars and indicators endpoints (SPEC §6, issue 5), under /api/v2/signals/.
 
 * ``historical/bars/{instrument_key}?timeframe=&start_time=&end_time=`` — bars starting in ``[start_time,
-  end_time)`` from `signals.bars_service` (Redis cache, continuous aggregates, date_bin over raw ticks, the open
-  bar): ``{instrument_key, timeframe, start_time, end_time, count, bars: [{time, open, high, low, close, volume,
+  end_time)`` from `signals.bars_service` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
+  over raw ticks, the open bar): ``{instrument_key, timeframe, start_time, end_time, count, bars: [{time, open, high, low, close, volume,
   oi}]}``.
 * ``historical/indicators/{instrument_key}?timeframe=&start_time=&end_time=&indicators=`` — ``indicators`` is a
   JSON list in the config's ``technical_indicators`` form; values for every bar of the range, computed with
@@ -42,10 +42,10 @@ from rest_framework.views import APIView
 
 from indicators.engine import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
-from signals import history_service
+from signals import history_service, rollup
 from signals.api.errors import BadParameter, NotFound
 from signals.api.realtime import instrument_param
-from signals.bars_service import aggregate_for, bar_dicts, get_service, present_aggregates
+from signals.bars_service import bar_dicts, get_service
 from signals.redis_client import get_redis
 from signals.ticks import TickError, parse_time
 
@@ -262,16 +262,17 @@ class AvailableTimeframesView(HistoryView):
         key = instrument_param(instrument_key)
         known_instrument(key)
         first, last = get_service().data_range(key)
-        present = present_aggregates()
+        service = get_service()
         from signals import timescale
 
         with connection.cursor() as cursor:
             storage = "timescaledb" if timescale.installed_version(cursor) else "postgresql"
         timeframes = []
         for name in STANDARD_TIMEFRAME_NAMES:
-            aggregate = aggregate_for(parse_timeframe(name), present)
-            timeframes.append({"timeframe": name,
-                               "source": f"continuous_aggregate:{aggregate}" if aggregate else "raw_ticks"})
+            source = service.source_for(name)
+            label = ("raw_ticks" if source is None else f"rollup:{source}" if source == rollup.TABLE
+                     else f"continuous_aggregate:{source}")
+            timeframes.append({"timeframe": name, "source": label})
         return Response({
             "instrument_key": key,
             "first_time": first.astimezone(UTC).isoformat() if first else None,

@@ -77,6 +77,16 @@ def _applies(computation_type: str, document: dict[str, Any]) -> bool:
     return bool(value.get("enabled", True) if isinstance(value, dict) else value)
 
 
+def reads_stored_ticks(document: dict[str, Any]) -> bool:
+    """Whether a config's computations read bars, which come from the stored ticks: a batch such a config runs on
+    must be in the database before its computations start."""
+    if _applies("technical_indicators", document) or document.get("external_functions"):
+        return True
+    from configs import functions
+
+    return any(functions.needs_bars(entry.get("name", "")) for entry in document.get("internal_functions") or [])
+
+
 _loaded = False
 
 

@@ -18,6 +18,10 @@ class BatchContext:
     bars_cache: dict[tuple[str, str, float], list[dict[str, Any]]] = field(default_factory=dict)
     greeks_rows: list[dict[str, Any]] = field(default_factory=list)  # typed Greeks history rows to store
     cache_writes: list[tuple[str, str, int]] = field(default_factory=list)  # (key, json, ttl) for the realtime API
+    # (key, json, ttl, instrument key, tick time): latest results of one instrument, written only while no newer
+    # tick of it is held (checked in Redis, so a concurrent or re-delivered older batch cannot move them back)
+    guarded_cache_writes: list[tuple[str, bytes, int, str, float]] = field(default_factory=list)
+    held_ts: dict[str, float] = field(default_factory=dict)  # latest tick time per instrument before the batch
     ws_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra (group, message) events
     listened: dict[str, int] = field(default_factory=dict)  # subscriber counts of WebSocket topics, read up front
 

@@ -25,7 +25,8 @@ from signals.computations import BatchContext, Result, handler, result
 
 def _tick_view(tick: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
     previous = ctx.previous.get(tick["source_id"])
-    view = {k: v for k, v in tick.items() if k not in ("source_id",)}
+    view = dict(tick)
+    view.pop("source_id", None)
     view["previous"] = {"ltp": previous["ltp"], "timestamp": previous["timestamp"]} if previous else None
     return view
 

@@ -157,8 +157,7 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
     output = document.get("output") or {}
     vix_key = settings.SIGNAL_VIX_KEY
 
-    # One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times, and the newest tick
-    # time held for each option (so an older re-delivered tick never replaces the cached latest Greeks).
+    # One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times.
     under_keys = [underlying_for(inst, model) for _, inst in options]
     window = HistoryWindow()
     for (i, _), under in zip(options, under_keys, strict=True):
@@ -166,14 +165,9 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
         if under is not None:
             window.want(under, ts)
         window.want(vix_key, ts)
-    option_keys = list(dict.fromkeys(ticks[i]["instrument_key"] for i, _ in options))
     pipe = ctx.client.pipeline(transaction=False)
-    replies = window.queue(pipe)
-    for key in option_keys:
-        pipe.hget(keys.latest_tick(key), "ts")
-    raw = pipe.execute()
-    window.load(raw[:replies])
-    held_ts = {key: float(v) if v is not None else None for key, v in zip(option_keys, raw[replies:], strict=True)}
+    window.queue(pipe)
+    window.load(pipe.execute())
 
     priced, rows = _price(ticks, options, under_keys, fields, window, vix_key, section, model)
 
@@ -212,10 +206,10 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
             newest[key] = (tick["ts"], entry)
     ttl = int(output.get("cache_ttl_seconds", 300))
     for key, (ts, entry) in newest.items():
-        latest_ts = held_ts.get(key)
+        latest_ts = ctx.held_ts.get(key)
         if latest_ts is not None and latest_ts > ts:
-            continue  # a newer tick of this option is already in; keep its Greeks
-        ctx.cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl))
+            continue  # a newer tick of this option was in before this batch; keep its Greeks
+        ctx.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl, key, ts))
         fresh[key] = entry
     return out
 

@@ -223,10 +223,12 @@ class Command(BaseCommand):
 
     @staticmethod
     def _after(report: Report) -> None:
-        """Registry, bar caches and (TimescaleDB) continuous aggregates catch up with the imported ticks."""
+        """Registry, bar caches and the continuous aggregates (TimescaleDB) or the one-minute rollup (plain
+        PostgreSQL) catch up with the imported ticks. The rollup's triggers recorded the imported ranges already;
+        folding them in here makes the import, not the first reader, pay for aggregating them."""
         if not report.keys:
             return
-        from signals import timescale
+        from signals import rollup, timescale
         from signals.bars_service import get_service
         from signals.pipeline import register_instruments
 
@@ -236,6 +238,8 @@ class Command(BaseCommand):
             lo = min(v[0] for v in report.keys.values())
             hi = max(v[1] for v in report.keys.values())
             timescale.refresh_range(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
+            if rollup.enabled():
+                rollup.refresh_pending(budget_s=3600.0)
 
     def _report(self, report: Report, path: Path, options: dict[str, Any]) -> None:
         out = self.stdout
