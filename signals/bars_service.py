@@ -890,16 +890,10 @@ class BarsService:
                          _fmt(b.oi), _fmt(b.oi_time)])
 
     # -- writes ----------------------------------------------------------------------------------------------------
-    @staticmethod
-    def queue_timeframe_reads(pipe: Any, instrument_keys: list[str]) -> None:
-        """Queue, on ``pipe``, the read of each instrument's timeframes in use (one reply per key, in order)."""
-        for key in instrument_keys:
-            pipe.smembers(timeframes_key(key))
-
     def queue_record(self, pipe: Any, ticks: list[dict[str, Any]], timeframes: dict[str, Any]) -> None:
         """Queue, on ``pipe``, the notes of stored ticks: move each instrument's high-water mark, drop cached chunks
         that late ticks hit, and update the open bar of every timeframe in use (``timeframes``: each instrument's
-        timeframes as read by `queue_timeframe_reads`). Queue it after the ticks are stored, with *every* tick of the
+        members of `timeframes_key`, as the pipeline reads them). Queue it after the ticks are stored, with *every* tick of the
         instruments concerned (a subset would leave the open bars short); the pipeline can carry other writes of the
         batch in the same round trip. The script's reply is the number of chunks it dropped."""
         by_key: dict[str, list[dict[str, Any]]] = {}

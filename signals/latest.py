@@ -38,13 +38,6 @@ class LatestStore:
         self.client = client
         self._script = client.register_script(_LWW_SCRIPT)
 
-    def read(self, instrument_keys: list[str], pipe: Any | None = None) -> Any:
-        """Queue (on ``pipe``) or run HGET of each key's latest tick JSON."""
-        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        for key in instrument_keys:
-            target.hget(keys.latest_tick(key), "data")
-        return None if pipe is not None else target.execute()
-
     def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None) -> list[int]:
         """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
 
