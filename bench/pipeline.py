@@ -92,7 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="2000,10000,15000")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=1, help="worker processes (1 = solo pool)")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="worker processes (default 2, as the Procfile's worker; 1 = solo pool)")
     args = parser.parse_args()
     env = bench_env(DATABASE, REDIS_DB)
     os.environ.update({k: env[k] for k in ("REDIS_URL",)})

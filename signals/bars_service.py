@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -438,13 +439,16 @@ return dropped
 # _RECORD_LUA for many instruments in one call (per-call costs dominate batches of one tick per instrument, as an
 # option chain's are). ARGV: the number of instruments, then per instrument its key count, its argument count and
 # its arguments; KEYS: every instrument's keys in order. Returns the chunks dropped in all.
+# ARGV[1]: a JSON array of strings (one separate argument each would cost the server about a microsecond apiece):
+# the number of instruments, then per instrument its number of keys, of arguments, and the arguments of _RECORD_LUA.
 _RECORD_MANY_LUA = "local function record(KEYS, ARGV)\n" + _RECORD_LUA + """end
+local c = cjson.decode(ARGV[1])
 local dropped, ki, ai = 0, 0, 2
-for _ = 1, tonumber(ARGV[1]) do
-  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+for _ = 1, tonumber(c[1]) do
+  local nk, na = tonumber(c[ai]), tonumber(c[ai + 1])
   local k, a = {}, {}
   for j = 1, nk do k[j] = KEYS[ki + j] end
-  for j = 1, na do a[j] = ARGV[ai + 1 + j] end
+  for j = 1, na do a[j] = c[ai + 1 + j] end
   ki = ki + nk
   ai = ai + 2 + na
   dropped = dropped + record(k, a)
@@ -505,6 +509,19 @@ redis.call('EXPIRE', KEYS[1], ttl); redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('SADD', KEYS[4], ARGV[3]); redis.call('EXPIRE', KEYS[4], ttl)
 return 1
 """
+
+
+def exchange_day(ts: float, zone: ZoneInfo) -> str:
+    """ISO date of epoch time ``ts`` in ``zone``."""
+    return _exchange_day_of_slot(int(ts // _DAY_SLOT_S), zone)
+
+
+_DAY_SLOT_S = 900  # every UTC offset in use is a multiple of 15 minutes, so a date never changes inside a slot
+
+
+@lru_cache(maxsize=4096)
+def _exchange_day_of_slot(slot: int, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(slot * _DAY_SLOT_S, zone).date().isoformat()
 
 
 def _fmt(value: float | None) -> str:
@@ -909,7 +926,7 @@ class BarsService:
                                int(settings.SIGNAL_BARS_CACHE_TTL_S), len(group), len(grids)]
             for t in group:
                 args += [repr(float(t["ts"])), repr(float(t["ltp"])), _fmt(t.get("volume")), _fmt(t.get("oi")),
-                         datetime.fromtimestamp(t["ts"], zone).date().isoformat()]
+                         exchange_day(t["ts"], zone)]
             tick_keys = [hwm_key(key), generation_key(key)]
             for grid in grids:
                 tick_keys += [open_key(grid.name, key), upto_key(grid.name, key), chunks_key(grid.name, key)]
@@ -919,8 +936,8 @@ class BarsService:
             all_args += (len(tick_keys), len(args), *args)
             if grids:  # timeframes in use stay in use while ticks arrive (their open bars stay continuous)
                 pipe.expire(timeframes_key(key), int(settings.SIGNAL_BARS_CACHE_TTL_S))
-        if by_key:
-            self._record(keys=all_keys, args=all_args, client=pipe)
+        if by_key:  # as strings, exactly what the script would get as separate arguments
+            self._record(keys=all_keys, args=[orjson.dumps([str(a) for a in all_args])], client=pipe)
 
     def invalidate(self, instrument_keys: Iterable[str]) -> None:
         """Forget every cached bar and open bar of these instruments (after an import) and fail concurrent caching."""

@@ -13,60 +13,68 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 
 from signals import fanout, keys, redis_client, storage
 from signals.computations.context import BatchContext
 
 Record = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # (record, tick, output settings)
 
-# KEYS: every key written. ARGV[1]: stream MAXLEN (approximate); ARGV[2]: last index an output list keeps; ARGV[3]:
-# the index of the batch's once-key (0: none) and ARGV[4] its ttl seconds; ARGV[5]: the number of records, then the
-# records (each sent once, whatever the number of sinks); then four sections, each a count followed by its items:
-# XADD (key index, record index, instrument key), LPUSH (key index, n, then n record indices), SET (key index,
-# record index, ttl seconds, guard key index or 0, tick time), PUBLISH (channel, message). A guarded SET is skipped
-# when the guard (an instrument's latest-tick hash) holds a newer tick. Returns 0 without writing if the once-key
-# existed.
+# KEYS: every key written. ARGV[1]: a JSON array of every number and name of the call (below); ARGV[2...]: the
+# payloads (records, each sent once whatever the number of sinks; cached texts; WebSocket messages), which the array
+# refers to by their index j (ARGV[1 + j]). The array: stream MAXLEN (approximate), last index an output list keeps,
+# the index of the batch's once-key (0: none), its ttl seconds; then four sections, each a count followed by its
+# items: XADD (key index, payload, instrument key), LPUSH (key index, n, then n payloads), SET (key index, payload,
+# ttl seconds, guard key index or 0, tick time), PUBLISH (channel, payload). A guarded SET is skipped when the guard
+# (an instrument's latest-tick hash) holds a newer tick. Returns 0 without writing if the once-key existed.
+# The numbers travel as one JSON argument because every separate argument costs the server about a microsecond to
+# parse and hand to Lua: thousands per batch were most of the call's time.
 _EMIT_LUA = """
-local once = tonumber(ARGV[3])
-if once > 0 and not redis.call('SET', KEYS[once], '1', 'NX', 'EX', ARGV[4]) then
+local c = cjson.decode(ARGV[1])
+local once = c[3]
+if once > 0 and not redis.call('SET', KEYS[once], '1', 'NX', 'EX', c[4]) then
   return 0
 end
-local records = tonumber(ARGV[5])
-local i = 6 + records
-local function record(at) return ARGV[5 + tonumber(ARGV[at])] end
-local n = tonumber(ARGV[i]); i = i + 1
+local function payload(j) return ARGV[1 + j] end
+local i = 5
+local n = c[i]; i = i + 1
 for _ = 1, n do
-  redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', ARGV[1], '*',
-             'data', record(i + 1), 'instrument_key', ARGV[i + 2])
+  redis.call('XADD', KEYS[c[i]], 'MAXLEN', '~', c[1], '*', 'data', payload(c[i + 1]), 'instrument_key', c[i + 2])
   i = i + 3
 end
-n = tonumber(ARGV[i]); i = i + 1
+n = c[i]; i = i + 1
 for _ = 1, n do
-  local key, left = KEYS[tonumber(ARGV[i])], tonumber(ARGV[i + 1])
+  local key, left = KEYS[c[i]], c[i + 1]
   i = i + 2
   while left > 0 do  -- LPUSH in slices: a call's arguments live on the bounded Lua stack
     local take = math.min(left, 500)
     local items = {}
-    for j = 1, take do items[j] = record(i + j - 1) end
+    for j = 1, take do items[j] = payload(c[i + j - 1]) end
     redis.call('LPUSH', key, unpack(items))
     i = i + take
     left = left - take
   end
-  redis.call('LTRIM', key, 0, ARGV[2])
+  redis.call('LTRIM', key, 0, c[2])
 end
-n = tonumber(ARGV[i]); i = i + 1
+n = c[i]; i = i + 1
+local guards = {}  -- guard key index -> its tick time (false: none); several writes share one instrument's guard
 for _ = 1, n do
-  local guard = tonumber(ARGV[i + 3])
-  local held = guard > 0 and redis.call('HGET', KEYS[guard], 'ts')
-  if not held or tonumber(held) <= tonumber(ARGV[i + 4]) then
-    redis.call('SET', KEYS[tonumber(ARGV[i])], record(i + 1), 'EX', ARGV[i + 2])
+  local guard = c[i + 3]
+  local held = false
+  if guard > 0 then
+    held = guards[guard]
+    if held == nil then
+      held = redis.call('HGET', KEYS[guard], 'ts')
+      guards[guard] = held
+    end
+  end
+  if not held or tonumber(held) <= c[i + 4] then
+    redis.call('SET', KEYS[c[i]], payload(c[i + 1]), 'EX', c[i + 2])
   end
   i = i + 5
 end
-n = tonumber(ARGV[i]); i = i + 1
+n = c[i]; i = i + 1
 for _ = 1, n do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+  redis.call('PUBLISH', c[i], payload(c[i + 1]))
   i = i + 2
 end
 return 1
@@ -103,15 +111,12 @@ class _Keys:
 def write(records: list[Record], ctx: BatchContext) -> None:
     """Write ``(record, tick, output settings)`` triples to every sink each one asks for: Redis, then PostgreSQL."""
     rows = emit(records, ctx)
-    if rows or ctx.greeks_rows:
-        with transaction.atomic():
-            storage.relax_durability()
-            store_results(rows, ctx)
+    storage.store(*result_rows(rows, ctx), durable=False)
 
 
 def emit(records: list[Record], ctx: BatchContext, once: str | None = None) -> list[tuple[Any, ...]]:
     """Send the records to the Redis sinks (and WebSocket listeners) in one round trip; return the database rows
-    (``signal_computed``) they ask for, for :func:`store_results`.
+    (``signal_computed``) they ask for, for :func:`result_rows`.
 
     With ``once`` (a batch identity), the writes happen only the first time that identity is emitted (within
     SIGNAL_EMIT_ONCE_TTL_S): a batch redelivered after its worker died past this point adds no duplicate outputs.
@@ -154,14 +159,14 @@ def emit(records: list[Record], ctx: BatchContext, once: str | None = None) -> l
                     "type": "signal.event", "channel": "computed", "instrument_key": key, "data": record,
                     "timestamp": record["timestamp"],
                 }))
-    sets = [(key_of(k), number, ttl, key_of(keys.latest_tick(instrument)), repr(ts))
+    sets = [(key_of(k), number, ttl, key_of(keys.latest_tick(instrument)), ts)
             for k, (number, ttl, instrument, ts) in newest.items()]
     for k, text, ttl in ctx.cache_writes:
         texts.append(text.encode() if isinstance(text, str) else text)
         sets.append((key_of(k), len(texts), ttl, 0, 0))
     for k, text, ttl, instrument, ts in ctx.guarded_cache_writes:
         texts.append(text)
-        sets.append((key_of(k), len(texts), ttl, key_of(keys.latest_tick(instrument)), repr(ts)))
+        sets.append((key_of(k), len(texts), ttl, key_of(keys.latest_tick(instrument)), ts))
     published: list[tuple[str, bytes]] = []
     if fanout.shares_data_server():
         published = fanout.targets(ws_events, known=ctx.listened)
@@ -169,24 +174,22 @@ def emit(records: list[Record], ctx: BatchContext, once: str | None = None) -> l
         fanout.publish(ws_events, known=ctx.listened)
     if streamed or lists or sets or published:
         once_index = key_of(keys.emitted_batch(once)) if once else 0
-        args: list[Any] = [settings.SIGNAL_OUTPUT_STREAM_MAXLEN, settings.SIGNAL_OUTPUT_LIST_MAXLEN - 1, once_index,
-                           settings.SIGNAL_EMIT_ONCE_TTL_S, len(texts), *texts, len(streamed) // 3, *streamed,
-                           len(lists)]
+        control: list[Any] = [settings.SIGNAL_OUTPUT_STREAM_MAXLEN, settings.SIGNAL_OUTPUT_LIST_MAXLEN - 1,
+                              once_index, settings.SIGNAL_EMIT_ONCE_TTL_S, len(streamed) // 3, *streamed, len(lists)]
         for index, numbers in lists.items():
-            args += (index, len(numbers), *numbers)
-        args.append(len(sets))
+            control += (index, len(numbers), *numbers)
+        control.append(len(sets))
         for item in sets:
-            args += item
-        args.append(len(published))
-        for item in published:
-            args += item
-        redis_client.script(ctx.client, _EMIT_LUA)(keys=list(key_of.index), args=args)
+            control += item
+        control.append(len(published))
+        for channel, message in published:
+            texts.append(message)
+            control += (channel, len(texts))
+        redis_client.script(ctx.client, _EMIT_LUA)(keys=list(key_of.index), args=[orjson.dumps(control), *texts])
     return computed_rows
 
 
-def store_results(computed_rows: list[tuple[Any, ...]], ctx: BatchContext) -> None:
-    """Inside the caller's transaction: the results rows (from :func:`emit`) and the batch's typed Greeks rows."""
-    if not computed_rows and not ctx.greeks_rows:
-        return
-    storage.store_computed(computed_rows)
-    storage.store_greeks(ctx.greeks_rows)
+def result_rows(computed_rows: list[tuple[Any, ...]], ctx: BatchContext) -> list[storage.RowSet]:
+    """The database rows of a batch's results, for `storage.store`: the ``signal_computed`` rows (from
+    :func:`emit`) and the batch's typed Greeks rows."""
+    return [storage.computed_rows(computed_rows), storage.greeks_rows(ctx.greeks_rows)]

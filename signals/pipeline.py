@@ -4,14 +4,13 @@ every matching every-tick config, write outputs. Plain function, called by the C
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import transaction
 
 from configs.registry import VERSION_KEY, registry
 from signals import fanout, keys, metrics, outputs, redis_client, storage
@@ -89,7 +88,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         pipe.pubsub_numsub(*topics)
     version, (held_raw, timeframes_raw), *numsub = pipe.execute()
     registry.refresh(version or b"0")
-    held = {k: json.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
+    held = {k: orjson.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
     timeframes = dict(zip(instrument_keys, timeframes_raw, strict=True))
     listened = fanout.listeners(numsub[0]) if numsub else {}
     ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened,
@@ -109,12 +108,10 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
 
     records = [record for group in matched for record in _run_grouped(group, ctx)]
     rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))
-    with transaction.atomic():  # one commit: the raw ticks (durable) and their results
-        if stored is None:
-            stored = storage.store_ticks(ticks)
-        else:
-            storage.relax_durability()  # the ticks are committed already; results can be recomputed from them
-        outputs.store_results(rows, ctx)
+    if stored is None:  # one commit: the raw ticks (durable) and their results
+        stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx))[0]
+    else:  # the ticks are committed already; results can be recomputed from them
+        storage.store(*outputs.result_rows(rows, ctx), durable=False)
     if not early:
         # only now: a bar read between the two could otherwise cache bars that lack these ticks
         pipe = client.pipeline(transaction=False)

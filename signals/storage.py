@@ -1,20 +1,25 @@
-"""Idempotent bulk writes to PostgreSQL, conflicts ignored.
+"""Idempotent bulk writes to PostgreSQL: a row that exists already is skipped, never doubled.
 
-Rows are streamed with COPY into a per-connection temporary staging table and moved with one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the same transaction: COPY is the cheapest way in, and the
-composite primary keys make a re-delivered batch a no-op. (Binding the rows as array parameters instead costs
-more in client-side quoting than the whole rest of the batch.)
+A batch's rows are first sent with binary COPY straight into their tables, in one transaction: COPY is the
+cheapest way in, and nearly every batch is new. The composite primary keys still guard against doubles: if any
+row exists already (Celery redelivered the batch after it was stored, or the bridge regrouped reclaimed entries),
+the COPY fails, the transaction rolls back, and the same rows go again through per-connection temporary staging
+tables with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which skips the existing ones. (Binding the rows as
+array parameters instead costs more in client-side quoting than the whole rest of the batch; the staging path
+costs about twice the direct COPY, which is why it is only the fallback.)
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from psycopg.types.json import Jsonb
 
 TICK_COLUMNS = ("instrument_key", "time", "source_id", "ltp", "open", "high", "low", "close", "volume", "oi",
                 "bid", "ask", "ltq")
@@ -29,26 +34,68 @@ GREEKS_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "price_fie
 GREEKS_TYPES = ("text", "timestamptz", "text", "int8", "text") + ("float8",) * 10 + ("text", "text")
 
 
+@dataclass(frozen=True)
+class RowSet:
+    """Rows for one table, each a tuple in ``columns`` order whose values match ``types`` (binary COPY is strict:
+    int for int8, float or int for float8, datetime for timestamptz, `Jsonb` for jsonb, None for NULL)."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
 _staged: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # per connection: stage tables made
 
 
-def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
-    if not rows:
-        return 0
-    stage = f"_stage_{table}"
-    cols = ", ".join(columns)
-    # savepoint=False: inside a caller's transaction (a batch stores its ticks and results together) this joins
-    # it instead of paying for a savepoint; on its own it is the transaction the staging table is emptied with.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        raw = cursor.cursor
-        _create_stage(cursor, stage, columns, types)
-        # wrapped like Django's own cursors: a failure is raised as django.db's error and marks the connection
-        # for replacement before the retry (close_old_connections)
-        with connection.wrap_database_errors, raw.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
-            for row in rows:
+def store(*sets: RowSet, durable: bool = True) -> list[int]:
+    """Write every row set in one transaction (joining the caller's, as a savepoint, if there is one); returns the
+    rows added per set. ``durable=False`` commits without waiting for the WAL flush: only for derived rows, which
+    can be recomputed from the raw ticks."""
+    if not any(s.rows for s in sets):
+        return [0] * len(sets)
+    try:
+        with transaction.atomic():
+            if not durable:
+                relax_durability()
+            return [_copy(s) if s.rows else 0 for s in sets]
+    except IntegrityError:
+        pass  # some row exists already: the whole attempt rolled back; skip the existing rows this time
+    with transaction.atomic():
+        if not durable:
+            relax_durability()
+        return [_insert_new(s) if s.rows else 0 for s in sets]
+
+
+def _copy(rows: RowSet) -> int:
+    cols = ", ".join(rows.columns)
+    with connection.cursor() as cursor:
+        # wrapped like Django's own cursors: a failure is raised as django.db's error (IntegrityError for a row
+        # that exists) and marks a broken connection for replacement before the retry (close_old_connections)
+        with connection.wrap_database_errors, \
+                cursor.cursor.copy(f"COPY {rows.table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(rows.types))
+            for row in rows.rows:
                 copy.write_row(row)
-        cursor.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")
-        return cursor.rowcount
+    return len(rows.rows)
+
+
+def _insert_new(rows: RowSet) -> int:
+    stage = f"_stage_{rows.table}"
+    cols = ", ".join(rows.columns)
+    with connection.cursor() as cursor:
+        _create_stage(cursor, stage, rows.columns, rows.types)
+        with connection.wrap_database_errors, \
+                cursor.cursor.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(rows.types))
+            for row in rows.rows:
+                copy.write_row(row)
+        cursor.execute(f"INSERT INTO {rows.table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")
+        added = cursor.rowcount
+        # ON COMMIT DELETE ROWS empties it at the commit; inside a caller's transaction that may come after
+        # another batch of rows has been staged here, so empty it now
+        cursor.execute(f"DELETE FROM {stage}")
+        return added
 
 
 def _create_stage(cursor: Any, stage: str, columns: tuple[str, ...], types: tuple[str, ...]) -> None:
@@ -66,12 +113,6 @@ def to_datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
-    rows = [(t["instrument_key"], to_datetime(t["ts"]), t["source_id"], t["ltp"], t["open"], t["high"], t["low"],
-             t["close"], t["volume"], t["oi"], t["bid"], t["ask"], t["ltq"]) for t in ticks]
-    return _insert("signal_ticks", TICK_COLUMNS, TICK_TYPES, rows)
-
-
 def relax_durability() -> None:
     """Inside a transaction: commit without waiting for the WAL flush. Only for derived rows (results), which can be
     recomputed from the raw ticks; the raw ticks themselves are always committed durably."""
@@ -79,13 +120,42 @@ def relax_durability() -> None:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def store_computed(rows: list[tuple[Any, ...]]) -> int:
+# --- row sets of the three tables -----------------------------------------------------------------------------------
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def tick_rows(ticks: Iterable[dict[str, Any]]) -> RowSet:
+    rows = [(t["instrument_key"], to_datetime(t["ts"]), t["source_id"], t["ltp"], t["open"], t["high"], t["low"],
+             t["close"], _int(t["volume"]), _int(t["oi"]), t["bid"], t["ask"], _int(t["ltq"])) for t in ticks]
+    return RowSet("signal_ticks", TICK_COLUMNS, TICK_TYPES, rows)
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value)  # NaN and infinities as null: JSON has no NaN
+
+
+def computed_rows(rows: list[tuple[Any, ...]]) -> RowSet:
     """Rows of (instrument_key, ts, source_id, config_id, computation_type, name, results, success, error, ms)."""
-    prepared = [(r[0], to_datetime(r[1]), r[2], r[3], r[4], r[5], orjson.dumps(r[6]).decode(), r[7], r[8] or "", r[9])
-                for r in rows]
-    return _insert("signal_computed", COMPUTED_COLUMNS, COMPUTED_TYPES, prepared)
+    prepared = [(r[0], to_datetime(r[1]), r[2], int(r[3]), r[4], r[5], Jsonb(r[6], dumps=_json), r[7], r[8] or "",
+                 r[9]) for r in rows]
+    return RowSet("signal_computed", COMPUTED_COLUMNS, COMPUTED_TYPES, prepared)
+
+
+def greeks_rows(rows: list[dict[str, Any]]) -> RowSet:
+    prepared = [(r["instrument_key"], to_datetime(r["ts"]), r["source_id"], int(r["config_id"]), r["price_field"],
+                 *(r.get(c) for c in GREEKS_COLUMNS[5:])) for r in rows]
+    return RowSet("signal_greeks", GREEKS_COLUMNS, GREEKS_TYPES, prepared)
+
+
+def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
+    """Store raw ticks durably; returns how many were new."""
+    return sum(store(tick_rows(ticks)))
+
+
+def store_computed(rows: list[tuple[Any, ...]]) -> int:
+    return sum(store(computed_rows(rows), durable=False))
 
 
 def store_greeks(rows: list[dict[str, Any]]) -> int:
-    prepared = [tuple(to_datetime(r["ts"]) if c == "time" else r.get(c) for c in GREEKS_COLUMNS) for r in rows]
-    return _insert("signal_greeks", GREEKS_COLUMNS, GREEKS_TYPES, prepared)
+    return sum(store(greeks_rows(rows), durable=False))

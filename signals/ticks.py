@@ -6,11 +6,12 @@ saying what is wrong. The stream name is never used to decide the instrument.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from signals.instruments import InstrumentKeyError, parse_instrument_key
 
@@ -47,7 +48,7 @@ def message_body(fields: dict[str, Any]) -> dict[str, Any]:
         if isinstance(raw, dict):
             return raw
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)  # strict JSON: a NaN or Infinity literal is malformed, not a number
         except (TypeError, ValueError) as exc:
             raise TickError(f"data is not valid JSON: {exc}") from None
         if not isinstance(body, dict):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 IST = "Asia/Kolkata"
 SESSION_OPEN = pd.Timedelta(hours=9, minutes=15)
@@ -181,3 +182,16 @@ def store(ticks: list[dict[str, Any]], first_id: int = 1) -> int:
     from signals import storage
 
     return storage.store_ticks(normalised_batch(ticks, first_id))
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia/Lord_Howe"])
+def test_exchange_day_matches_the_zones_calendar_around_midnights_and_clock_changes(zone: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from signals.bars_service import exchange_day
+
+    tz = ZoneInfo(zone)
+    start = datetime(2025, 3, 1, tzinfo=UTC).timestamp()
+    # every 7 minutes 13 seconds over 300 days: crosses each local midnight and both clock changes
+    for ts in np.arange(start, start + 300 * 86400, 433.0):
+        assert exchange_day(float(ts), tz) == datetime.fromtimestamp(float(ts), tz).date().isoformat()

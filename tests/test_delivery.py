@@ -18,8 +18,9 @@ STREAM = "tick_stream:NSE@NIFTY"
 
 
 def blocked_inserts(conn: psycopg.Connection) -> int:
+    """Sessions waiting for a lock while writing ticks (a COPY, or the INSERT of the conflict-skipping path)."""
     row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND query LIKE 'INSERT INTO signal_ticks%%'").fetchone()
+                       "AND (query LIKE 'COPY signal_ticks%%' OR query LIKE 'INSERT INTO signal_ticks%%')").fetchone()
     return int(row[0])
 
 

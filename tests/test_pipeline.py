@@ -34,6 +34,19 @@ def test_reprocessing_the_same_batch_adds_no_rows() -> None:
     assert ComputedSignal.objects.count() == 3
 
 
+def test_a_batch_overlapping_stored_ticks_stores_only_its_new_ticks_and_their_results() -> None:
+    # The bridge regroups reclaimed entries: a batch can hold ticks stored by an earlier batch next to new ones.
+    from signals.models import ComputedSignal, Tick
+
+    create_config(price_config())
+    ticks = batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1), ("NSE@NIFTY@index", 24010, 2))
+    assert process_batch(ticks[:2]).stored == 2
+    overlapping = process_batch(ticks[1:])
+    assert overlapping.stored == 1
+    assert sorted(Tick.objects.values_list("ltp", flat=True)) == [120, 24000, 24010]
+    assert sorted(ComputedSignal.objects.values_list("results__ltp", flat=True)) == [120, 24000, 24010]
+
+
 def test_a_redelivered_batch_writes_its_outputs_once(r: Any) -> None:
     create_config(price_config())
     ticks = batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1))

@@ -129,6 +129,7 @@ def test_instrument_comes_from_the_message_and_is_normalised() -> None:
 @pytest.mark.parametrize("fields, fragment", [
     ({"data": "{not json"}, "not valid JSON"),
     ({"data": "[1, 2]"}, "JSON object"),
+    ({"data": f'{{"instrument_key": "{OPTION}", "ltp": NaN, "ltt": 1750393800}}'}, "not valid JSON"),
     ({"ltp": "1", "ltt": "2025-06-20T10:00:00+05:30"}, "instrument_key is missing"),
     ({"instrument_key": "NSE@NIFTY", "ltp": "1", "ltt": "1750393800"}, "instrument_key"),
     ({"instrument_key": OPTION, "ltt": "1750393800"}, "price"),

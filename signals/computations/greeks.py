@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from django.conf import settings
 
-from signals import keys
+from signals import fanout, keys
 from signals.computations import BatchContext, handler, result
 from signals.greeks_pricing import GREEK_NAMES, Priced, expiry_timestamp, price_quotes
 from signals.instruments import Instrument, parse_instrument_key
@@ -198,9 +198,11 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
                             config_id=config_id, config_name=document.get("name"))
         key = tick["instrument_key"]
         if output.get("websocket", True):
-            ctx.ws_events.append((keys.topic_group("greeks", key), {
-                "type": "signal.event", "channel": "greeks", "instrument_key": key, "params": {},
-                "data": entry, "timestamp": tick["timestamp"]}))
+            group = keys.topic_group("greeks", key)
+            if not fanout.nobody_listens(group, ctx.listened):
+                ctx.ws_events.append((group, {
+                    "type": "signal.event", "channel": "greeks", "instrument_key": key, "params": {},
+                    "data": entry, "timestamp": tick["timestamp"]}))
         held = newest.get(key)
         if held is None or tick["ts"] >= held[0]:
             newest[key] = (tick["ts"], entry)
