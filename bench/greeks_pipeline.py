@@ -154,8 +154,8 @@ def write_fragment(variant: str, result: dict[str, Any], command: str, configs: 
     FRAGMENT.write_text(f"""## Greeks pipeline (issue 3): XADD to output stream, demo option chain
 
 {headline}**Command** (from the repository root; starts and stops its own stream bridge and Celery worker (two
-processes, as the Procfile runs it, unless `--concurrency`) on database `{DATABASE}` (dropped, created, migrated, seeded) and Redis DBs {REDIS_DB}/{REDIS_DB + 1}, 127.0.0.1
-only; stops by itself, about a minute including migrations):
+processes, as the Procfile runs it, unless `--concurrency`) on database `{DATABASE}` (dropped, created,
+migrated, seeded) and Redis DBs {REDIS_DB}/{REDIS_DB + 1}, 127.0.0.1 only; stops by itself, about a minute including migrations):
 
 ```sh
 .venv/bin/python bench/greeks_pipeline.py                # the figure of the issue: demo configs, 2,000 ticks/s

@@ -12,6 +12,8 @@ from celery.signals import task_prerun, worker_init
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import NoScriptError
 
+from signals.serializers import TICKS_SERIALIZER
+
 # Connection-level failures of PostgreSQL or Redis: the batch is sent again (to the same queue, backing off up to
 # 30 s) until they pass. Without this a failed task is acknowledged and its ticks, already acknowledged on the tick
 # stream, are lost. Retrying is safe: a batch is idempotent (rows conflict, latest values are last-write-wins, its
@@ -20,7 +22,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, red
 
 
 @shared_task(name="signals.process_ticks", autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
-             retry_backoff_max=30, retry_jitter=False)
+             retry_backoff_max=30, retry_jitter=False, serializer=TICKS_SERIALIZER)
 def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
     from signals.pipeline import process_batch

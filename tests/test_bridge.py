@@ -218,3 +218,29 @@ def test_stopping_sends_what_is_buffered(r: Any) -> None:
     calls = iter([False, False, True])
     bridge.run(lambda: next(calls))
     assert len(recorder.ticks) == 1 and pending(r) == 0
+
+
+def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() -> None:
+    import base64
+    import json
+
+    import redis as redis_lib
+    from django.conf import settings
+    from kombu.serialization import loads
+
+    from signals.bridge import celery_send
+    from signals.serializers import TICKS_CONTENT_TYPE
+    from tests.factories import normalised
+
+    ticks = [normalised(tick("NSE@NIFTY@index", 24000.5, at=0), f"{STREAM}/1-0"),
+             normalised(tick("NSE@NIFTY@options@2025-06-26@CE@24000", 120, at=1), f"{STREAM}/2-0")]
+    celery_send(ticks, "serializer-test")
+    broker = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
+    envelope = json.loads(broker.lrange("serializer-test", 0, -1)[0])
+    assert envelope["content-type"] == TICKS_CONTENT_TYPE
+    body = envelope["body"]
+    if envelope["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args, _, _ = loads(body, envelope["content-type"], envelope["content-encoding"],
+                       accept={TICKS_CONTENT_TYPE})
+    assert args == [ticks]
