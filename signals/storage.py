@@ -68,16 +68,19 @@ def store(*sets: RowSet, durable: bool = True) -> list[int]:
 
 
 def _copy(rows: RowSet) -> int:
-    cols = ", ".join(rows.columns)
     with connection.cursor() as cursor:
-        # wrapped like Django's own cursors: a failure is raised as django.db's error (IntegrityError for a row
-        # that exists) and marks a broken connection for replacement before the retry (close_old_connections)
-        with connection.wrap_database_errors, \
-                cursor.cursor.copy(f"COPY {rows.table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(rows.types))
-            for row in rows.rows:
-                copy.write_row(row)
+        _copy_into(cursor, rows.table, rows)
     return len(rows.rows)
+
+
+def _copy_into(cursor: Any, table: str, rows: RowSet) -> None:
+    # wrapped like Django's own cursors: a failure is raised as django.db's error (IntegrityError for a row that
+    # exists) and marks a broken connection for replacement before the retry (close_old_connections)
+    with connection.wrap_database_errors, \
+            cursor.cursor.copy(f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(rows.types))
+        for row in rows.rows:
+            copy.write_row(row)
 
 
 def _insert_new(rows: RowSet) -> int:
@@ -85,11 +88,7 @@ def _insert_new(rows: RowSet) -> int:
     cols = ", ".join(rows.columns)
     with connection.cursor() as cursor:
         _create_stage(cursor, stage, rows.columns, rows.types)
-        with connection.wrap_database_errors, \
-                cursor.cursor.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(rows.types))
-            for row in rows.rows:
-                copy.write_row(row)
+        _copy_into(cursor, stage, rows)
         cursor.execute(f"INSERT INTO {rows.table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")
         added = cursor.rowcount
         # ON COMMIT DELETE ROWS empties it at the commit; inside a caller's transaction that may come after
