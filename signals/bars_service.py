@@ -437,10 +437,9 @@ return dropped
 """
 
 # _RECORD_LUA for many instruments in one call (per-call costs dominate batches of one tick per instrument, as an
-# option chain's are). ARGV: the number of instruments, then per instrument its key count, its argument count and
-# its arguments; KEYS: every instrument's keys in order. Returns the chunks dropped in all.
-# ARGV[1]: a JSON array of strings (one separate argument each would cost the server about a microsecond apiece):
-# the number of instruments, then per instrument its number of keys, of arguments, and the arguments of _RECORD_LUA.
+# option chain's are). KEYS: every instrument's keys in order. ARGV[1]: a JSON array of strings (one separate
+# argument each would cost the server about a microsecond apiece): the number of instruments, then per instrument
+# its key count, its argument count and the arguments of _RECORD_LUA. Returns the chunks dropped in all.
 _RECORD_MANY_LUA = "local function record(KEYS, ARGV)\n" + _RECORD_LUA + """end
 local c = cjson.decode(ARGV[1])
 local dropped, ki, ai = 0, 0, 2

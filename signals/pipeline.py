@@ -106,7 +106,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
     pipe.execute()
 
-    records = [record for group in matched for record in _run_grouped(group, ctx)]
+    records = [record for group in matched for record in run_grouped(group, ctx)]
     rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))
     if stored is None:  # one commit: the raw ticks (durable) and their results
         stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx))[0]
@@ -145,7 +145,7 @@ def run_configs(configs: list[Any], ticks: list[dict[str, Any]],
         matched = [tick for tick in ordered if key_matches(config.pattern, tick["instrument_key"])]
         if matched:
             by_config[config.id] = (config, matched)
-    records = _run_grouped(by_config, ctx)
+    records = run_grouped(by_config, ctx)
     outputs.write(records, ctx)
     return records
 
@@ -171,17 +171,6 @@ def match_configs(ticks: list[dict[str, Any]], frequency: str) -> dict[int, tupl
     return by_config
 
 
-def run_matching_configs(
-    ticks: list[dict[str, Any]], ctx: BatchContext, frequency: str
-) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    """Run each config on the ticks it matches, in tick-time order. ``every_interval`` configs run only on the
-    ticks that are the first of a new bar of the config's interval (see `_bar_close_ticks`)."""
-    by_config = match_configs(ticks, frequency)
-    if frequency == "every_interval" and by_config:
-        by_config = _bar_close_ticks(by_config, ctx)
-    return _run_grouped(by_config, ctx)
-
-
 def _bar_close_ticks(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
                      ctx: BatchContext) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
     """Keep, per every_interval config, the ticks whose bar (of the config's interval) differs from the bar of the
@@ -201,8 +190,10 @@ def _bar_close_ticks(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
     return kept
 
 
-def _run_grouped(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
-                 ctx: BatchContext) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+def run_grouped(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
+                ctx: BatchContext) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Run each config on its ticks (as `match_configs` groups them); returns (record, tick, output settings) of
+    every tick with results, not yet written anywhere."""
     records = []
     for config, config_ticks in by_config.values():
         per_tick = run_config(config.document, config_ticks, ctx)

@@ -152,9 +152,5 @@ def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
     return sum(store(tick_rows(ticks)))
 
 
-def store_computed(rows: list[tuple[Any, ...]]) -> int:
-    return sum(store(computed_rows(rows), durable=False))
-
-
 def store_greeks(rows: list[dict[str, Any]]) -> int:
     return sum(store(greeks_rows(rows), durable=False))

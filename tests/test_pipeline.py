@@ -10,7 +10,7 @@ import pytest
 from signals import keys, outputs
 from signals.computations.context import BatchContext
 from signals.latest import LatestStore
-from signals.pipeline import process_batch, run_matching_configs
+from signals.pipeline import match_configs, process_batch, run_grouped
 from tests.factories import create_config, normalised, price_config, tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
@@ -81,7 +81,7 @@ def test_latest_results_are_not_moved_back_by_a_concurrent_older_batch(r: Any) -
     # a batch of an older tick that read the latest values before the batch above wrote them (two workers at once)
     older = batch(("NSE@NIFTY@index", 23900, 5), stream="tick_stream:late")
     ctx = BatchContext(client=r, latest=LatestStore(r))
-    records = run_matching_configs(older, ctx, "every_tick")
+    records = run_grouped(match_configs(older, "every_tick"), ctx)
     ctx.guarded_cache_writes.append(("test:guarded", b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
     outputs.emit(records, ctx)
 

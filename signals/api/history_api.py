@@ -261,8 +261,8 @@ class AvailableTimeframesView(HistoryView):
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         known_instrument(key)
-        first, last = get_service().data_range(key)
         service = get_service()
+        first, last = service.data_range(key)
         from signals import timescale
 
         with connection.cursor() as cursor:
