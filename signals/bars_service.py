@@ -46,6 +46,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
 import numpy as np
 import orjson
 import pandas as pd
@@ -54,7 +55,7 @@ from django.db import connection, transaction
 
 from indicators.bars import BAR_COLUMNS, sql_bucket_expression
 from indicators.timeframes import Timeframe, parse_timeframe
-from signals import keys, rollup
+from signals import keys, redis_client, rollup
 
 # [start epoch seconds, open, high, low, close, volume, oi, run] with None for missing values; ``run`` (internal) is
 # the running maximum of the cumulative day volume at the bar's end, the volume base of the next bar that day.
@@ -437,11 +438,12 @@ return dropped
 """
 
 # _RECORD_LUA for many instruments in one call (per-call costs dominate batches of one tick per instrument, as an
-# option chain's are). KEYS: every instrument's keys in order. ARGV[1]: a JSON array of strings (one separate
-# argument each would cost the server about a microsecond apiece): the number of instruments, then per instrument
-# its key count, its argument count and the arguments of _RECORD_LUA. Returns the chunks dropped in all.
+# option chain's are). KEYS: every instrument's keys in order. ARGV[1]: a MessagePack array of strings (one separate
+# argument each would cost the server about a microsecond apiece; the server decodes MessagePack in a third of the
+# time of the same JSON): the number of instruments, then per instrument its key count, its argument count and the
+# arguments of _RECORD_LUA. Returns the chunks dropped in all.
 _RECORD_MANY_LUA = "local function record(KEYS, ARGV)\n" + _RECORD_LUA + """end
-local c = cjson.decode(ARGV[1])
+local c = cmsgpack.unpack(ARGV[1])
 local dropped, ki, ai = 0, 0, 2
 for _ = 1, tonumber(c[1]) do
   local nk, na = tonumber(c[ai]), tonumber(c[ai + 1])
@@ -641,15 +643,13 @@ class BarsService:
 
     def __init__(self, client: Any = None, alignment: Alignment | None = None, aggregates: set[str] | None = None):
         if client is None:
-            from signals.redis_client import get_redis
-
-            client = get_redis()
+            client = redis_client.get_redis()
         self.client = client
         self.alignment = alignment or Alignment.from_settings()
         self.aggregates = aggregates
-        self._record = client.register_script(_RECORD_MANY_LUA)
-        self._seed = client.register_script(_SEED_LUA)
-        self._store = client.register_script(_STORE_LUA)
+        self._record = redis_client.script(client, _RECORD_MANY_LUA)
+        self._seed = redis_client.script(client, _SEED_LUA)
+        self._store = redis_client.script(client, _STORE_LUA)
 
     def grid(self, timeframe: str | Timeframe) -> Grid:
         return Grid(timeframe, self.alignment)
@@ -936,7 +936,7 @@ class BarsService:
             if grids:  # timeframes in use stay in use while ticks arrive (their open bars stay continuous)
                 pipe.expire(timeframes_key(key), int(settings.SIGNAL_BARS_CACHE_TTL_S))
         if by_key:  # as strings, exactly what the script would get as separate arguments
-            self._record(keys=all_keys, args=[orjson.dumps([str(a) for a in all_args])], client=pipe)
+            self._record(keys=all_keys, args=[msgpack.packb([str(a) for a in all_args])], client=pipe)
 
     def invalidate(self, instrument_keys: Iterable[str]) -> None:
         """Forget every cached bar and open bar of these instruments (after an import) and fail concurrent caching."""

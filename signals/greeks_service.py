@@ -16,6 +16,7 @@ import io
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -192,6 +193,7 @@ class ChainSnapshot:
     strikes: np.ndarray = field(init=False)
     calls: dict[float, str] = field(init=False)
     puts: dict[float, str] = field(init=False)
+    also: list[Any] = field(init=False, default_factory=list)  # replies to a caller's reads (`load_chain`)
 
     def __post_init__(self) -> None:
         self.strikes = np.array(sorted({strike for _, _, strike in self.options}), dtype=np.float64)
@@ -235,9 +237,13 @@ def reference_key(underlying_key: str, expiry: date, model: str) -> str:
 
 def load_chain(client: redis.Redis, underlying_key: str, expiry: date, *, model: str | None = None,
                at_ts: float | None = None, fresh: dict[str, dict[str, Any]] | None = None,
-               expect: frozenset[str] | set[str] = frozenset()) -> ChainSnapshot:
+               expect: frozenset[str] | set[str] = frozenset(),
+               also: Callable[[Any], int] | None = None) -> ChainSnapshot:
     """The latest chain: registry options (see `chain_instruments` for ``expect``), their cached Greeks
-    (overlaid with ``fresh`` ones from this batch) and the reference price (latest, or at or before ``at_ts``)."""
+    (overlaid with ``fresh`` ones from this batch) and the reference price (latest, or at or before ``at_ts``).
+
+    ``also`` queues a caller's own reads on the pipeline of the last round trip and returns how many it queued;
+    their replies are the snapshot's ``also``."""
     options = chain_instruments(underlying_key, expiry, expect=expect)
     fresh = fresh or {}
     stored_keys = [key for key, _, _ in options if key not in fresh]
@@ -255,13 +261,15 @@ def load_chain(client: redis.Redis, underlying_key: str, expiry: date, *, model:
         model = models.most_common(1)[0][0] if models else DEFAULT_MODEL
     ref_key = reference_key(underlying_key, expiry, model)
     pipe = client.pipeline(transaction=False)
+    extra = also(pipe) if also is not None else 0
     for key in stored_keys:
         pipe.get(keys.latest_result("greeks", key))
     if at_ts is None:
         pipe.hget(keys.latest_tick(ref_key), "data")
     else:
         pipe.zrevrangebyscore(keys.price_history(ref_key), at_ts, "-inf", start=0, num=1)
-    *values, found = pipe.execute()
+    replies = pipe.execute()
+    extra_replies, values, found = replies[:extra], replies[extra:-1], replies[-1]
     for key, value in zip(stored_keys, values, strict=True):
         if value:
             entries[key] = orjson.loads(value)
@@ -270,7 +278,9 @@ def load_chain(client: redis.Redis, underlying_key: str, expiry: date, *, model:
     ref = orjson.loads(found) if found else None
     price = ref.get("ltp") if ref else None
     stamp = (ref.get("timestamp") or _iso(ref.get("ts"))) if ref else None
-    return ChainSnapshot(underlying_key, expiry, options, entries, model, ref_key, price, stamp)
+    snapshot = ChainSnapshot(underlying_key, expiry, options, entries, model, ref_key, price, stamp)
+    snapshot.also = extra_replies
+    return snapshot
 
 
 def _iso(ts: float | None) -> str | None:

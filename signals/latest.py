@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis
 
-from signals import keys
+from signals import keys, redis_client
 
 HISTORY_SECONDS = 6 * 3600
 # KEYS: latest-tick hashes; ARGV: per key, the tick time and the tick JSON. Returns 1 per key written, 0 per key that
@@ -36,7 +36,7 @@ return written
 class LatestStore:
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._script = client.register_script(_LWW_SCRIPT)
+        self._script = redis_client.script(client, _LWW_SCRIPT)
 
     def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None) -> list[int]:
         """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import orjson
 from django.conf import settings
 
@@ -19,17 +20,18 @@ from signals.computations.context import BatchContext
 
 Record = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # (record, tick, output settings)
 
-# KEYS: every key written. ARGV[1]: a JSON array of every number and name of the call (below); ARGV[2...]: the
+# KEYS: every key written. ARGV[1]: a MessagePack array of every number and name of the call (below); ARGV[2...]: the
 # payloads (records, each sent once whatever the number of sinks; cached texts; WebSocket messages), which the array
 # refers to by their index j (ARGV[1 + j]). The array: stream MAXLEN (approximate), last index an output list keeps,
 # the index of the batch's once-key (0: none), its ttl seconds; then four sections, each a count followed by its
 # items: XADD (key index, payload, instrument key), LPUSH (key index, n, then n payloads), SET (key index, payload,
 # ttl seconds, guard key index or 0, tick time), PUBLISH (channel, payload). A guarded SET is skipped when the guard
 # (an instrument's latest-tick hash) holds a newer tick. Returns 0 without writing if the once-key existed.
-# The numbers travel as one JSON argument because every separate argument costs the server about a microsecond to
-# parse and hand to Lua: thousands per batch were most of the call's time.
+# The numbers travel as one argument because every separate argument costs the server about a microsecond to parse
+# and hand to Lua: thousands per batch were most of the call's time. MessagePack, because the server decodes it in a
+# third of the time it takes for the same array in JSON.
 _EMIT_LUA = """
-local c = cjson.decode(ARGV[1])
+local c = cmsgpack.unpack(ARGV[1])
 local once = c[3]
 if once > 0 and not redis.call('SET', KEYS[once], '1', 'NX', 'EX', c[4]) then
   return 0
@@ -185,7 +187,7 @@ def emit(records: list[Record], ctx: BatchContext, once: str | None = None) -> l
         for channel, message in published:
             texts.append(message)
             control += (channel, len(texts))
-        redis_client.script(ctx.client, _EMIT_LUA)(keys=list(key_of.index), args=[orjson.dumps(control), *texts])
+        redis_client.script(ctx.client, _EMIT_LUA)(keys=list(key_of.index), args=[msgpack.packb(control), *texts])
     return computed_rows
 
 

@@ -102,9 +102,9 @@ def newest(r: Any, config_name: str) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def fresh_external_state() -> None:
-    from signals.computations import _load_handlers
+    from signals.computations import load_handlers
 
-    _load_handlers()
+    load_handlers()
     from signals.computations.functions import breaker, sources
 
     sources.clear()

@@ -203,11 +203,21 @@ async def test_moneyness_websocket_channel_pushes_levels(make_token: Any, r: Any
     assert ack["type"] == "subscribed" and ack["params"] == {"expiry_date": EXPIRY, "level": "OTM1"}
     snapshot = json.loads(await ws.receive_from())
     assert snapshot["type"] == "snapshot" and snapshot["data"]["calls"] == []  # nothing listed yet
+    # ATM is the config's own level: its listeners are counted in the batch's chain read
+    await ws.send_to(text_data=json.dumps({"type": "subscribe", "channel": "moneyness",
+                                           "instrument_key": "NSE@NIFTY@index",
+                                           "params": {"expiry_date": EXPIRY, "level": "ATM"}}))
+    assert json.loads(await ws.receive_from())["type"] == "subscribed"
+    assert json.loads(await ws.receive_from())["type"] == "snapshot"
 
     await sync_to_async(process_batch)(batch(*chain_ticks()))
-    frame = json.loads(await ws.receive_from(timeout=10))
+    frames = [json.loads(await ws.receive_from(timeout=10)) for _ in range(2)]
+    by_level = {frame["data"]["level"]: frame for frame in frames}
+    assert set(by_level) == {"ATM", "OTM1"}
+    frame = by_level["OTM1"]
     assert frame["type"] == "data" and frame["channel"] == "moneyness" and frame["seq"] == 1
     assert strikes_of(frame["data"]) == ([24100], [23900]) and frame["data"]["atm_iv"]["iv"] is not None
+    assert by_level["ATM"]["data"]["strikes"] == [24000]
 
     await ws.send_to(text_data=json.dumps({"type": "subscribe", "channel": "moneyness",
                                            "instrument_key": "NSE@NIFTY@index", "params": {"level": "ATM"}}))

@@ -43,7 +43,7 @@ def result(computation_type: str, name: str, results: Any, elapsed_ms: float, er
 
 def run_config(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[list[Result]]:
     """Every applicable computation of one config for each tick, in tick order."""
-    _load_handlers()
+    load_handlers()
     per_tick: list[list[Result]] = [[] for _ in ticks]
     for computation_type, fn in HANDLERS:
         started = time.perf_counter()
@@ -90,7 +90,7 @@ def reads_stored_ticks(document: dict[str, Any]) -> bool:
 _loaded = False
 
 
-def _load_handlers() -> None:
+def load_handlers() -> None:
     """Import the handler modules once (they register themselves), in output order."""
     global _loaded
     if _loaded:

@@ -14,6 +14,7 @@ together with the levels WebSocket clients subscribed to for this underlying and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from django.conf import settings
 
-from signals import keys
+from signals import fanout, keys
 from signals.computations import BatchContext, handler, result
 from signals.computations.greeks import fresh_entries
 from signals.instruments import parse_instrument_key
@@ -37,16 +38,36 @@ def exchange_date(ts: float) -> date:
     return datetime.fromtimestamp(ts, UTC).astimezone(ZoneInfo(settings.EXCHANGE_TIMEZONE)).date()
 
 
-def _subscribed_levels(ctx: BatchContext, underlying_key: str, expiry: str) -> list[str]:
+def _queue_interest(underlying_key: str, config_levels: list[str], expiry: str,
+                    websocket: bool) -> Callable[[Any], int]:
+    """Reads for `load_chain`'s round trip: the levels WebSocket clients subscribed to for this underlying, and
+    (when the channel layer shares the data server) the listener counts of the config's own level topics, so
+    that neither costs a round trip of its own."""
     from signals.ws_greeks import INTEREST_TTL_S, moneyness_interest_key
 
-    members = ctx.client.zrangebyscore(moneyness_interest_key(underlying_key), time.time() - INTEREST_TTL_S, "+inf")
+    channels = [fanout.group_channel(level_group(underlying_key, expiry, level)) for level in config_levels]
+    count_listeners = websocket and bool(channels) and fanout.shares_data_server()
+
+    def queue(pipe: Any) -> int:
+        pipe.zrangebyscore(moneyness_interest_key(underlying_key), time.time() - INTEREST_TTL_S, "+inf")
+        if count_listeners:
+            pipe.pubsub_numsub(*channels)
+        return 2 if count_listeners else 1
+
+    return queue
+
+
+def _subscribed_levels(members: list[bytes], expiry: str) -> list[str]:
     levels = []
     for member in members:
         topic = orjson.loads(member)
         if topic.get("expiry_date") == expiry:
             levels.append(topic["level"])
     return levels
+
+
+def level_group(underlying_key: str, expiry: str, level: str) -> str:
+    return keys.topic_group("moneyness", underlying_key, {"expiry_date": expiry, "level": level})
 
 
 @handler("moneyness")
@@ -77,32 +98,36 @@ def moneyness(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchC
     greeks_section = document.get("option_greeks") or {}
     model = greeks_section.get("model") if greeks_section.get("enabled") else None
     prefix = f"{chain_prefix}{expiry.isoformat()}@"
-    snapshot = load_chain(ctx.client, underlying, expiry, model=model, at_ts=tick["ts"], fresh=fresh_entries(ctx),
-                          expect={key for key in seen if key.startswith(prefix)})
     step = section.get("strike_step")
     expiry_iso = expiry.isoformat()
+    config_levels = list(section.get("levels") or ["ATM"])
+    ttl = int((document.get("output") or {}).get("cache_ttl_seconds", 300))
+    websocket = (document.get("output") or {}).get("websocket", True)
+    snapshot = load_chain(ctx.client, underlying, expiry, model=model, at_ts=tick["ts"], fresh=fresh_entries(ctx),
+                          expect={key for key in seen if key.startswith(prefix)},
+                          also=_queue_interest(underlying, config_levels, expiry_iso, websocket))
+    if len(snapshot.also) > 1:
+        ctx.listened.update(fanout.listeners(snapshot.also[1]))
     atm_iv = atm_iv_view(snapshot)
     results: dict[str, Any] = {}
     errors: list[str] = []
-    levels = list(dict.fromkeys(list(section.get("levels") or ["ATM"]) + _subscribed_levels(ctx, underlying,
-                                                                                         expiry_iso)))
-    ttl = int((document.get("output") or {}).get("cache_ttl_seconds", 300))
-    websocket = (document.get("output") or {}).get("websocket", True)
+    levels = list(dict.fromkeys(config_levels + _subscribed_levels(snapshot.also[0], expiry_iso)))
     for level in levels:
         try:
             view = level_view(snapshot, level, float(step) if step else None)
         except Exception as exc:  # one bad level never hides the others
             errors.append(f"{level}: {type(exc).__name__}: {exc}")
             continue
-        if level in (section.get("levels") or ["ATM"]):
+        if level in config_levels:
             results[level] = view
         view = {**view, "atm_iv": atm_iv}
         ctx.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, level), orjson.dumps(view), ttl))
-        if websocket:
-            params = {"expiry_date": expiry_iso, "level": level}
-            ctx.ws_events.append((keys.topic_group("moneyness", underlying, params), {
-                "type": "signal.event", "channel": "moneyness", "instrument_key": underlying, "params": params,
-                "data": view, "timestamp": tick["timestamp"]}))
+        group = level_group(underlying, expiry_iso, level)
+        if websocket and not fanout.nobody_listens(group, ctx.listened):
+            ctx.ws_events.append((group, {
+                "type": "signal.event", "channel": "moneyness", "instrument_key": underlying,
+                "params": {"expiry_date": expiry_iso, "level": level}, "data": view,
+                "timestamp": tick["timestamp"]}))
     results["atm_iv"] = atm_iv
     ctx.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, "atm_iv"), orjson.dumps(atm_iv), ttl))
     out[newest] = result("moneyness", COMPUTATION_NAME, results, (time.perf_counter() - started) * 1000,
