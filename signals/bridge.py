@@ -84,8 +84,17 @@ def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
     """Publish one batch task; returns once the broker has it (raises if it could not be sent)."""
     from signals.tasks import process_ticks
 
-    process_ticks.apply_async(args=[ticks], queue=queue, retry=True,
+    # Our own argsrepr (the headers' text of the arguments, for logs and monitoring): Celery's default is a
+    # truncated repr of the whole batch, an eighth of the bridge's CPU time at 2,000 ticks/s.
+    process_ticks.apply_async(args=[ticks], queue=queue, retry=True, argsrepr=batch_repr(ticks), kwargsrepr="{}",
                               retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
+
+
+def batch_repr(ticks: list[dict[str, Any]]) -> str:
+    """How a batch task's arguments read in worker logs: its size and its first and last entry."""
+    if not ticks:
+        return "[0 ticks]"
+    return f"[{len(ticks)} ticks: {ticks[0].get('source_id')} .. {ticks[-1].get('source_id')}]"
 
 
 class StreamBridge:

@@ -238,6 +238,7 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
     broker = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
     envelope = json.loads(broker.lrange("serializer-test", 0, -1)[0])
     assert envelope["content-type"] == TICKS_CONTENT_TYPE
+    assert envelope["headers"]["argsrepr"] == f"[2 ticks: {STREAM}/1-0 .. {STREAM}/2-0]"  # not a repr of every tick
     body = envelope["body"]
     if envelope["properties"].get("body_encoding") == "base64":
         body = base64.b64decode(body)
