@@ -98,6 +98,9 @@ def batch_repr(ticks: list[dict[str, Any]]) -> str:
 
 
 class StreamBridge:
+    SCAN_COUNT = 1000  # keys a discovery SCAN call looks at
+    DISCOVERY_STEP_S = 0.002  # how long a busy step may scan for streams
+
     def __init__(self, client: redis.Redis, config: BridgeSettings, consumer: str | None = None,
                  send_task: SendTask = celery_send,
                  queue_lengths: Callable[[list[str]], list[int]] = broker_queue_lengths):
@@ -112,17 +115,40 @@ class StreamBridge:
         self.buffer_since: dict[str, float] = {}
         self._next_discovery = 0.0
         self._next_reclaim = 0.0
+        self._scan_pending: list[tuple[str, int]] = []  # (pattern, SCAN cursor) of the discovery pass under way
+        self._busy = False  # the last read returned entries
 
     # --- steps ------------------------------------------------------------------------------------------------
-    def discover(self) -> bool:
-        """Find streams matching the patterns and create the consumer group where missing; True if any is new."""
+    def discover(self, budget_s: float | None = None) -> bool:
+        """Find streams matching the patterns and create the consumer group where missing; True if any is new.
+
+        A pass SCANs the whole keyspace, which holds the service's own keys too (a batch's once-key lives an hour:
+        some 100,000 keys at 30 batches/s, a pass of about 110 calls and 80 ms). With ``budget_s``, a call stops
+        scanning once that much time has passed (after at least one SCAN) and the next call goes on from there,
+        so a busy bridge never stops reading for a whole pass. Without, the pass (a new one, or the rest of the
+        one under way) runs to its end."""
+        if not self._scan_pending:
+            self._scan_pending = [(pattern, 0) for pattern in self.config.patterns]
+        started = time.monotonic()
         found: set[str] = set()
-        for pattern in self.config.patterns:
+        while self._scan_pending:
+            pattern, cursor = self._scan_pending[0]
             if not any(ch in pattern for ch in "*?["):
                 found.add(pattern)
+                self._scan_pending.pop(0)
                 continue
-            for name in self.client.scan_iter(match=pattern, count=1000, _type="STREAM"):
-                found.add(name.decode() if isinstance(name, bytes) else name)
+            cursor, names = self.client.scan(cursor, match=pattern, count=self.SCAN_COUNT, _type="STREAM")
+            found.update(text(name) for name in names)
+            if cursor == 0:
+                self._scan_pending.pop(0)
+            else:
+                self._scan_pending[0] = (pattern, cursor)
+            if budget_s is not None and time.monotonic() - started >= budget_s:
+                break
+        return self._join(found)
+
+    def _join(self, found: set[str]) -> bool:
+        """Create the consumer group on the streams not read yet and start reading them; True if any."""
         found.discard(self.config.dead_letter_stream)
         new = sorted(found - set(self.streams))
         for stream in new:
@@ -234,13 +260,16 @@ class StreamBridge:
         """One round: periodic discovery and reclaim, then one read. True if it did any work."""
         now = time.monotonic()
         worked = False
-        if now >= self._next_discovery:
-            worked |= self.discover()
-            self._next_discovery = now + self.config.discovery_interval_s
+        if self._scan_pending or now >= self._next_discovery:
+            if not self._scan_pending:
+                self._next_discovery = now + self.config.discovery_interval_s
+            # while ticks flow, a pass advances a little each step; idle, it runs to its end
+            worked |= self.discover(budget_s=self.DISCOVERY_STEP_S if self._busy or self.buffer else None)
         if now >= self._next_reclaim and self.streams:
             worked |= self.reclaim()
             self._next_reclaim = now + self.config.reclaim_interval_s
         entries = self.read()
+        self._busy = bool(entries)
         if entries or self.buffer:
             worked |= self.handle(entries) > 0 or bool(entries)
         return worked

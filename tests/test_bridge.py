@@ -53,6 +53,36 @@ def test_discovery_finds_streams_by_pattern_and_creates_groups(r: Any) -> None:
     assert bridge.discover() is False
 
 
+def test_a_busy_bridge_spreads_a_discovery_pass_over_its_steps(r: Any) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(3000):  # the service's own keys share the keyspace with the tick streams
+        pipe.set(f"signal:emitted:{i:06d}", "1", ex=60)
+    pipe.execute()
+    r.xadd("tick_stream:NSE@BANKNIFTY", fields(tick("NSE@BANKNIFTY@index", 52000)))
+    bridge, _ = make_bridge(r)
+    bridge.SCAN_COUNT = 100
+    calls, joined_at = 0, []
+    while True:  # a budget of 0: one SCAN call a time, going on from where the previous one stopped
+        calls += 1
+        if bridge.discover(budget_s=0):
+            joined_at.append(calls)
+        if not bridge._scan_pending:
+            break
+        assert calls < 200
+    assert len(joined_at) == 1 and bridge.streams == ["tick_stream:NSE@BANKNIFTY"]
+    assert calls >= 10  # 3,001 keys at about 100 a call, in one pass
+    r.xadd(STREAM, fields(tick()))
+    assert bridge.discover() is True and bridge.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
+
+    stepping, _ = make_bridge(r, consumer="c2")
+    stepping.SCAN_COUNT, stepping.DISCOVERY_STEP_S = 100, 0.0
+    stepping._busy = True  # as if the last read brought ticks
+    stepping.step()
+    assert stepping._scan_pending  # one part of the pass, then on to reading
+    stepping.step()  # that read found nothing: idle, the pass runs to its end
+    assert not stepping._scan_pending and stepping.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
+
+
 def test_sharded_stream_names_work_through_patterns(r: Any) -> None:
     for shard in range(3):
         r.xadd(f"stream:shard:{shard}", fields(tick(ltp=24000 + shard, at=shard)))
