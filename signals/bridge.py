@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from signals import metrics
+from signals import keys, metrics
 from signals.streams import id_order, text
 from signals.ticks import TickError, decode_fields, parse_tick
 
@@ -159,6 +159,7 @@ class StreamBridge:
                 if "BUSYGROUP" not in str(exc):
                     raise
         if new:
+            self.client.sadd(keys.tick_streams(), *new)
             self.streams = sorted(set(self.streams) | set(new))
             log.info("tick streams discovered", extra={"streams": new, "consumer": self.consumer})
         return bool(new)

@@ -38,6 +38,11 @@ def latest_result(kind: str, instrument_key: str, suffix: str = "") -> str:
     return f"signal:latest:{kind}:{instrument_key}" + (f":{suffix}" if suffix else "")
 
 
+def tick_streams() -> str:
+    """Set of the tick streams bridges read (each has the consumer group), for monitoring without a SCAN."""
+    return "signal:tick_streams"
+
+
 def emitted_batch(batch_id: str) -> str:
     """Marker that a tick batch's outputs were written (so a redelivered batch does not write them twice)."""
     return f"signal:emitted:{batch_id}"

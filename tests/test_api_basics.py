@@ -33,13 +33,16 @@ def test_ready_reports_an_unreachable_broker(settings: Any) -> None:
 
 
 def test_metrics_expose_pipeline_and_stream_figures(r: Any) -> None:
+    from signals.bridge import BridgeSettings, StreamBridge
     from signals.monitoring import collect_stream_metrics
 
     r.xadd("tick_stream:NSE@NIFTY", {"data": "{}"})
-    r.xgroup_create("tick_stream:NSE@NIFTY", "signal_service", id="0")
+    assert StreamBridge(r, BridgeSettings.from_django(), consumer="metrics").discover()  # joins with its group
     r.xadd("tick_stream:NSE@NIFTY", {"data": "{}"})
     process_batch([normalised(tick(), "tick_stream:NSE@NIFTY/1-0")])
+    scans = r.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
     collect_stream_metrics()
+    assert r.info("commandstats").get("cmdstat_scan", {}).get("calls", 0) == scans  # the bridge's list, no SCAN
     text = APIClient().get("/metrics").content.decode()
     assert "signal_batch_processing_seconds_bucket" in text
     assert "signal_ticks_processed_total" in text
