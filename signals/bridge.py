@@ -145,7 +145,10 @@ class StreamBridge:
                 self._scan_pending[0] = (pattern, cursor)
             if budget_s is not None and time.monotonic() - started >= budget_s:
                 break
-        return self._join(found)
+        joined = self._join(found)
+        if not self._scan_pending and self.streams:  # a whole pass: the monitoring list holds every stream read
+            self.client.sadd(keys.tick_streams(), *self.streams)
+        return joined
 
     def _join(self, found: set[str]) -> bool:
         """Create the consumer group on the streams not read yet and start reading them; True if any."""
@@ -159,7 +162,6 @@ class StreamBridge:
                 if "BUSYGROUP" not in str(exc):
                     raise
         if new:
-            self.client.sadd(keys.tick_streams(), *new)
             self.streams = sorted(set(self.streams) | set(new))
             log.info("tick streams discovered", extra={"streams": new, "consumer": self.consumer})
         return bool(new)

@@ -31,7 +31,8 @@ def collect_stream_metrics() -> dict[str, float]:
     for stream in sorted(text(name) for name in client.smembers(keys.tick_streams())):
         try:
             groups = client.xinfo_groups(stream)
-        except redis.ResponseError:  # deleted since
+        except redis.ResponseError:  # deleted since; a bridge adds it again if it comes back
+            client.srem(keys.tick_streams(), stream)
             continue
         for group in groups:
             if text(group["name"]) == settings.SIGNAL_CONSUMER_GROUP:

@@ -80,19 +80,17 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     bars = BarsService(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
-    count_listeners = bool(topics) and fanout.shares_data_server()
     pipe = client.pipeline(transaction=False)
     pipe.get(VERSION_KEY)
     redis_client.script(client, _READ_LUA)(keys=[keys.latest_tick(k) for k in instrument_keys]
                          + [timeframes_key(k) for k in instrument_keys], client=pipe)
-    if count_listeners:
+    if topics and fanout.shares_data_server():
         pipe.pubsub_numsub(*topics)
-    latest.update(ticks, pipe=pipe)  # after the reads, in the same round trip: they see the values held before
-    version, (held_raw, timeframes_raw), *rest = pipe.execute()
+    version, (held_raw, timeframes_raw), *numsub = pipe.execute()
     registry.refresh(version or b"0")
     held = {k: orjson.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
     timeframes = dict(zip(instrument_keys, timeframes_raw, strict=True))
-    listened = fanout.listeners(rest[0]) if count_listeners else {}
+    listened = fanout.listeners(numsub[0]) if numsub else {}
     ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened,
                        held_ts={k: tick["ts"] for k, tick in held.items()})
 
@@ -102,10 +100,11 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     early = any(reads_stored_ticks(config.document) for group in matched for config, _ in group.values())
     stored = storage.store_ticks(ticks) if early else None
     register_instruments(instrument_keys)
+    pipe = client.pipeline(transaction=False)
+    latest.update(ticks, pipe=pipe)
     if early:
-        pipe = client.pipeline(transaction=False)
         bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
-        pipe.execute()
+    pipe.execute()
 
     records = [record for group in matched for record in run_grouped(group, ctx)]
     rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))

@@ -74,12 +74,14 @@ def test_a_busy_bridge_spreads_a_discovery_pass_over_its_steps(r: Any) -> None:
     r.xadd(STREAM, fields(tick()))
     assert bridge.discover() is True and bridge.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
 
+    for name in ("tick_stream:NSE@BANKNIFTY", STREAM):
+        r.xtrim(name, maxlen=0)  # nothing left to read: after its one busy step the next bridge finds itself idle
     stepping, _ = make_bridge(r, consumer="c2")
     stepping.SCAN_COUNT, stepping.DISCOVERY_STEP_S = 100, 0.0
     stepping._busy = True  # as if the last read brought ticks
     stepping.step()
     assert stepping._scan_pending  # one part of the pass, then on to reading
-    stepping.step()  # that read found nothing: idle, the pass runs to its end
+    stepping.step()  # its read found nothing: idle, the pass runs to its end
     assert not stepping._scan_pending and stepping.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
 
 

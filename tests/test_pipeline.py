@@ -142,6 +142,30 @@ def test_change_continues_from_the_previous_batch(r: Any) -> None:
     assert newest["computations"][0]["results"]["change"] == pytest.approx(-10)
 
 
+def test_a_batch_retried_after_a_database_failure_still_continues_from_the_previous_batch(
+        r: Any, monkeypatch: Any) -> None:
+    from django.db import OperationalError
+
+    from signals import pipeline
+
+    create_config(price_config())
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    retried = [normalised(tick("NSE@NIFTY@index", 23990, at=1), "tick_stream:NSE@NIFTY/50-0"),
+               normalised(tick(OPTION, 120, at=1.5), "tick_stream:NSE@NIFTY/51-0")]
+
+    def database_down(instrument_keys: list[str]) -> None:
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(pipeline, "register_instruments", database_down)  # the first sight of the option
+    with pytest.raises(OperationalError):
+        process_batch(retried)
+    monkeypatch.undo()
+    process_batch(retried)  # Celery's retry of the same task
+    newest = json.loads(r.lindex(keys.output_list("NSE@NIFTY@index"), 0))
+    assert newest["computations"][0]["results"]["previous_ltp"] == 24000
+    assert newest["computations"][0]["results"]["change"] == pytest.approx(-10)
+
+
 def test_outputs_follow_the_configs_output_section(r: Any) -> None:
     from signals.models import ComputedSignal
 
