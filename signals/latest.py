@@ -15,23 +15,17 @@ import redis
 from signals import keys, redis_client
 
 HISTORY_SECONDS = 6 * 3600
-# KEYS: latest-tick hashes; ARGV[1]: the writing batch's identity ("" for none); then per key, the tick time and the
-# tick JSON. Returns 1 per key written, 0 per key that already held a newer tick. Besides ``ts`` and ``data`` a hash
-# keeps ``batch`` (who wrote it) and ``prev`` (what it held before that batch first wrote it): a batch retried after
-# its first attempt wrote here reads ``prev`` as the value held before it (see `held_before`).
+# KEYS: latest-tick hashes; ARGV: per key, the tick time and the tick JSON. Returns 1 per key written, 0 per key that
+# already held a newer tick.
 _LWW_SCRIPT = """
-local batch = ARGV[1]
 local written = {}
 for i, key in ipairs(KEYS) do
-  local ts = ARGV[2 * i]
-  local held = redis.call('HMGET', key, 'ts', 'batch', 'data')
-  if held[1] and tonumber(held[1]) > tonumber(ts) then
+  local ts = ARGV[2 * i - 1]
+  local current = redis.call('HGET', key, 'ts')
+  if current and tonumber(current) > tonumber(ts) then
     written[i] = 0
   else
-    if batch == '' or held[2] ~= batch then
-      if held[3] then redis.call('HSET', key, 'prev', held[3]) else redis.call('HDEL', key, 'prev') end
-    end
-    redis.call('HSET', key, 'ts', ts, 'data', ARGV[2 * i + 1], 'batch', batch)
+    redis.call('HSET', key, 'ts', ts, 'data', ARGV[2 * i])
     written[i] = 1
   end
 end
@@ -39,23 +33,13 @@ return written
 """
 
 
-def held_before(data: bytes | None, prev: bytes | None, writer: bytes | None, batch: str | None) -> bytes | None:
-    """The tick JSON an instrument held before ``batch``, from its latest-tick hash fields ``data``, ``prev`` and
-    ``batch`` (``writer``): a batch whose earlier attempt wrote the hash gets the value from before that attempt."""
-    if batch and writer is not None and writer.decode() == batch:
-        return prev
-    return data
-
-
 class LatestStore:
     def __init__(self, client: redis.Redis):
         self.client = client
         self._script = redis_client.script(client, _LWW_SCRIPT)
 
-    def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None,
-               batch: str | None = None) -> list[int]:
-        """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one; ``batch``
-        (the batch's identity) lets a retry of the batch still find what was held before it (`held_before`).
+    def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None) -> list[int]:
+        """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
 
         With ``history``, every tick of a non-option instrument (spot, future, INDVIX) also goes into its
         time-scored history (kept for HISTORY_SECONDS of tick time), which is how an option is priced against the
@@ -71,7 +55,7 @@ class LatestStore:
         if pipe is None:
             pipe = self.client.pipeline(transaction=False)
         if newest:  # one script call for every instrument: per-call costs dominate small batches
-            args: list[Any] = [batch or ""]
+            args: list[Any] = []
             for tick in newest.values():
                 args += (repr(tick["ts"]), orjson.dumps(tick))
             self._script(keys=[keys.latest_tick(key) for key in newest], args=args, client=pipe)

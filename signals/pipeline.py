@@ -18,7 +18,7 @@ from signals.bars_service import BarsService, timeframes_key
 from signals.computations import reads_stored_ticks, run_config
 from signals.computations.context import BatchContext
 from signals.instruments import parse_instrument_key
-from signals.latest import LatestStore, held_before
+from signals.latest import LatestStore
 from signals.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,12 @@ WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose li
 _seen_instruments: set[str] = set()
 
 
-# KEYS: n latest-tick hashes, then the n instruments' timeframes-in-use sets. Returns, per instrument, the hash's
-# {data, prev, batch} (see signals.latest), and {sets}.
+# KEYS: n latest-tick hashes, then the n instruments' timeframes-in-use sets. Returns {tick JSON or nil} and {sets}.
 _READ_LUA = """
 local n = #KEYS / 2
 local held, timeframes = {}, {}
 for i = 1, n do
-  held[i] = redis.call('HMGET', KEYS[i], 'data', 'prev', 'batch')
+  held[i] = redis.call('HGET', KEYS[i], 'data')
   timeframes[i] = redis.call('SMEMBERS', KEYS[n + i])
 end
 return {held, timeframes}
@@ -76,7 +75,6 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     (which come from the stored ticks), the ticks are stored and reported first instead, so its bars include them.
     """
     started = time.perf_counter()
-    identity = batch_identity(ticks, frequency)
     client = get_redis()
     latest = LatestStore(client)
     bars = BarsService(client)
@@ -90,8 +88,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         pipe.pubsub_numsub(*topics)
     version, (held_raw, timeframes_raw), *numsub = pipe.execute()
     registry.refresh(version or b"0")
-    before = {k: held_before(*fields, identity) for k, fields in zip(instrument_keys, held_raw, strict=True)}
-    held = {k: orjson.loads(raw) for k, raw in before.items() if raw}
+    held = {k: orjson.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
     timeframes = dict(zip(instrument_keys, timeframes_raw, strict=True))
     listened = fanout.listeners(numsub[0]) if numsub else {}
     ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened,
@@ -104,13 +101,13 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     stored = storage.store_ticks(ticks) if early else None
     register_instruments(instrument_keys)
     pipe = client.pipeline(transaction=False)
-    latest.update(ticks, pipe=pipe, batch=identity)
+    latest.update(ticks, pipe=pipe)
     if early:
         bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
     pipe.execute()
 
     records = [record for group in matched for record in run_grouped(group, ctx)]
-    rows = outputs.emit(records, ctx, once=identity)
+    rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))
     if stored is None:  # one commit: the raw ticks (durable) and their results
         stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx))[0]
     else:  # the ticks are committed already; results can be recomputed from them

@@ -166,32 +166,6 @@ def test_a_batch_retried_after_a_database_failure_still_continues_from_the_previ
     assert newest["computations"][0]["results"]["change"] == pytest.approx(-10)
 
 
-def test_results_stored_by_a_retry_after_the_latest_values_were_written_still_have_the_previous_tick(
-        r: Any, monkeypatch: Any) -> None:
-    from django.db import OperationalError, connection
-
-    from signals import storage
-
-    create_config(price_config())
-    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
-    retried = [normalised(tick("NSE@NIFTY@index", 23990, at=1), "tick_stream:NSE@NIFTY/60-0")]
-
-    def database_down(*sets: Any, **kwargs: Any) -> list[int]:
-        raise OperationalError("the database went away")
-
-    monkeypatch.setattr(storage, "store", database_down)  # after the latest values and the Redis outputs
-    with pytest.raises(OperationalError):
-        process_batch(retried)
-    monkeypatch.undo()
-    process_batch(retried)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT results FROM signal_computed WHERE source_id = %s", ["tick_stream:NSE@NIFTY/60-0"])
-        (results,), = cursor.fetchall()
-    stored = results if isinstance(results, dict) else json.loads(results)
-    assert stored["previous_ltp"] == 24000 and stored["change"] == pytest.approx(-10)
-    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 2  # the first attempt's outputs, not written twice
-
-
 def test_outputs_follow_the_configs_output_section(r: Any) -> None:
     from signals.models import ComputedSignal
 
