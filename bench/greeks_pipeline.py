@@ -2,7 +2,7 @@
 
 The script starts its own stack on 127.0.0.1 — a fresh PostgreSQL database (``signal_bench_greeks``, migrated and
 seeded with the demo configs), Redis databases 2 and 3, one stream-bridge process and one Celery worker process —
-then XADDs the demo feed (`signals.simulator.NiftySession`: spot, INDVIX, two futures and a 2 x 2 x 31-option
+then XADDs the demo feed (`feed.simulator.NiftySession`: spot, INDVIX, two futures and a 2 x 2 x 31-option
 chain) at a fixed rate, each tick's ``ltt`` set to its wall-clock send time. A reader takes every record of the
 ``nifty-chain-greeks`` config off ``signal_output_stream:NSE@NIFTY`` and measures arrival minus ``ltt``: XADD to
 output stream, through the bridge, the broker, the worker (store, latest values, one vectorised Greeks solve per
@@ -51,7 +51,7 @@ WARMUP_DRAIN_S = 30.0
 
 def send(client: redis.Redis, rate: float, seconds: float, strikes: int) -> tuple[int, int]:
     """XADD the demo feed at ``rate`` ticks/s for ``seconds``; returns (ticks sent, option ticks sent)."""
-    from signals.simulator import NiftySession
+    from feed.simulator import NiftySession
 
     session = NiftySession(start=datetime.now(UTC), strikes_each_side=strikes)
     pending: list[tuple[str, dict[str, Any]]] = []
@@ -162,7 +162,7 @@ migrated, seeded) and Redis DBs {REDIS_DB}/{REDIS_DB + 1}, 127.0.0.1 only; stops
 .venv/bin/python bench/greeks_pipeline.py --baseline     # comparison: only nifty-price, no Greeks
 ```
 
-**Workload.** The demo feed (`signals.simulator.NiftySession`: NIFTY spot, INDVIX, 2 futures, 2 expiries x 31
+**Workload.** The demo feed (`feed.simulator.NiftySession`: NIFTY spot, INDVIX, 2 futures, 2 expiries x 31
 strikes x call/put = 124 options; 128 ticks per round) XADDed at the given rate, each tick's `ltt` = its wall-clock
 send time, after a 3 s warm-up. `{CONFIG}`: `NSE@NIFTY@options@*`, every tick, black_scholes_merton, ltp, six
 Greeks, INDVIX fallback, moneyness (ATM, ITM1, OTM1, D25 of the nearest expiry), every output on (Redis list and

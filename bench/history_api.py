@@ -12,7 +12,7 @@ What it does, against the real services:
   database 2 without flushing it (only this benchmark's instrument's bar-cache keys are deleted);
 * loads 32 trading days of ticks for ``NSE@HISTBENCH@futures@2025-01-30`` with COPY: one tick a second on average
   (exponential gaps) from 09:15 to 15:30 IST, cumulative volume and open interest - about 720,000 ticks;
-* on plain PostgreSQL, then runs the one-minute rollup refresh as celery-beat would (``signals.rollup
+* on plain PostgreSQL, then runs the one-minute rollup refresh as celery-beat would (``signals.bars.rollup
   .refresh_pending``, the ranges the ``signal_ticks`` trigger recorded during the COPY) and times it on its own;
 * asks ``GET /api/v2/signals/historical/indicators/{key}?timeframe=5m&start_time=..&end_time=..&indicators=
   [rsi 14, ema 20, macd 12/26/9]`` for the last 22 trading days (a month: ~1,650 bars, plus 680 bars of warm-up
@@ -128,9 +128,9 @@ def run(warm_requests: int = 300, cold_requests: int = 12, gc_freeze: bool = Fal
     from django.core.management import call_command
     from django.test import Client
 
-    from signals import rollup, timescale
-    from signals.bars_service import get_service
-    from signals.redis_client import get_redis
+    from feed.redis_client import get_redis
+    from signals.bars import rollup, timescale
+    from signals.bars.service import get_service
 
     started = time.monotonic()
     call_command("migrate", verbosity=0)

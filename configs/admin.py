@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from configs import services
+from configs import changes as services
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.scheduling import describe, next_run
 
@@ -41,7 +41,7 @@ class PrettyJSONField(forms.JSONField):
 class SignalConfigForm(forms.ModelForm):
     config = PrettyJSONField(
         widget=forms.Textarea(attrs={"rows": 32, **MONOSPACE}),
-        help_text="The config document (SPEC §3.3). Its name is the config's name; the Enabled box below wins over "
+        help_text="The config document (docs/REFERENCE.md §3.3). Its name is the config's name; the Enabled box below wins over "
                   "its 'enabled'. Errors name the failing field, e.g. technical_indicators[0].parameters.length.",
     )
 
@@ -135,7 +135,7 @@ class SignalConfigAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SignalConfig]) -> None:
         from django.db import transaction
 
-        from configs.signals import bulk_changes
+        from configs.receivers import bulk_changes
 
         with transaction.atomic(), bulk_changes(changed_by=request.user.get_username()):
             queryset.delete()

@@ -6,4 +6,4 @@ class ConfigsConfig(AppConfig):
     verbose_name = "Computation configs"
 
     def ready(self) -> None:
-        from configs import signals  # noqa: F401  (connects the change hooks)
+        from configs import receivers  # noqa: F401  (connects the change hooks)

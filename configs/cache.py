@@ -1,12 +1,12 @@
 """Config-owned Redis cache entries: every key under ``signal:latest:`` ending in ``:{config_id}`` (for example
-``signal:latest:computed:{instrument}:{config_id}``, written by signals/outputs.py) belongs to that config and is
+``signal:latest:computed:{instrument}:{config_id}``, written by signals/delivery/outputs.py) belongs to that config and is
 dropped when the config changes or is deleted, so nothing computed under the old definition is served again."""
 
 from __future__ import annotations
 
 import redis
 
-from signals.redis_client import get_redis
+from feed.redis_client import get_redis
 
 PREFIX = "signal:latest:"
 

@@ -1,4 +1,4 @@
-"""Config ``frequency`` values (SPEC §3.3).
+"""Config ``frequency`` values (docs/REFERENCE.md §3.3).
 
 Event-driven: ``every_tick``, ``every_interval`` (on each bar close of the config's interval, decided by tick time).
 Time-driven, scheduled by celery-beat in exchange time: ``every_second``, ``every_minute``, ``Ns``/``Nm``/``Nh``,

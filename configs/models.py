@@ -9,7 +9,7 @@ from configs.validation import ConfigError, validate_config
 
 
 class SignalConfig(models.Model):
-    """A computation config (SPEC §3.3). ``config`` holds the validated document; the indexed columns mirror it."""
+    """A computation config (docs/REFERENCE.md §3.3). ``config`` holds the validated document; the indexed columns mirror it."""
 
     name = models.CharField(max_length=100, unique=True)
     version = models.CharField(max_length=32, default="1.0")
@@ -18,7 +18,7 @@ class SignalConfig(models.Model):
     frequency = models.CharField(max_length=64, db_index=True, editable=False)
     interval = models.CharField(max_length=16, editable=False)
     enabled = models.BooleanField(default=True, db_index=True)
-    config = models.JSONField(help_text="The config document (SPEC §3.3); validated on save.")
+    config = models.JSONField(help_text="The config document (docs/REFERENCE.md §3.3); validated on save.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.CharField(max_length=150, blank=True, default="")
@@ -68,8 +68,6 @@ class SignalConfig(models.Model):
 
     def validated(self) -> dict[str, Any]:
         """The document validated against the current rules, with this row's name and enabled flag in it."""
-        from configs.functions_store import external_function_exists
-
         document = dict(self.config or {})
         if self.name:
             document.setdefault("name", self.name)
@@ -110,7 +108,7 @@ class ConfigRevision(models.Model):
 
 
 class ExternalFunction(models.Model):
-    """User-uploaded function source (SPEC §3.4), run only inside the sandbox worker processes."""
+    """User-uploaded function source (docs/REFERENCE.md §3.4), run only inside the sandbox worker processes."""
 
     name = models.CharField(max_length=100, unique=True)
     function_name = models.CharField(max_length=100)
@@ -144,9 +142,9 @@ class ExternalFunction(models.Model):
 
     def source_errors(self) -> dict[str, list[str]]:
         """Upload-time checks: the name, the function name and the source under the sandbox policy."""
-        from configs.sandbox import check_source
-        from configs.sandbox.policy import check_function_name
         from configs.validation import NAME_RE, NAME_RULE
+        from functions.sandbox import check_source
+        from functions.sandbox.policy import check_function_name
 
         errors: dict[str, list[str]] = {}
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
@@ -172,3 +170,8 @@ class ExternalFunction(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._loaded_function_name = instance.__dict__.get("function_name")
         return instance
+
+
+def external_function_exists(name: str) -> bool:
+    """Whether an external function of this name was uploaded (the validator's look-up of the database)."""
+    return ExternalFunction.objects.filter(name=name).exists()

@@ -10,8 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from signals.instruments import key_matches
-from signals.redis_client import get_redis
+from feed.instruments import key_matches
+from feed.redis_client import get_redis
 
 VERSION_KEY = "signal:configs:version"
 

@@ -1,4 +1,4 @@
-"""Time-driven configs in django-celery-beat (SPEC §3.3, issue 4).
+"""Time-driven configs in django-celery-beat (docs/REFERENCE.md §3.3, issue 4).
 
 Configs whose frequencies share a schedule (`Frequency.schedule_key`: ``every_minute``, ``1m`` and ``60s`` are the
 same) share one `PeriodicTask` named ``signal-configs:{schedule_key}``. Its task, ``configs.run_scheduled``, takes

@@ -1,4 +1,4 @@
-"""The config stream (SPEC §3.3): ``signal_config_updates`` entries ``{"config_json": "<json>", "action":
+"""The config stream (docs/REFERENCE.md §3.3): ``signal_config_updates`` entries ``{"config_json": "<json>", "action":
 "create"|"update"|"delete"}`` (optional ``changed_by``) create, update or delete a config by name.
 
 Read through a consumer group. An entry is acknowledged only after its change is committed; an invalid one
@@ -11,7 +11,7 @@ for ``SIGNAL_CONFIG_RECLAIM_IDLE_MS``.
 Re-deliveries are harmless: a create or update that would leave the config exactly as stored is a no-op, and a
 delete of a config that is already gone is acknowledged as done.
 
-Shaped like signals/bridge.py: small steps (`ensure_group`, `read`, `handle`, `reclaim`, `step`) that tests can
+Shaped like signals/ingest/bridge.py: small steps (`ensure_group`, `read`, `handle`, `reclaim`, `step`) that tests can
 call one at a time, and `run(should_stop)` for the management command, which stops between entries.
 """
 
@@ -30,8 +30,8 @@ import redis
 from django.db import DatabaseError, InterfaceError
 
 from configs.validation import ConfigError
-from signals.streams import id_order, text
-from signals.ticks import decode_fields
+from feed.streams import id_order, text
+from feed.ticks import decode_fields
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
@@ -101,7 +101,7 @@ def apply_message(fields: dict[str, str]) -> Outcome:
     """Apply one message in one transaction. Raises `InvalidMessage` (dead-letter) or database errors (retry)."""
     from django.db import transaction
 
-    from configs import services
+    from configs import changes as services
     from configs.models import SignalConfig
 
     action, document, changed_by = parse_message(fields)

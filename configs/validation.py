@@ -1,4 +1,4 @@
-"""The one validation of computation configs (SPEC §3.3), used by the model, the admin, the API and the stream.
+"""The one validation of computation configs (docs/REFERENCE.md §3.3), used by the model, the admin, the API and the stream.
 
 `validate_config` returns the config with defaults filled in and keys normalised, or raises `ConfigError` whose
 `errors` are ``(field path, message)`` pairs such as ``("option_greeks.risk_free_rate", "must be ...")``.
@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from configs.frequency import FrequencyError, parse_frequency
-from signals.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
+from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
 
 GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
@@ -187,7 +187,7 @@ def _check_indicators(data: dict[str, Any], out: dict[str, Any], c: _Collector) 
 
 
 def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
-    from configs import functions
+    from functions import internal as functions
 
     entries = c.items(data, "internal_functions")
     if len(entries) > MAX_FUNCTIONS:
@@ -217,8 +217,8 @@ def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 def _check_external(
     data: dict[str, Any], out: dict[str, Any], c: _Collector, function_exists: Callable[[str], bool] | None
 ) -> None:
-    from configs.sandbox.policy import check_function_name
-    from configs.sandbox.runner import (
+    from functions.sandbox.policy import check_function_name
+    from functions.sandbox.runner import (
         DEFAULT_MEMORY_LIMIT_MB,
         DEFAULT_TIMEOUT_S,
         MAX_MEMORY_LIMIT_MB,

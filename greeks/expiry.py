@@ -1,6 +1,6 @@
 """Time to expiry, measured from the tick's own timestamp (never the wall clock).
 
-Convention (SPEC §4): options expire at **15:30 Asia/Kolkata** (IST, UTC+05:30, no daylight saving) on the expiry
+Convention (docs/REFERENCE.md §4): options expire at **15:30 Asia/Kolkata** (IST, UTC+05:30, no daylight saving) on the expiry
 date; time is counted in years of 365 days of 86,400 s: ``t = (expiry_cutoff − tick_time) / (365·86400 s)``.
 ``t <= 0`` means the option has expired (the engine then reports intrinsic value and no IV).
 """

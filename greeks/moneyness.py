@@ -1,4 +1,4 @@
-"""Moneyness helpers (SPEC §4): ATM strike, strike levels, ATM implied volatility. Pure functions, no I/O.
+"""Moneyness helpers (docs/REFERENCE.md §4): ATM strike, strike levels, ATM implied volatility. Pure functions, no I/O.
 
 Prices and strikes are in the currency of the underlying; for ``black76`` chains pass the future as ``spot``.
 Implied volatilities are decimals. Strike lists may be unsorted and contain duplicates or NaN (ignored).

@@ -5,7 +5,7 @@ Times
     tz-aware **UTC** timestamps. "Exchange date" / "local" mean wall-clock time in the exchange zone ``tz``
     (default ``Asia/Kolkata``, see :mod:`indicators.timeframes`).
 
-Alignment (SPEC §5)
+Alignment (docs/REFERENCE.md §5)
     * Intraday (``Nm``/``Nh``): buckets are laid on a grid anchored at the session open (default 09:15 local) of
       each tick's own exchange date: ``start = open_of_that_date + floor((t - open) / size) * size``.
       Ticks before the open on that date (pre-open session, or any early tick) use the same formula with a

@@ -1,6 +1,6 @@
 """Technical-indicator execution: config validation, the pandas_ta Study, and a TA-Lib fast path (no Django).
 
-Indicator specs (the config's ``technical_indicators``, SPEC §3.3/§5)::
+Indicator specs (the config's ``technical_indicators``, docs/REFERENCE.md §3.3/§5)::
 
     [{"name": "rsi", "parameters": {"length": 14}, "output_key": "rsi_14"},
      {"name": "macd", "parameters": {"fast": 12, "slow": 26, "signal": 9}}]

@@ -1,4 +1,4 @@
-"""Bar timeframes (the config's ``interval``, SPEC §3.3) — pure Python, no Django.
+"""Bar timeframes (the config's ``interval``, docs/REFERENCE.md §3.3) — pure Python, no Django.
 
 Accepted spellings (case-sensitive: ``1M`` is one month, ``1m`` is one minute):
 
@@ -122,7 +122,7 @@ class Timeframe:
 
     @property
     def is_standard(self) -> bool:
-        """True for the standard timeframes of SPEC §3.3 (``1m`` … ``1M``)."""
+        """True for the standard timeframes of docs/REFERENCE.md §3.3 (``1m`` … ``1M``)."""
         return self.name in STANDARD_TIMEFRAME_NAMES
 
     @property
@@ -181,5 +181,5 @@ def parse_timeframe(value: str | Timeframe) -> Timeframe:
 STANDARD_TIMEFRAME_NAMES: tuple[str, ...] = (
     "1m", "2m", "3m", "5m", "10m", "15m", "30m", "1h", "2h", "4h", "1d", "1w", "1M",
 )  # fmt: skip
-#: The standard timeframes of SPEC §3.3 (candidates for continuous aggregates), smallest first.
+#: The standard timeframes of docs/REFERENCE.md §3.3 (candidates for continuous aggregates), smallest first.
 STANDARD_TIMEFRAMES: list[Timeframe] = [parse_timeframe(n) for n in STANDARD_TIMEFRAME_NAMES]

@@ -10,8 +10,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from signals.origin import browser_origin_validator  # noqa: E402
-from signals.routing import websocket_urlpatterns  # noqa: E402
+from signals.delivery.origin import browser_origin_validator  # noqa: E402
+from signals.delivery.routing import websocket_urlpatterns  # noqa: E402
 
 # Everything imported so far lives as long as the process; keeping it out of the collector's generations removes
 # ~100 ms full collections from request latency.

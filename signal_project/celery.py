@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-from signals.serializers import register_ticks_serializer
+from signals.ingest.codec import register_ticks_serializer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "signal_project.settings")
 register_ticks_serializer()  # before the config: CELERY_ACCEPT_CONTENT names it

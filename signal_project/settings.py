@@ -1,6 +1,6 @@
 """Settings for Signal Service: every deployment knob is read from the environment here, and only here.
 
-Defaults work on a developer machine with PostgreSQL and Redis on 127.0.0.1. `signals.checks` refuses to start
+Defaults work on a developer machine with PostgreSQL and Redis on 127.0.0.1. `webapi.checks` refuses to start
 with a missing or malformed value and names the variable.
 """
 
@@ -146,12 +146,12 @@ SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["signals.auth.JWTAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["signals.auth.IsPlatformUser"],
-    "DEFAULT_THROTTLE_CLASSES": ["signals.auth.SubjectRateThrottle"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["webapi.auth.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["webapi.auth.IsPlatformUser"],
+    "DEFAULT_THROTTLE_CLASSES": ["webapi.auth.SubjectRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"subject": SIGNAL_API_RATE},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "signals.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "webapi.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
 }
@@ -247,7 +247,7 @@ SIGNAL_SCHEDULE_EXPIRE_S = env_int("SIGNAL_SCHEDULE_EXPIRE_S", 600)
 SIGNAL_CONFIG_RUN_STAMP_S = env_float("SIGNAL_CONFIG_RUN_STAMP_S", 10.0)
 # Exactly one celery-beat: the scheduler holds this Redis lock (renewed every loop); another beat stays idle
 # (standby, takes over when the lock expires) or, with SIGNAL_BEAT_STANDBY=false, exits.
-CELERY_BEAT_SCHEDULER = "configs.beat:SingleBeatScheduler"
+CELERY_BEAT_SCHEDULER = "signals.schedule.beat:SingleBeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 5)
 SIGNAL_BEAT_LOCK_KEY = env_str("SIGNAL_BEAT_LOCK_KEY", "signal:beat:lock")
 SIGNAL_BEAT_LOCK_TTL_S = env_float("SIGNAL_BEAT_LOCK_TTL_S", 30.0)
@@ -269,7 +269,7 @@ SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUT
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
 
 # --- Bars and indicators ------------------------------------------------------------------------------------
-# Redis bar cache (signals/bars_service.py): closed bars per instrument, timeframe and chunk (exchange date).
+# Redis bar cache (signals/bars/service.py): closed bars per instrument, timeframe and chunk (exchange date).
 SIGNAL_BARS_CACHE_TTL_S = env_int("SIGNAL_BARS_CACHE_TTL_S", 7 * 86_400)
 SIGNAL_BARS_CACHE_MAX_CHUNKS = env_int("SIGNAL_BARS_CACHE_MAX_CHUNKS", 1500)  # per instrument+timeframe
 SIGNAL_BARS_OPEN_TTL_S = env_int("SIGNAL_BARS_OPEN_TTL_S", 900)  # the still-open bar kept by queue_record
@@ -280,7 +280,7 @@ SIGNAL_BARS_SETTLE_S = env_float("SIGNAL_BARS_SETTLE_S", 300.0)
 SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", 375)  # to size look-backs only
 SIGNAL_BARS_MAX_LOOKBACK_DAYS = env_int("SIGNAL_BARS_MAX_LOOKBACK_DAYS", 3660)
 SIGNAL_BARS_WORK_MEM_MB = env_int("SIGNAL_BARS_WORK_MEM_MB", 64)  # per bars query (sorting a month of ticks)
-# One-minute bar rollup (plain PostgreSQL only, signals/rollup.py): celery-beat folds the tick ranges recorded by the
+# One-minute bar rollup (plain PostgreSQL only, signals/bars/rollup.py): celery-beat folds the tick ranges recorded by the
 # signal_ticks triggers into signal_bars_1m_rollup this often (readers fold in what is left for their instrument),
 # at most SIGNAL_ROLLUP_MAX_RANGES ranges per transaction and for SIGNAL_ROLLUP_BUDGET_S per run.
 SIGNAL_ROLLUP_INTERVAL_S = env_float("SIGNAL_ROLLUP_INTERVAL_S", 5.0)

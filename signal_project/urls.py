@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from signals import views
+from signals.monitoring import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v2/signals/", include("signals.api.urls")),
+    path("api/v2/signals/", include("configs.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[],
                                                       authentication_classes=[]), name="docs"),

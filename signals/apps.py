@@ -6,4 +6,10 @@ class SignalsConfig(AppConfig):
     verbose_name = "Signals"
 
     def ready(self) -> None:
-        from signals import checks, schema  # noqa: F401  (register the system checks and the OpenAPI auth scheme)
+        # Imported here, not at the top: they need the settings and the installed apps that exist only now.
+        from django.conf import settings
+
+        from feed import redis_client
+        from webapi import checks, schema  # noqa: F401  (register the system checks and the OpenAPI auth scheme)
+
+        redis_client.set_default_url(lambda: settings.REDIS_URL)

@@ -110,8 +110,8 @@ class InstrumentRecord(models.Model):
 
 class BarRollup1m(models.Model):
     """One-minute bars of ``signal_ticks`` on plain PostgreSQL: the stand-in for the ``signal_bars_1m`` continuous
-    aggregate, with its columns (read by the same SQL, `signals.bars_service.bars_sql`), kept current by
-    `signals.rollup` from the ranges the ``signal_ticks`` trigger records in :class:`RollupPending`."""
+    aggregate, with its columns (read by the same SQL, `signals.bars.service.bars_sql`), kept current by
+    `signals.bars.rollup` from the ranges the ``signal_ticks`` trigger records in :class:`RollupPending`."""
 
     pk = models.CompositePrimaryKey("instrument_key", "bucket")
     instrument_key = models.CharField(max_length=128)
@@ -136,7 +136,7 @@ class BarRollup1m(models.Model):
 
 class RollupPending(models.Model):
     """A range of tick time (``lo``..``hi``, inclusive) of one instrument whose one-minute buckets must be
-    aggregated again: written by the trigger on ``signal_ticks``, consumed by `signals.rollup.refresh`."""
+    aggregated again: written by the trigger on ``signal_ticks``, consumed by `signals.bars.rollup.refresh`."""
 
     id = models.BigAutoField(primary_key=True)
     instrument_key = models.CharField(max_length=128)

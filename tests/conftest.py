@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""
     from configs.registry import registry
-    from signals import greeks_service, pipeline
+    from signals.options import chains as greeks_service
+    from signals.pipeline import batch as pipeline
 
     for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
         redis_lib.Redis.from_url(url).flushdb()
@@ -35,7 +36,7 @@ def clean_redis() -> Iterator[None]:
 
 @pytest.fixture
 def r() -> redis_lib.Redis:
-    from signals.redis_client import get_redis
+    from feed.redis_client import get_redis
 
     return get_redis()
 

@@ -34,7 +34,7 @@ def create_config(document: dict) -> Any:
 
 
 def normalised(body: dict, source_id: str) -> dict:
-    from signals.ticks import parse_tick
+    from feed.ticks import parse_tick
 
     out = parse_tick(body)
     out["source_id"] = source_id

@@ -11,8 +11,8 @@ import vollib.black.implied_volatility as black_iv
 import vollib.black_scholes_merton.greeks.analytical as bsm_greeks
 import vollib.black_scholes_merton.implied_volatility as bsm_iv
 
+from feed import keys
 from greeks.expiry import time_to_expiry
-from signals import keys
 from tests.factories import T0, normalised, tick
 
 SPOT = "NSE@NIFTY@index"

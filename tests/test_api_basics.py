@@ -10,8 +10,8 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
-from signals import keys
-from signals.pipeline import process_batch
+from feed import keys
+from signals.pipeline.batch import process_batch
 from tests.factories import normalised, tick
 
 pytestmark = pytest.mark.django_db
@@ -35,8 +35,8 @@ def test_ready_reports_an_unreachable_broker(settings: Any) -> None:
 
 
 def test_metrics_expose_pipeline_and_stream_figures(r: Any, monkeypatch: Any) -> None:
-    from signals.bridge import BridgeSettings, StreamBridge
-    from signals.monitoring import collect_stream_metrics
+    from signals.ingest.bridge import BridgeSettings, StreamBridge
+    from signals.monitoring.streams import collect_stream_metrics
 
     r.xadd("tick_stream:NSE@NIFTY", {"data": "{}"})
     assert StreamBridge(r, BridgeSettings.from_django(), consumer="metrics").discover()  # joins with its group
@@ -151,7 +151,7 @@ def test_openapi_schema_is_served_locally() -> None:
 
 
 def test_missing_jwt_secret_fails_the_system_check(settings: Any) -> None:
-    from signals.checks import signal_settings
+    from webapi.checks import signal_settings
 
     settings.SIGNAL_JWT_SECRET = ""
     errors = signal_settings(None)

@@ -1,4 +1,4 @@
-"""The one-minute bar rollup of plain PostgreSQL (signals.rollup): bars re-bucketed from it equal the bars aggregated
+"""The one-minute bar rollup of plain PostgreSQL (signals.bars.rollup): bars re-bucketed from it equal the bars aggregated
 from the raw ticks exactly (every timeframe, several sessions, cumulative volume and OI, ties, midnight), right after
 new ticks and after a late tick; the triggers record what was really stored; refreshes stay right when they race;
 the beat task and the bars service use it."""
@@ -17,9 +17,10 @@ from django.conf import settings
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from signals import rollup, storage, timescale
-from signals.bars_service import Alignment, BarsService, bars_frame, query_bars
-from signals.pipeline import process_batch
+from signals import storage
+from signals.bars import rollup, timescale
+from signals.bars.service import Alignment, BarsService, bars_frame, query_bars
+from signals.pipeline.batch import process_batch
 from tests.conftest import worker_database_url
 from tests.test_bars_helpers import (
     FUTURE,
@@ -312,7 +313,7 @@ def test_concurrent_writers_and_refreshers_end_with_the_right_bars() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_beat_task_folds_pending_ranges_in() -> None:
-    from signals.rollup_tasks import refresh_bar_rollup
+    from signals.tasks import refresh_bar_rollup
 
     entry = settings.CELERY_BEAT_SCHEDULE["refresh-bar-rollup"]
     assert entry["task"] == refresh_bar_rollup.name == "signals.refresh_bar_rollup"

@@ -1,4 +1,4 @@
-"""Bars served by signals.bars_service from ticks stored in PostgreSQL (through the pipeline) equal an independent
+"""Bars served by signals.bars.service from ticks stored in PostgreSQL (through the pipeline) equal an independent
 pandas resample of the same ticks: every timeframe, session alignment, pre-open and midnight ticks, the Redis
 cache, the open bar kept in Redis, late ticks, replays."""
 
@@ -14,9 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from indicators.bars import bucket_start, merge_bars, resample_ticks
-from signals import bars_service, rollup
-from signals.bars_service import Alignment, BarsService, Grid, bar_dicts, bars_frame, merge_open_bar
-from signals.pipeline import process_batch
+from signals.bars import rollup
+from signals.bars import service as bars_service
+from signals.bars.service import Alignment, BarsService, Grid, bar_dicts, bars_frame, merge_open_bar
+from signals.pipeline.batch import process_batch
 from tests.factories import create_config
 from tests.test_bars_helpers import (
     FUTURE,
@@ -196,7 +197,7 @@ def test_recent_bars_in_a_replay_ignore_later_ticks(r: Any) -> None:
 
 
 def test_bars_provider_shape(r: Any) -> None:
-    from signals.bars_provider import recent_bars
+    from signals.bars.recent import recent_bars
 
     ticks = make_ticks(DAYS[:1], seed=2)
     feed(ticks)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from signals.bridge import BridgeSettings, StreamBridge
+from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import fields, tick
 
 STREAM = "tick_stream:NSE@NIFTY"
@@ -165,7 +165,7 @@ def test_entries_are_not_acknowledged_when_the_broker_refuses_the_task(r: Any) -
 @pytest.mark.django_db
 def test_entries_of_a_dead_consumer_are_reclaimed_and_processed(r: Any) -> None:
     from signals.models import Tick
-    from signals.pipeline import process_batch
+    from signals.pipeline.batch import process_batch
 
     for i in range(5):
         r.xadd(STREAM, fields(tick(ltp=24000 + i, at=i)))
@@ -260,8 +260,8 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
     from django.conf import settings
     from kombu.serialization import loads
 
-    from signals.bridge import celery_send
-    from signals.serializers import TICKS_CONTENT_TYPE
+    from signals.ingest.bridge import celery_send
+    from signals.ingest.codec import TICKS_CONTENT_TYPE
     from tests.factories import normalised
 
     ticks = [normalised(tick("NSE@NIFTY@index", 24000.5, at=0), f"{STREAM}/1-0"),

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from configs import runs, services
-from signals import keys
-from signals.pipeline import process_batch
+from configs import changes as services
+from configs import runs
+from feed import keys
+from signals.pipeline.batch import process_batch
 from tests.factories import create_config, normalised, price_config, tick
 
 pytestmark = pytest.mark.django_db

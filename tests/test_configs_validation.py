@@ -90,7 +90,7 @@ def fields_of(exc: ConfigError) -> list[str]:
 @pytest.mark.parametrize(("case", "document", "field"), INVALID, ids=IDS)
 def test_validator_names_the_field(case: str, document: dict, field: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        from configs.functions_store import external_function_exists
+        from configs.models import external_function_exists
 
         validate_config(document, function_exists=external_function_exists)
     assert field in fields_of(caught.value), caught.value.errors

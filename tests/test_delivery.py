@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from signals import keys
-from signals.bridge import BridgeSettings, StreamBridge
+from feed import keys
+from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.conftest import wait_for, worker_database_url
 from tests.factories import create_config, fields, price_config, tick
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from signals.simulator import IST, NiftySession, bsm_price, expiry_instant
-from signals.ticks import decode_fields, parse_tick
+from feed.simulator import IST, NiftySession, bsm_price, expiry_instant
+from feed.ticks import decode_fields, parse_tick
 
 
 def test_simulated_session_covers_spot_vix_futures_and_the_chain() -> None:

@@ -12,9 +12,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
+from feed import keys
 from signal_project.asgi import application
-from signals import keys
-from signals.bridge import BridgeSettings, StreamBridge
+from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import create_config, fields, price_config, tick
 
 STREAM = "tick_stream:NSE@NIFTY"
@@ -92,7 +92,7 @@ def test_beat_schedule_tasks_run_on_a_worker(start_worker: Any, r: Any) -> None:
     from django.conf import settings
 
     from signal_project.celery import app
-    from signals.monitoring import METRICS_KEY
+    from signals.monitoring.streams import METRICS_KEY
     from tests.conftest import wait_for
 
     start_worker(settings.SIGNAL_DEFAULT_QUEUE)

@@ -1,5 +1,5 @@
 """Uploaded (external) functions: hostile code is refused at upload or contained at run time inside the sandbox
-processes, reported in the computation's error, and the pipeline carries on with the next tick (SPEC §3.4)."""
+processes, reported in the computation's error, and the pipeline carries on with the next tick (docs/REFERENCE.md §3.4)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from configs.models import ExternalFunction
-from signals import keys
-from signals.pipeline import process_batch
+from feed import keys
+from signals.pipeline.batch import process_batch
 from tests.conftest import wait_for
 from tests.factories import create_config, fields, normalised, price_config, tick
 
@@ -102,10 +102,10 @@ def newest(r: Any, config_name: str) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def fresh_external_state() -> None:
-    from signals.computations import load_handlers
+    from signals.pipeline.computations import load_handlers
 
     load_handlers()
-    from signals.computations.functions import breaker, sources
+    from signals.pipeline.computations.functions import breaker, sources
 
     sources.clear()
     breaker.clear()
@@ -196,7 +196,7 @@ def test_functions_see_the_normalised_tick_previous_values_and_params(r: Any) ->
 
 @pytest.mark.django_db(transaction=True)
 def test_hostile_functions_in_a_real_worker_leave_it_serving(r: Any, start_worker: Any) -> None:
-    from signals.bridge import BridgeSettings, StreamBridge
+    from signals.ingest.bridge import BridgeSettings, StreamBridge
 
     upload("spin", CONTAINED_AT_RUN_TIME["infinite-loop"][0])
     upload("bomb", CONTAINED_AT_RUN_TIME["memory-bomb"][0])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from signals.pipeline import process_batch
+from signals.pipeline.batch import process_batch
 from tests.factories import T0, create_config, tick
 from tests.greeks_helpers import (
     EXPIRY,

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from signals.pipeline import process_batch
+from signals.pipeline.batch import process_batch
 from tests.factories import T0, create_config
 from tests.greeks_helpers import (
     EXPIRY,

@@ -12,11 +12,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from feed import keys
+from feed.simulator import NiftySession, encode
 from signal_project.asgi import application
-from signals import keys
-from signals.bridge import BridgeSettings, StreamBridge
-from signals.pipeline import process_batch
-from signals.simulator import NiftySession, encode
+from signals.ingest.bridge import BridgeSettings, StreamBridge
+from signals.pipeline.batch import process_batch
 from tests.factories import create_config
 from tests.greeks_helpers import (
     EXPIRY,

@@ -188,7 +188,7 @@ def test_available_timeframes_and_default_range(auth_client: Any, tmp_path: Path
     assert body["storage"] in ("postgresql", "timescaledb")
     names = [entry["timeframe"] for entry in body["timeframes"]]
     assert names[:3] == ["1m", "2m", "3m"] and "1M" in names
-    if body["storage"] == "postgresql":  # every timeframe from the one-minute rollup (signals.rollup)
+    if body["storage"] == "postgresql":  # every timeframe from the one-minute rollup (signals.bars.rollup)
         assert {entry["source"] for entry in body["timeframes"]} == {"rollup:signal_bars_1m_rollup"}
     # no range given: the last SIGNAL_HISTORY_DEFAULT_BARS bars up to the newest tick
     response = auth_client.get(url("historical/bars", timeframe="15m"))

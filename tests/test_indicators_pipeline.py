@@ -1,5 +1,5 @@
 """Technical indicators in the live pipeline: values equal TA-Lib's own functions on the same bars (after warm-up),
-one evaluation per instrument and batch, every sink of SPEC §3.5, the latest-indicators cache, the realtime API and
+one evaluation per instrument and batch, every sink of docs/REFERENCE.md §3.5, the latest-indicators cache, the realtime API and
 the ``indicators`` WebSocket channel."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
 
+from feed import keys
 from signal_project.asgi import application
-from signals import keys
-from signals.pipeline import process_batch
+from signals.pipeline.batch import process_batch
 from tests.factories import create_config
 from tests.test_bars_helpers import FUTURE, make_ticks, normalised_batch, reference_bars, session_days, store
 from tests.test_history_api import SPECS, talib_columns

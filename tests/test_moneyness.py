@@ -1,4 +1,4 @@
-"""Moneyness (SPEC §4, issue 3): ATM / ITMn / OTMn / ITM / OTM / delta levels and ATM IV from the latest chain,
+"""Moneyness (docs/REFERENCE.md §4, issue 3): ATM / ITMn / OTMn / ITM / OTM / delta levels and ATM IV from the latest chain,
 through the API, as a config computation and on the ``moneyness`` WebSocket channel; the instrument registry CSV."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.core.management import call_command
 from vollib.black_scholes_merton import black_scholes_merton
 
 from signal_project.asgi import application
-from signals.pipeline import process_batch
+from signals.pipeline.batch import process_batch
 from tests.factories import create_config, tick
 from tests.greeks_helpers import (
     EXPIRY,

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from signals import keys, outputs
-from signals.computations.context import BatchContext
-from signals.latest import LatestStore
-from signals.pipeline import match_configs, process_batch, run_grouped
+from feed import keys
+from signals.delivery import outputs
+from signals.pipeline.batch import match_configs, process_batch, run_grouped
+from signals.pipeline.context import BatchContext
+from signals.pipeline.latest import LatestStore
 from tests.factories import create_config, normalised, price_config, tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
@@ -146,7 +147,7 @@ def test_a_batch_retried_after_a_database_failure_still_continues_from_the_previ
         r: Any, monkeypatch: Any) -> None:
     from django.db import OperationalError
 
-    from signals import pipeline
+    from signals.pipeline import batch as pipeline
 
     create_config(price_config())
     process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
@@ -212,7 +213,7 @@ def test_output_list_is_capped(r: Any, settings: Any) -> None:
 
 def test_bars_given_to_a_tick_end_at_that_tick(r: Any) -> None:
     """Two ticks of one minute in one batch: each sees the open bar as of its own time, never the later tick."""
-    from signals.computations.context import BatchContext
+    from signals.pipeline.context import BatchContext
 
     ticks = batch(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24050, 20), ("NSE@NIFTY@index", 23990, 40))
     process_batch(ticks)

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from configs import services
+from configs import changes as services
 from configs.frequency import parse_frequency
 from configs.scheduling import next_run, sync_schedules
-from signals import keys
-from signals.pipeline import process_batch
+from feed import keys
+from signals.pipeline.batch import process_batch
 from tests.conftest import wait_for
 from tests.factories import create_config, normalised, price_config, tick
 
@@ -130,7 +130,7 @@ def records(r: Any, key: str) -> list[dict[str, Any]]:
 @pytest.mark.django_db
 def test_scheduled_run_recomputes_from_the_latest_ticks(r: Any) -> None:
     from configs.models import SignalConfig
-    from configs.timed import run_schedule
+    from signals.schedule.timed import run_schedule
 
     config = create_config(price_config("minutely", frequency="every_minute"))
     feed(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24010, 5), (OPTION, 120, 6), (EXPIRED, 5, 7),
@@ -154,7 +154,7 @@ def test_scheduled_run_recomputes_from_the_latest_ticks(r: Any) -> None:
 @pytest.mark.django_db
 def test_scheduled_run_without_data_and_overlapping_runs(r: Any) -> None:
     from configs.models import SignalConfig
-    from configs.timed import run_schedule, running_key
+    from signals.schedule.timed import run_schedule, running_key
 
     config = create_config(price_config("idle", "NSE@SENSEX@*", frequency="every_minute"))
     assert run_schedule("every-60s")["records"] == 0

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from configs.beat import BeatLock, SingleBeatScheduler
 from configs.stream import ConfigStreamConsumer, ConfigStreamSettings
-from signals import keys
-from signals.pipeline import process_batch
+from feed import keys
+from signals.pipeline.batch import process_batch
+from signals.schedule.beat import BeatLock, SingleBeatScheduler
 from tests.conftest import ROOT, stop_process, wait_for, worker_database_url
 from tests.factories import normalised, price_config, tick
 
@@ -34,7 +34,7 @@ class BeatProcess:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "signal_project", "beat", "-S", "configs.beat:SingleBeatScheduler",
+            [sys.executable, "-m", "celery", "-A", "signal_project", "beat", "-S", "signals.schedule.beat:SingleBeatScheduler",
              "-l", "INFO", "--pidfile", str(tmp / f"{name}.pid"), "-s", str(tmp / f"{name}.schedule")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from signals.instruments import (
+from feed.instruments import (
     InstrumentKeyError,
     key_matches,
     normalise_key,
     normalise_pattern,
     parse_instrument_key,
 )
-from signals.ticks import TickError, parse_tick
+from feed.ticks import TickError, parse_tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
 

@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 
 from indicators.timeframes import parse_timeframe
-from signals import timescale
-from signals.bars_service import BarsService, aggregate_for, bars_frame
+from signals.bars import timescale
+from signals.bars.service import BarsService, aggregate_for, bars_frame
 from tests.test_bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars, session_days, store
 
 IST = "Asia/Kolkata"

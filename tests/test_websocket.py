@@ -11,8 +11,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from feed import keys
 from signal_project.asgi import application
-from signals import fanout, keys
+from signals.delivery import fanout
 
 KEY = "NSE@NIFTY@index"
 

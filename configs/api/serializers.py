@@ -14,7 +14,7 @@ from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.scheduling import describe, next_run, task_name
 
 
-# --- the config document (SPEC §3.3), for the schema -------------------------------------------------------------
+# --- the config document (docs/REFERENCE.md §3.3), for the schema -------------------------------------------------------------
 class OptionGreeksSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
     model = serializers.ChoiceField(["black_scholes", "black_scholes_merton", "black76"],

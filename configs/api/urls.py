@@ -1,4 +1,4 @@
-"""Config and external-function routes (see signals/api/urls.py)."""
+"""Config and external-function routes, under /api/v2/signals/ (included by signal_project/urls.py)."""
 
 from django.urls import path
 

@@ -1,4 +1,4 @@
-"""Configs and external functions CRUD (SPEC §6): ``configs/``, ``configs/{id}/``, ``configs/{id}/revisions/``,
+"""Configs and external functions CRUD (docs/REFERENCE.md §6): ``configs/``, ``configs/{id}/``, ``configs/{id}/revisions/``,
 ``functions/``, ``functions/{id}/``. Reads need a valid token; writes need the ``signals:write`` scope (the default
 permission), and the token's ``sub`` is recorded as the author of each change."""
 
@@ -15,7 +15,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from configs import services
+from configs import changes as services
 from configs.api.serializers import (
     ConfigDocumentSerializer,
     ConfigPatchSerializer,
@@ -28,8 +28,8 @@ from configs.api.serializers import (
 )
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.validation import ConfigError
-from signals.api.errors import BadParameter, NotFound
-from signals.instruments import InstrumentKeyError, normalise_pattern
+from feed.instruments import InstrumentKeyError, normalise_pattern
+from webapi.errors import BadParameter, NotFound
 
 ErrorSerializer = inline_serializer("ConfigError", {
     "error": inline_serializer("ConfigErrorBody", {

@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 ('frequency', models.CharField(db_index=True, editable=False, max_length=64)),
                 ('interval', models.CharField(editable=False, max_length=16)),
                 ('enabled', models.BooleanField(db_index=True, default=True)),
-                ('config', models.JSONField(help_text='The config document (SPEC §3.3); validated on save.')),
+                ('config', models.JSONField(help_text='The config document (docs/REFERENCE.md §3.3); validated on save.')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('updated_by', models.CharField(blank=True, default='', max_length=150)),

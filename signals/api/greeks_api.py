@@ -1,4 +1,4 @@
-"""Greeks, moneyness and option-chain endpoints (SPEC §6, issue 3), under /api/v2/signals/.
+"""Greeks, moneyness and option-chain endpoints (docs/REFERENCE.md §6, issue 3), under /api/v2/signals/.
 
 Realtime answers come from the latest Greeks cached per option by the pipeline (and the instrument registry for
 chains); historical ones from the typed ``signal_greeks`` table, bucketed with ``date_bin`` aligned to the session
@@ -20,12 +20,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from signals import greeks_history, greeks_service, keys
-from signals.api.errors import BadParameter, NotFound
-from signals.greeks_pricing import GREEK_NAMES, PRICE_FIELDS
-from signals.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
-from signals.redis_client import get_redis
-from signals.ticks import TickError, parse_time
+from feed import keys
+from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
+from feed.redis_client import get_redis
+from feed.ticks import TickError, parse_time
+from signals.options import chains as greeks_service
+from signals.options import history as greeks_history
+from signals.options.pricing import GREEK_NAMES, PRICE_FIELDS
+from webapi.errors import BadParameter, NotFound
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
 

@@ -1,7 +1,7 @@
-"""Bars and indicators endpoints (SPEC §6, issue 5), under /api/v2/signals/.
+"""Bars and indicators endpoints (docs/REFERENCE.md §6, issue 5), under /api/v2/signals/.
 
 * ``historical/bars/{instrument_key}?timeframe=&start_time=&end_time=`` — bars starting in ``[start_time,
-  end_time)`` from `signals.bars_service` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
+  end_time)`` from `signals.bars.service` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
   over raw ticks, the open bar): ``{instrument_key, timeframe, start_time, end_time, count, bars: [{time, open, high, low, close, volume,
   oi}]}``.
 * ``historical/indicators/{instrument_key}?timeframe=&start_time=&end_time=&indicators=`` — ``indicators`` is a
@@ -40,14 +40,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feed.redis_client import get_redis
+from feed.ticks import TickError, parse_time
 from indicators.engine import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
-from signals import history_service, rollup
-from signals.api.errors import BadParameter, NotFound
 from signals.api.realtime import instrument_param
-from signals.bars_service import bar_dicts, get_service
-from signals.redis_client import get_redis
-from signals.ticks import TickError, parse_time
+from signals.bars import indicator_history as history_service
+from signals.bars import rollup
+from signals.bars.service import bar_dicts, get_service
+from webapi.errors import BadParameter, NotFound
 
 # --- parameters -------------------------------------------------------------------------------------------------
 
@@ -263,7 +264,7 @@ class AvailableTimeframesView(HistoryView):
         known_instrument(key)
         service = get_service()
         first, last = service.data_range(key)
-        from signals import timescale
+        from signals.bars import timescale
 
         with connection.cursor() as cursor:
             storage = "timescaledb" if timescale.installed_version(cursor) else "postgresql"

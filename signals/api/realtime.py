@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from signals.api.errors import BadParameter, NotFound
-from signals.instruments import InstrumentKeyError, normalise_key
-from signals.latest import LatestStore
-from signals.redis_client import get_redis
+from feed.instruments import InstrumentKeyError, normalise_key
+from feed.redis_client import get_redis
+from signals.pipeline.latest import LatestStore
+from webapi.errors import BadParameter, NotFound
 
 TICK_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")
 

@@ -1,13 +1,11 @@
-"""Routes under /api/v2/signals/ (SPEC §6). Each area keeps its views and routes in its own module."""
+"""Routes under /api/v2/signals/ (docs/REFERENCE.md §6). Each area keeps its views and routes in its own module."""
 
 from django.urls import path
 
-from configs.api import urls as configs_urls
 from signals.api import greeks_api, history_api, realtime
 
 urlpatterns = [
     path("realtime/price/<str:instrument_key>", realtime.RealtimePriceView.as_view(), name="realtime-price"),
     *greeks_api.urlpatterns,
     *history_api.urlpatterns,
-    *configs_urls.urlpatterns,
 ]

@@ -3,20 +3,20 @@ aggregates with real-time aggregation and refresh policies); plain indexed Postg
 
 Non-atomic: creating continuous aggregates and refreshing them over existing rows cannot run inside a transaction
 block. Reversing drops the aggregates and policies; hypertables stay hypertables (their rows are untouched), which
-plain SQL and the ORM use like ordinary tables. See signals/timescale.py.
+plain SQL and the ORM use like ordinary tables. See signals/bars/timescale.py.
 """
 
 from django.db import migrations
 
 
 def forward(apps, schema_editor):
-    from signals import timescale
+    from signals.bars import timescale
 
     timescale.apply(schema_editor.connection)
 
 
 def backward(apps, schema_editor):
-    from signals import timescale
+    from signals.bars import timescale
 
     timescale.remove(schema_editor.connection)
 

@@ -1,4 +1,4 @@
-"""The one-minute bar rollup of plain PostgreSQL (issue 5; see signals/rollup.py).
+"""The one-minute bar rollup of plain PostgreSQL (issue 5; see signals/bars/rollup.py).
 
 Creates ``signal_bars_1m_rollup`` (the columns of the ``signal_bars_1m`` continuous aggregate) and
 ``signal_bars_rollup_pending`` (ranges of tick time to aggregate again). Then, only where TimescaleDB is not set up
@@ -13,14 +13,14 @@ from django.db import migrations, models
 
 
 def forward(apps, schema_editor):
-    from signals import rollup
+    from signals.bars import rollup
 
     with schema_editor.connection.cursor() as cursor:
         rollup.install(cursor)
 
 
 def backward(apps, schema_editor):
-    from signals import rollup
+    from signals.bars import rollup
 
     with schema_editor.connection.cursor() as cursor:
         rollup.uninstall(cursor)

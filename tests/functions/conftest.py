@@ -13,7 +13,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from configs.sandbox import SandboxPool  # noqa: E402
+from functions.sandbox import SandboxPool  # noqa: E402
 
 NORMAL_SOURCE = """
 def signal(tick, bars, params):

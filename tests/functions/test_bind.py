@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from configs import functions
-from configs.functions import FunctionError, InvalidParamsError
+from functions import internal as functions
+from functions.internal import FunctionError, InvalidParamsError
 
 BARS = [{"time": f"t{i}", "open": 1.0, "high": 2.0, "low": 0.5, "close": float(c), "volume": 10.0, "oi": 5.0}
         for i, c in enumerate([10, 11, 12, 11, 13, 14, 12, 15, 16, 15])]

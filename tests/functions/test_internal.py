@@ -1,4 +1,4 @@
-"""Internal functions (configs.functions): registry behaviour and values against hand-computed numbers."""
+"""Internal functions (functions.internal): registry behaviour and values against hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from configs import functions
-from configs.functions import (
+from functions import internal as functions
+from functions.internal import (
     FunctionError,
     InvalidParamsError,
     Param,
@@ -19,7 +19,7 @@ from configs.functions import (
     UnknownFunctionError,
     call_internal,
 )
-from configs.sandbox.results import validate_result
+from functions.sandbox.results import validate_result
 
 approx = pytest.approx
 

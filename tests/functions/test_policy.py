@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from configs.sandbox import check_source, compile_source, validate_limits
-from configs.sandbox.policy import MAX_SOURCE_CHARS, attribute_refusal
+from functions.sandbox import check_source, compile_source, validate_limits
+from functions.sandbox.policy import MAX_SOURCE_CHARS, attribute_refusal
 
 OK = "def signal(tick, bars, params):\n    return {'x': 1}\n"
 
@@ -131,7 +131,7 @@ def test_attribute_refusal_rules() -> None:
 
 
 def test_runtime_guards_in_process() -> None:
-    from configs.sandbox import guards
+    from functions.sandbox import guards
 
     namespace = guards.make_globals()
     builtins = namespace["__builtins__"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from configs.sandbox import SandboxPool, check_source
+from functions.sandbox import SandboxPool, check_source
 
 from .conftest import assert_next_tick_ok
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from configs.sandbox import SandboxPool, run_external, shutdown_default_pool
-from configs.sandbox.runner import ExternalResult
+from functions.sandbox import SandboxPool, run_external, shutdown_default_pool
+from functions.sandbox.runner import ExternalResult
 
 from .conftest import NORMAL_SOURCE, assert_next_tick_ok
 
@@ -107,7 +107,7 @@ def test_math_numpy_pandas_on_bars(
 def test_external_matches_internal_vwap(
     pool: SandboxPool, tick: dict[str, Any], bars: list[dict[str, Any]]
 ) -> None:
-    from configs.functions import call_internal
+    from functions.internal import call_internal
 
     res = pool.run(ANALYTICS, "signal", tick, bars, {"length": 5, "k": 0})
     internal = call_internal("vwap_deviation", tick, bars, {})

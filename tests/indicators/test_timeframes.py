@@ -1,4 +1,4 @@
-"""Timeframe parsing (SPEC §3.3 ``interval``)."""
+"""Timeframe parsing (docs/REFERENCE.md §3.3 ``interval``)."""
 
 from __future__ import annotations
 

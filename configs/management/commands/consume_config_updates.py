@@ -4,8 +4,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from configs.stream import ConfigStreamConsumer, ConfigStreamSettings
-from signals.redis_client import get_redis
-from signals.streams import stop_on_signals
+from feed.redis_client import get_redis
+from feed.streams import stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Compute option Greeks from stored ticks over a time range (SPEC §4, issue 3): backtests and backfills.
+"""Compute option Greeks from stored ticks over a time range (docs/REFERENCE.md §4, issue 3): backtests and backfills.
 
     python manage.py compute_greeks --underlying NSE@NIFTY@index --start 2025-06-20T09:15:00+05:30 \
         --end 2025-06-20T15:30:00+05:30 [--config nifty-chain-greeks] [--chunk-minutes 30] [--inline]
@@ -19,8 +19,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from signals.instruments import InstrumentKeyError, parse_instrument_key
-from signals.ticks import TickError, parse_time
+from feed import keys
+from feed.instruments import InstrumentKeyError, parse_instrument_key
+from feed.ticks import TickError, parse_time
 
 
 def _time(value: str, name: str) -> datetime:
@@ -56,7 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the tasks")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from signals.greeks_history import compute_chunk, greeks_configs
+        from signals.options.history import compute_chunk, greeks_configs
 
         try:
             underlying = parse_instrument_key(options["underlying"])
@@ -100,21 +101,20 @@ class Command(BaseCommand):
                                + "; ".join(sorted({o['error'] for o in failed})[:5]))
 
     def _send(self, run_id: str, underlying: str, jobs: list[tuple[int, datetime, datetime]]) -> None:
-        from signals.greeks_tasks import greeks_history_chunk
+        from signals.tasks import greeks_history_chunk
 
         for i, (config_id, a, b) in enumerate(jobs):
             greeks_history_chunk.apply_async(args=[run_id, i, underlying, config_id, a.isoformat(), b.isoformat()],
                                              queue=settings.SIGNAL_GREEKS_HISTORY_QUEUE)
 
     def _wait(self, run_id: str, expected: int, timeout: float) -> list[dict[str, Any]]:
-        from signals.greeks_tasks import progress_key
-        from signals.redis_client import get_redis
+        from feed.redis_client import get_redis
 
         client = get_redis()
         deadline = time.monotonic() + timeout
         reported = -1
         while True:
-            done = client.hgetall(progress_key(run_id))
+            done = client.hgetall(keys.greeks_history_progress(run_id))
             if len(done) != reported:
                 reported = len(done)
                 self.stdout.write(f"  {reported}/{expected} chunk(s) done")

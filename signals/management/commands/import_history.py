@@ -17,10 +17,10 @@ from django.db import connection
 
 HELP = """Import historical market data from a CSV file (header row required, comma-separated, UTF-8).
 
---kind ticks (default): one tick per row, the columns of a feed message (SPEC 3.2):
+--kind ticks (default): one tick per row, the columns of a feed message (docs/REFERENCE.md §3.2):
   instrument_key (or --instrument), time (or ltt / timestamp / ts_exch: ISO-8601 with offset, or epoch s/ms),
   ltp (or last); optional open, high, low, close, volume (or ttq: cumulative day volume), oi, bid, ask, ltq.
-  Rows are checked exactly as live ticks are (signals.ticks.parse_tick).
+  Rows are checked exactly as live ticks are (feed.ticks.parse_tick).
 
 --kind bars: one 1-minute bar per row:
   instrument_key (or --instrument), time (bar start, a whole minute), open, high, low, close; optional volume
@@ -107,7 +107,7 @@ class Command(BaseCommand):
             raise CommandError(f"no such file: {path}")
         default_key = None
         if options["instrument"]:
-            from signals.instruments import InstrumentKeyError, normalise_key
+            from feed.instruments import InstrumentKeyError, normalise_key
 
             try:
                 default_key = normalise_key(options["instrument"])
@@ -131,7 +131,7 @@ class Command(BaseCommand):
     # --- ticks ------------------------------------------------------------------------------------------------
     def _import_ticks(self, reader: csv.DictReader, default_key: str | None, report: Report, progress: Progress,
                       batch_size: int) -> None:
-        from signals.ticks import TickError, parse_tick
+        from feed.ticks import TickError, parse_tick
 
         batch: list[dict[str, Any]] = []
         for row in reader:
@@ -228,9 +228,9 @@ class Command(BaseCommand):
         folding them in here makes the import, not the first reader, pay for aggregating them."""
         if not report.keys:
             return
-        from signals import rollup, timescale
-        from signals.bars_service import get_service
-        from signals.pipeline import register_instruments
+        from signals.bars import rollup, timescale
+        from signals.bars.service import get_service
+        from signals.pipeline.batch import register_instruments
 
         register_instruments(sorted(report.keys))
         get_service().invalidate(report.keys)
@@ -259,8 +259,8 @@ class Command(BaseCommand):
 
 
 def _number(fields: dict[str, Any], name: str, required: bool = True) -> float | None:
-    """A non-negative finite number, checked as live ticks' numbers are (`signals.ticks`); None when empty."""
-    from signals.ticks import _number as tick_number
+    """A non-negative finite number, checked as live ticks' numbers are (`feed.ticks`); None when empty."""
+    from feed.ticks import _number as tick_number
 
     text = fields.get(name)
     if text is None or text == "":
@@ -272,8 +272,8 @@ def _number(fields: dict[str, Any], name: str, required: bool = True) -> float |
 
 def parse_bar(fields: dict[str, Any], default_key: str | None) -> tuple[str, float, tuple[Any, ...]]:
     """Validate one bar row: (instrument key, start epoch seconds, (open, high, low, close, volume, oi))."""
-    from signals.instruments import InstrumentKeyError, normalise_key
-    from signals.ticks import TickError, parse_time
+    from feed.instruments import InstrumentKeyError, normalise_key
+    from feed.ticks import TickError, parse_time
 
     raw_key = fields.get("instrument_key") or default_key
     if not raw_key:
@@ -306,7 +306,7 @@ def parse_bar(fields: dict[str, Any], default_key: str | None) -> tuple[str, flo
 def bar_ticks(key: str, ts: float, o: float, h: float, lo: float, c: float, volume: int | None, oi: int | None,
               cumulative: int | None) -> list[dict[str, Any]]:
     """Four ticks inside the bar's minute whose 1-minute bar is exactly (o, h, lo, c, volume, oi)."""
-    from signals.instruments import parse_instrument_key
+    from feed.instruments import parse_instrument_key
 
     digest = content_id("bar", (key, ts, o, h, lo, c, volume, oi))
     middle = (lo, h) if c >= o else (h, lo)

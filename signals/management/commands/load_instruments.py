@@ -1,4 +1,4 @@
-"""Load instruments into the registry from a CSV file (SPEC §4: strikes come from observed ticks and CSVs).
+"""Load instruments into the registry from a CSV file (docs/REFERENCE.md §4: strikes come from observed ticks and CSVs).
 
     python manage.py load_instruments instruments.csv
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         import sys
 
-        from signals.greeks_service import load_instruments_csv
+        from signals.options.chains import load_instruments_csv
 
         path = options["path"]
         if path == "-":
@@ -47,7 +47,7 @@ class Command(BaseCommand):
 
 
 def _check(text: str) -> tuple[int, list[str]]:
-    from signals.greeks_service import parse_csv_instruments
+    from signals.options.chains import parse_csv_instruments
 
     found, errors = parse_csv_instruments(text)
     return len(found), errors

@@ -5,8 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from signals.redis_client import get_redis
-from signals.simulator import NiftySession, encode
+from feed.redis_client import get_redis
+from feed.simulator import NiftySession, encode
 
 
 class Command(BaseCommand):

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from signals.bridge import BridgeSettings, StreamBridge
-from signals.redis_client import get_redis
-from signals.streams import stop_on_signals
+from feed.redis_client import get_redis
+from feed.streams import stop_on_signals
+from signals.ingest.bridge import BridgeSettings, StreamBridge
 
 log = logging.getLogger(__name__)
 

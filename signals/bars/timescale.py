@@ -1,0 +1,316 @@
+"""TimescaleDB when the extension exists, plain PostgreSQL otherwise (docs/REFERENCE.md §3.5, §5; issue 5 storage).
+
+With TimescaleDB (``timescaledb`` in ``pg_available_extensions`` and loadable):
+
+* ``signal_ticks``, ``signal_computed`` and ``signal_greeks`` become hypertables on ``time`` (their composite
+  primary keys all contain ``time``), with compression (segmented by instrument) and retention policies;
+* continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m``, ``_1h`` (buckets aligned to the session open) and
+  ``_1d`` (exchange days) over ``signal_ticks``, with real-time aggregation (``materialized_only = false``) and
+  refresh policies. Their columns: ``instrument_key, bucket, open, high, low, close, vmax`` (the largest
+  cumulative day volume seen in the bucket; per-bar volume is derived from it, see `signals.bars.service`),
+  ``oi`` (last non-null), ``oi_time``, ``first_time``, ``last_time``, ``ticks``. Continuous aggregates need
+  TimescaleDB >= 2.15 (``time_bucket`` with an ``origin``); with an older version only the hypertables and
+  policies are set up.
+
+Without it the tables stay plain PostgreSQL tables, indexed by their primary keys (instrument, time, ...), and bars
+come from ``signal_bars_1m_rollup``, a one-minute rollup table kept current by a trigger and a refresh task
+(`signals.bars.rollup`, migration 0004), or from ``date_bin`` over raw ticks.
+
+Everything here is SQL text generation plus :func:`apply` / :func:`remove` (used by migration 0002), so the text
+is unit-tested on any machine and executed where the extension exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+
+from indicators.bars import sql_bucket_params
+from indicators.timeframes import parse_timeframe
+
+log = logging.getLogger(__name__)
+
+MIN_CAGG_VERSION = (2, 15)
+
+#: Hypertables: table -> (chunk interval, compression segment-by, compression order-by).
+HYPERTABLES: dict[str, tuple[str, str, str]] = {
+    "signal_ticks": ("1 day", "instrument_key", "time DESC, source_id"),
+    "signal_computed": ("1 day", "instrument_key, config_id", "time DESC, source_id, computation_type, name"),
+    "signal_greeks": ("1 day", "instrument_key, config_id", "time DESC, source_id, price_field"),
+}
+
+#: Continuous aggregates of signal_ticks: name -> timeframe.
+CAGGS: dict[str, str] = {
+    "signal_bars_1m": "1m",
+    "signal_bars_5m": "5m",
+    "signal_bars_15m": "15m",
+    "signal_bars_1h": "1h",
+    "signal_bars_1d": "1d",
+}
+
+#: Refresh policy per aggregate: (start_offset, end_offset, schedule_interval). The window must span at least two
+#: buckets; late ticks inside it are re-materialised by the next run, newer data is served by real-time aggregation.
+CAGG_POLICIES: dict[str, tuple[str, str, str]] = {
+    "signal_bars_1m": ("3 days", "1 minute", "1 minute"),
+    "signal_bars_5m": ("3 days", "5 minutes", "5 minutes"),
+    "signal_bars_15m": ("7 days", "15 minutes", "15 minutes"),
+    "signal_bars_1h": ("14 days", "1 hour", "30 minutes"),
+    "signal_bars_1d": ("30 days", "1 day", "1 hour"),
+}
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Retention and compression ages (days) per hypertable; from settings in production."""
+
+    ticks_retention_days: int = 365
+    computed_retention_days: int = 180
+    greeks_retention_days: int = 365
+    compress_after_days: int = 7
+
+    @classmethod
+    def from_settings(cls) -> Policies:
+        from django.conf import settings
+
+        return cls(
+            ticks_retention_days=int(getattr(settings, "SIGNAL_TICKS_RETENTION_DAYS", cls.ticks_retention_days)),
+            computed_retention_days=int(getattr(settings, "SIGNAL_COMPUTED_RETENTION_DAYS",
+                                                cls.computed_retention_days)),
+            greeks_retention_days=int(getattr(settings, "SIGNAL_GREEKS_RETENTION_DAYS", cls.greeks_retention_days)),
+            compress_after_days=int(getattr(settings, "SIGNAL_COMPRESS_AFTER_DAYS", cls.compress_after_days)),
+        )
+
+    def retention(self, table: str) -> int:
+        return {"signal_ticks": self.ticks_retention_days, "signal_computed": self.computed_retention_days,
+                "signal_greeks": self.greeks_retention_days}[table]
+
+
+# --- detection ----------------------------------------------------------------------------------------------------
+def available(cursor: Any) -> bool:
+    """The extension can be created in this PostgreSQL (``pg_available_extensions``)."""
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return cursor.fetchone() is not None
+
+
+def installed_version(cursor: Any) -> tuple[int, ...] | None:
+    """The installed extension's version in this database, or None."""
+    cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    row = cursor.fetchone()
+    return parse_version(row[0]) if row else None
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("-")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def supports_caggs(version: tuple[int, ...] | None) -> bool:
+    return version is not None and version[:2] >= MIN_CAGG_VERSION
+
+
+def existing_aggregates(cursor: Any) -> set[str]:
+    """Names of our continuous aggregates present in this database (empty on plain PostgreSQL)."""
+    if installed_version(cursor) is None:
+        return set()
+    cursor.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates "
+                   "WHERE view_name = ANY(%s)", [list(CAGGS)])
+    return {row[0] for row in cursor.fetchall()}
+
+
+# --- SQL generation -----------------------------------------------------------------------------------------------
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def create_extension_sql() -> str:
+    return "CREATE EXTENSION IF NOT EXISTS timescaledb"
+
+
+def hypertable_sql(table: str, chunk_interval: str) -> str:
+    """Convert an existing table (rows kept) into a hypertable partitioned on ``time``. No default ``time``
+    index: the primary key (instrument, time, ...) serves the range scans, and every index costs inserts."""
+    return (f"SELECT create_hypertable({_literal(table)}, 'time', chunk_time_interval => INTERVAL "
+            f"{_literal(chunk_interval)}, create_default_indexes => false, migrate_data => true, "
+            "if_not_exists => true)")
+
+
+def compression_sql(table: str, segment_by: str, order_by: str, after_days: int) -> list[str]:
+    return [
+        f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = {_literal(segment_by)}, "
+        f"timescaledb.compress_orderby = {_literal(order_by)})",
+        f"SELECT add_compression_policy({_literal(table)}, INTERVAL {_literal(f'{after_days} days')}, "
+        "if_not_exists => true)",
+    ]
+
+
+def retention_sql(table: str, days: int) -> str:
+    return (f"SELECT add_retention_policy({_literal(table)}, INTERVAL {_literal(f'{days} days')}, "
+            "if_not_exists => true)")
+
+
+def cagg_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column: str = "time") -> str:
+    """The ``time_bucket`` call of an aggregate: intraday sizes use the session open of 2000-01-03 as origin
+    (so buckets line up with `indicators.bars.bucket_start`); ``1d`` buckets exchange days in ``tz``."""
+    tf = parse_timeframe(timeframe)
+    if tf.is_intraday:
+        if not tf.divides_day:
+            raise ValueError(f"{tf.name} does not divide a day: no fixed-origin aggregate for it")
+        stride, origin = sql_bucket_params(tf, session_open, tz)
+        return f"time_bucket(INTERVAL {_literal(stride)}, {column}, origin => TIMESTAMPTZ {_literal(origin)})"
+    if tf.unit != "day":
+        raise ValueError("aggregates exist for intraday sizes and 1d only")
+    return f"time_bucket(INTERVAL '1 day', {column}, {_literal(tz)})"
+
+
+def plain_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column: str = "time") -> str:
+    """:func:`cagg_bucket_sql`'s intraday buckets with PostgreSQL's own ``date_bin`` (same stride, same origin, so
+    the same buckets): what `signals.bars.rollup` aggregates with on plain PostgreSQL."""
+    tf = parse_timeframe(timeframe)
+    if not tf.is_intraday or not tf.divides_day:
+        raise ValueError(f"{tf.name}: plain buckets exist for intraday sizes dividing a day only")
+    stride, origin = sql_bucket_params(tf, session_open, tz)
+    return f"date_bin(INTERVAL {_literal(stride)}, {column}, TIMESTAMPTZ {_literal(origin)})"
+
+
+def cagg_select_sql(timeframe: str, session_open: str | dtime, tz: str) -> str:
+    """The aggregate's query (also runnable on plain PostgreSQL given first/last/time_bucket look-alikes, which is
+    how the tests check it where TimescaleDB is missing)."""
+    bucket = cagg_bucket_sql(timeframe, session_open, tz)
+    return (
+        "SELECT instrument_key, "
+        f"{bucket} AS bucket, "
+        "first(ltp, time) AS open, max(ltp) AS high, min(ltp) AS low, last(ltp, time) AS close, "
+        "max(volume)::float8 AS vmax, "
+        "last(oi, time) FILTER (WHERE oi IS NOT NULL) AS oi, "
+        "max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time, "
+        "min(time) AS first_time, max(time) AS last_time, count(*) AS ticks "
+        "FROM signal_ticks GROUP BY instrument_key, bucket"
+    )
+
+
+def cagg_create_sql(name: str, timeframe: str, session_open: str | dtime, tz: str) -> str:
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} "
+            "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+            f"{cagg_select_sql(timeframe, session_open, tz)} WITH NO DATA")
+
+
+def cagg_policy_sql(name: str) -> str:
+    start, end, every = CAGG_POLICIES[name]
+    return (f"SELECT add_continuous_aggregate_policy({_literal(name)}, start_offset => INTERVAL {_literal(start)}, "
+            f"end_offset => INTERVAL {_literal(end)}, schedule_interval => INTERVAL {_literal(every)}, "
+            "if_not_exists => true)")
+
+
+def cagg_refresh_sql(name: str, start: str | None = None, end: str | None = None) -> str:
+    """``CALL refresh_continuous_aggregate`` (cannot run inside a transaction block)."""
+    lo = f"TIMESTAMPTZ {_literal(start)}" if start else "NULL"
+    hi = f"TIMESTAMPTZ {_literal(end)}" if end else "NULL"
+    return f"CALL refresh_continuous_aggregate({_literal(name)}, {lo}, {hi})"
+
+
+def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
+                     with_aggregates: bool = True) -> list[str]:
+    """Every statement that turns the plain tables into the TimescaleDB layout, in order (idempotent)."""
+    from signals.bars import rollup
+
+    # the plain-PostgreSQL rollup's triggers go first: a hypertable refuses triggers with transition tables, and
+    # the continuous aggregates replace the rollup (which then stays unread, see signals.bars.rollup.enabled)
+    statements = [create_extension_sql(), *rollup.drop_trigger_sql()]
+    for table, (chunk, segment_by, order_by) in HYPERTABLES.items():
+        statements.append(hypertable_sql(table, chunk))
+        statements.extend(compression_sql(table, segment_by, order_by, policies.compress_after_days))
+        statements.append(retention_sql(table, policies.retention(table)))
+    if with_aggregates:
+        for name, timeframe in CAGGS.items():
+            statements.append(cagg_create_sql(name, timeframe, session_open, tz))
+            statements.append(cagg_policy_sql(name))
+    return statements
+
+
+def teardown_statements() -> list[str]:
+    """Undo what can be undone: the aggregates and policies (hypertables stay hypertables; their data is intact)."""
+    statements = [f"DROP MATERIALIZED VIEW IF EXISTS {name} CASCADE" for name in reversed(list(CAGGS))]
+    for table in HYPERTABLES:
+        statements.append(f"SELECT remove_retention_policy({_literal(table)}, if_exists => true)")
+        statements.append(f"SELECT remove_compression_policy({_literal(table)}, if_exists => true)")
+    return statements
+
+
+# --- execution (migration) ----------------------------------------------------------------------------------------
+def apply(connection: Any, policies: Policies | None = None, session_open: str | None = None,
+          tz: str | None = None) -> str:
+    """Set up TimescaleDB on ``connection`` when the extension exists; returns ``"timescaledb"`` or ``"plain"``.
+
+    Runs outside a transaction block (the migration is non-atomic) so the final refresh of existing data can run.
+    A server that lists the extension but cannot load it (not in ``shared_preload_libraries``) stays plain.
+    """
+    from django.conf import settings
+    from django.db import transaction
+
+    policies = policies or Policies.from_settings()
+    session_open = session_open or settings.SESSION_OPEN
+    tz = tz or settings.EXCHANGE_TIMEZONE
+    with connection.cursor() as cursor:
+        if not available(cursor):
+            log.info("timescaledb is not available: plain PostgreSQL tables and date_bin bars")
+            return "plain"
+        try:
+            with transaction.atomic(using=connection.alias):
+                cursor.execute(create_extension_sql())
+        except Exception as exc:  # listed but not loadable (e.g. not preloaded): stay on plain PostgreSQL
+            log.warning("timescaledb is listed but could not be created (%s): staying on plain PostgreSQL", exc)
+            return "plain"
+        version = installed_version(cursor)
+        with_aggregates = supports_caggs(version)
+        if not with_aggregates:
+            log.warning("timescaledb %s is older than %s: hypertables and policies only, no continuous aggregates",
+                        version, MIN_CAGG_VERSION)
+        compressed = _compression_enabled(cursor)
+        with transaction.atomic(using=connection.alias):
+            for statement in setup_statements(policies, session_open, tz, with_aggregates)[1:]:
+                table = statement.split()[2] if statement.startswith("ALTER TABLE") else None
+                if table in compressed:  # settings cannot change once chunks are compressed: keep them
+                    continue
+                cursor.execute(statement)
+        if with_aggregates:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM signal_ticks)")
+            if cursor.fetchone()[0]:
+                for name in CAGGS:  # existing rows: materialise them once (the policies only cover recent windows)
+                    cursor.execute(cagg_refresh_sql(name))
+    return "timescaledb"
+
+
+def _compression_enabled(cursor: Any) -> set[str]:
+    cursor.execute("SELECT hypertable_name FROM timescaledb_information.hypertables WHERE compression_enabled")
+    return {row[0] for row in cursor.fetchall()}
+
+
+def remove(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        if installed_version(cursor) is None:
+            return
+        for statement in teardown_statements():
+            cursor.execute(statement)
+
+
+def refresh_range(start: datetime, end: datetime, using: str = "default") -> list[str]:
+    """Re-materialise every aggregate over ``[start, end]`` widened by two days each side (a refresh only covers
+    whole buckets, the largest being a day), e.g. after a history import into old chunks. Returns the aggregates
+    refreshed; nothing on plain PostgreSQL. Must run outside a transaction block."""
+    from django.db import connections
+
+    lo = (start - timedelta(days=2)).isoformat()
+    hi = (end + timedelta(days=2)).isoformat()
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        names = existing_aggregates(cursor)
+        for name in CAGGS:
+            if name in names:
+                cursor.execute(cagg_refresh_sql(name, lo, hi))
+    return [n for n in CAGGS if n in names]

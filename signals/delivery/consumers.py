@@ -1,0 +1,213 @@
+"""The WebSocket endpoint ``/ws/v2/signals/``: authenticate, join and leave groups, forward events.
+
+Protocol (docs/REFERENCE.md §6): ``{"type": "auth", "token"}`` (or ``?token=``), ``subscribe`` / ``unsubscribe`` with
+``channel``, ``instrument_key`` and ``params``, ``snapshot`` for a fresh copy of the latest value, ``ping``.
+Data frames carry a per-subscription ``seq``; a gap means frames were lost (PubSub drops messages across a Redis
+reconnect) and the client should ask for a snapshot. Bad messages get an error frame; the socket stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import redis.asyncio as aredis
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from signals.delivery.channels import SubscriptionError, resolve
+from signals.monitoring import metrics
+from webapi.auth import PlatformUser, TokenError, decode_token
+
+log = logging.getLogger(__name__)
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY = 4429
+AUTH_TIMEOUT_S = 10.0
+CONNECTION_TTL_S = 3600
+_clients: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
+
+
+def async_redis() -> aredis.Redis:
+    """One asyncio Redis client per event loop (clients cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aredis.Redis.from_url(settings.REDIS_URL)
+        _clients[loop] = client
+    return client
+
+
+def connections_key(sub: str) -> str:
+    return f"signal:ws:connections:{sub}"
+
+
+class SignalConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user: PlatformUser | None = None
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # group -> {subscription_key, channel, key, params, seq}
+        self._auth_timer: asyncio.Task[None] | None = None
+        await self.accept()
+        metrics.WS_CONNECTIONS.inc()
+        token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
+        if token:
+            await self._authenticate(token)
+        else:
+            self._auth_timer = asyncio.create_task(self._expire_unauthenticated())
+
+    async def disconnect(self, code: int) -> None:
+        metrics.WS_CONNECTIONS.dec()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        for group in list(self.subscriptions):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.subscriptions.clear()
+        if self.user is not None:
+            await async_redis().zrem(connections_key(self.user.sub), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            message = json.loads(text_data if text_data is not None else (bytes_data or b"").decode())
+        except (ValueError, UnicodeDecodeError):
+            await self._error("bad_json", "message is not valid JSON")
+            return
+        if not isinstance(message, dict):
+            await self._error("bad_message", "message must be a JSON object")
+            return
+        kind = message.get("type")
+        if kind == "auth":
+            await self._authenticate(str(message.get("token") or ""))
+            return
+        if self.user is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        handlers = {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "snapshot": self._snapshot,
+                    "ping": self._ping}
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            await self._error("unknown_type", "type must be one of auth, subscribe, unsubscribe, snapshot, ping")
+            return
+        await handler(message)
+
+    # --- protocol ---------------------------------------------------------------------------------------------
+    async def _authenticate(self, token: str) -> None:
+        try:
+            user = decode_token(token)
+        except TokenError as exc:
+            await self._error("unauthorized", str(exc))
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if self.user is not None:
+            self.user = user if user.sub == self.user.sub else self.user
+            await self.send_json({"type": "authenticated", "user": self.user.sub})
+            return
+        if not await self._take_connection_slot(user.sub):
+            await self._error("too_many_connections",
+                              f"at most {settings.SIGNAL_WS_MAX_CONNECTIONS_PER_USER} connections per user")
+            await self.close(code=CLOSE_TOO_MANY)
+            return
+        self.user = user
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        await self.send_json({"type": "authenticated", "user": user.sub})
+
+    async def _take_connection_slot(self, sub: str) -> bool:
+        # Entries expire by score so a crashed web process cannot hold a user's slots for ever.
+        client = async_redis()
+        key = connections_key(sub)
+        now = time.time()
+        pipe = client.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", now - CONNECTION_TTL_S)
+        pipe.zadd(key, {self.channel_name: now})
+        pipe.zcard(key)
+        pipe.expire(key, CONNECTION_TTL_S)
+        _, _, count, _ = await pipe.execute()
+        if count > settings.SIGNAL_WS_MAX_CONNECTIONS_PER_USER:
+            await client.zrem(key, self.channel_name)
+            return False
+        return True
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        try:
+            spec, key, params, group = resolve(message.get("channel"), message.get("instrument_key"),
+                                               message.get("params"))
+        except SubscriptionError as exc:
+            await self._error(exc.code, str(exc))
+            return
+        if group not in self.subscriptions:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.subscriptions[group] = {"subscription_key": group, "channel": spec.name, "instrument_key": key,
+                                         "params": params, "seq": 0}
+        await self.send_json({"type": "subscribed", "subscription_key": group, "channel": spec.name,
+                              "instrument_key": key, "params": params})
+        await self._send_snapshot(group)
+
+    async def _subscription(self, message: dict[str, Any], missing: str) -> str | None:
+        """The group of the subscription a message names (by subscription_key, or channel/instrument/params);
+        answers an error frame and returns None when this connection has no such subscription."""
+        group = message.get("subscription_key")
+        if not isinstance(group, str) or group not in self.subscriptions:
+            try:
+                *_, group = resolve(message.get("channel"), message.get("instrument_key"), message.get("params"))
+            except SubscriptionError as exc:
+                await self._error(exc.code, str(exc))
+                return None
+        if group not in self.subscriptions:
+            await self._error("not_subscribed", missing)
+            return None
+        return group
+
+    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+        group = await self._subscription(message, "no such subscription on this connection")
+        if group is None:
+            return
+        await self.channel_layer.group_discard(group, self.channel_name)
+        del self.subscriptions[group]
+        await self.send_json({"type": "unsubscribed", "subscription_key": group})
+
+    async def _snapshot(self, message: dict[str, Any]) -> None:
+        group = await self._subscription(message, "subscribe before asking for a snapshot")
+        if group is not None:
+            await self._send_snapshot(group)
+
+    async def _send_snapshot(self, group: str) -> None:
+        sub = self.subscriptions[group]
+        spec, *_ = resolve(sub["channel"], sub["instrument_key"], sub["params"])
+        data = await spec.snapshot(async_redis(), sub["instrument_key"], sub["params"])
+        await self.send_json({"type": "snapshot", "subscription_key": group, "channel": sub["channel"],
+                              "instrument_key": sub["instrument_key"], "data": data, "seq": sub["seq"]})
+
+    async def _ping(self, message: dict[str, Any]) -> None:
+        if self.user is not None:
+            await async_redis().zadd(connections_key(self.user.sub), {self.channel_name: time.time()})
+        await self.send_json({"type": "pong", "timestamp": time.time()})
+
+    # --- events from workers ----------------------------------------------------------------------------------
+    async def signal_event(self, event: dict[str, Any]) -> None:
+        """A computed value for a group: forward it to the subscription with the next seq."""
+        for group, sub in self.subscriptions.items():
+            if sub["channel"] == event.get("channel") and sub["instrument_key"] == event.get("instrument_key") \
+                    and _params_match(sub["params"], event.get("params")):
+                sub["seq"] += 1
+                await self.send_json({"type": "data", "subscription_key": group, "channel": sub["channel"],
+                                      "instrument_key": sub["instrument_key"], "data": event.get("data"),
+                                      "timestamp": event.get("timestamp"), "seq": sub["seq"]})
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    async def _expire_unauthenticated(self) -> None:
+        await asyncio.sleep(AUTH_TIMEOUT_S)
+        if self.user is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message})
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))
+
+
+def _params_match(subscribed: dict[str, Any], sent: Any) -> bool:
+    return not subscribed or subscribed == (sent or {})

@@ -1,0 +1,266 @@
+"""Option Greeks as a config computation (docs/REFERENCE.md §4, issue 3): one vectorised solve per config per batch.
+
+For a config with ``option_greeks.enabled``, every option tick of the batch, for every configured price field, is
+priced against the underlying's matching value (spot for black_scholes / black_scholes_merton, the same-expiry
+future for black76) and INDVIX at or before the tick's own time. The lookups for the whole batch go to Redis in one
+pipeline (the underlying's tick may be in this very batch: latest values and history are written before
+computations run; `HistoryWindow` reads each one's history over the batch's time span in two commands), then
+`signals.options.pricing.price_quotes` prices every row in one call.
+
+Each option tick's result is keyed by price field (only the config's ``calculate`` Greeks; None, never NaN):
+``{"ltp": {"iv", "delta", ..., "price", "option_price", "underlying_price", "time_to_expiry", "sigma",
+"sigma_source", "status", "stale_underlying", "reason"?}, "open": {...}}``. Besides the record, the handler queues
+typed rows for ``signal_greeks``, the latest-Greeks cache entry (realtime API, moneyness) and a ``greeks`` WebSocket
+event per option tick.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import orjson
+from django.conf import settings
+
+from feed import keys
+from feed.instruments import Instrument, parse_instrument_key
+from signals.delivery import fanout
+from signals.options.pricing import GREEK_NAMES, Priced, expiry_timestamp, price_quotes
+from signals.pipeline.computations import BatchContext, handler, result
+
+COMPUTATION_NAME = "option_greeks"
+_FRESH_ATTR = "_greeks_fresh_entries"
+
+
+@lru_cache(maxsize=65536)
+def option_instrument(instrument_key: str) -> Instrument | None:
+    """The parsed instrument if the key is an option, else None."""
+    try:
+        inst = parse_instrument_key(instrument_key)
+    except ValueError:
+        return None
+    return inst if inst.is_option else None
+
+
+def underlying_for(inst: Instrument, model: str) -> str | None:
+    """The instrument an option is priced against: the same-expiry future for black76, else the spot."""
+    if model == "black76":
+        return inst.future_key()
+    return inst.underlying_key(frozenset(settings.SIGNAL_INDEX_SYMBOLS))
+
+
+class HistoryWindow:
+    """`LatestStore.at_or_before` for a whole batch: per instrument, two range reads cover every tick time of the
+    batch (the history inside [first, last] tick time, and the newest entry before it), queued on one pipeline;
+    each lookup is then a bisection in memory."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, list[float]] = {}
+        self.times: dict[str, list[float]] = {}
+        self.entries: dict[str, list[dict[str, Any]]] = {}
+
+    def want(self, instrument_key: str, ts: float) -> None:
+        span = self.spans.get(instrument_key)
+        if span is None:
+            self.spans[instrument_key] = [ts, ts]
+        elif ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+
+    def queue(self, pipe: Any) -> int:
+        """Queue the reads on ``pipe``; returns how many replies `load` will take."""
+        for key, (lo, hi) in self.spans.items():
+            name = keys.price_history(key)
+            pipe.zrevrangebyscore(name, f"({lo!r}", "-inf", start=0, num=1)
+            pipe.zrangebyscore(name, repr(lo), repr(hi))
+        return 2 * len(self.spans)
+
+    def load(self, replies: list[Any]) -> None:
+        for i, key in enumerate(self.spans):
+            before, inside = replies[2 * i], replies[2 * i + 1]
+            entries = [orjson.loads(member) for member in (*before, *inside)]
+            self.entries[key] = entries
+            self.times[key] = [entry["ts"] for entry in entries]
+
+    def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
+        times = self.times.get(instrument_key)
+        if not times:
+            return None
+        i = bisect.bisect_right(times, ts) - 1
+        return self.entries[instrument_key][i] if i >= 0 else None
+
+
+def config_id_of(document: dict[str, Any]) -> int:
+    """The id of the config a document belongs to (the handler gets only the document)."""
+    from configs.registry import registry
+
+    name = document.get("name")
+    by_name = None
+    for config in registry.all():
+        if config.document is document:
+            return config.id
+        if config.name == name:
+            by_name = config.id
+    return by_name if by_name is not None else 0
+
+
+def fresh_entries(ctx: BatchContext) -> dict[str, dict[str, Any]]:
+    """Latest-Greeks entries computed in this batch and not yet in Redis (instrument key -> entry)."""
+    found: dict[str, dict[str, Any]] = getattr(ctx, _FRESH_ATTR, None) or {}
+    return found
+
+
+def cache_entry(tick: dict[str, Any], fields: dict[str, dict[str, Any]], main_field: str, *, model: str,
+                underlying_key: str | None, config_id: int, config_name: str | None) -> dict[str, Any]:
+    """The realtime-API shape of one option tick's Greeks (the ``main_field`` flattened, every field under
+    ``fields``), cached as the instrument's latest Greeks and pushed on the ``greeks`` channel."""
+    main = fields[main_field]
+    return {
+        "instrument_key": tick["instrument_key"],
+        "timestamp": tick["timestamp"],
+        "ts": tick["ts"],
+        "price_field": main_field,
+        "greeks": {name: main.get(name) for name in GREEK_NAMES},
+        "underlying_key": underlying_key,
+        "underlying_price": main["underlying_price"],
+        "option_price": main["option_price"],
+        "model_price": main["price"],
+        "sigma": main["sigma"],
+        "sigma_source": main["sigma_source"],
+        "status": main["status"],
+        "stale_underlying": main["stale_underlying"],
+        "reason": main.get("reason"),
+        "time_to_expiry": main["time_to_expiry"],
+        "model": model,
+        "config_id": config_id,
+        "config_name": config_name,
+        "fields": fields,
+    }
+
+
+@handler("greeks")
+def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    section = document.get("option_greeks") or {}
+    if not section.get("enabled"):
+        return [None] * len(ticks)
+    started = time.perf_counter()
+    options = [(i, inst) for i, tick in enumerate(ticks) if (inst := option_instrument(tick["instrument_key"]))]
+    if not options:
+        return [None] * len(ticks)
+    model = section.get("model") or "black_scholes_merton"
+    fields = list(section.get("price_fields") or ["ltp"])
+    calculate = list(section.get("calculate") or GREEK_NAMES)
+    main_field = "ltp" if "ltp" in fields else fields[0]
+    output = document.get("output") or {}
+    vix_key = settings.SIGNAL_VIX_KEY
+
+    # One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times.
+    under_keys = [underlying_for(inst, model) for _, inst in options]
+    window = HistoryWindow()
+    for (i, _), under in zip(options, under_keys, strict=True):
+        ts = ticks[i]["ts"]
+        if under is not None:
+            window.want(under, ts)
+        window.want(vix_key, ts)
+    pipe = ctx.client.pipeline(transaction=False)
+    window.queue(pipe)
+    window.load(pipe.execute())
+
+    priced, rows = _price(ticks, options, under_keys, fields, window, vix_key, section, model)
+
+    config_id = config_id_of(document)
+    per_tick: list[dict[str, dict[str, Any]]] = [{} for _ in options]
+    store = output.get("store_to_database", True)
+    for r, (slot, field) in enumerate(rows):
+        per_tick[slot][field] = priced.row(r, calculate)
+        if store:
+            i = options[slot][0]
+            tick = ticks[i]
+            ctx.greeks_rows.append({"instrument_key": tick["instrument_key"], "ts": tick["ts"],
+                                    "source_id": tick["source_id"], "config_id": config_id, "price_field": field,
+                                    **priced.db_row(r, calculate)})
+
+    elapsed = (time.perf_counter() - started) * 1000 / len(options)
+    out: list[Any] = [None] * len(ticks)
+    newest: dict[str, tuple[float, dict[str, Any]]] = {}
+    fresh = getattr(ctx, _FRESH_ATTR, None)
+    if fresh is None:
+        fresh = {}
+        setattr(ctx, _FRESH_ATTR, fresh)
+    for slot, (i, _) in enumerate(options):
+        tick = ticks[i]
+        results = per_tick[slot]
+        out[i] = result("greeks", COMPUTATION_NAME, results, elapsed)
+        entry = cache_entry(tick, results, main_field, model=model, underlying_key=under_keys[slot],
+                            config_id=config_id, config_name=document.get("name"))
+        key = tick["instrument_key"]
+        if output.get("websocket", True):
+            group = keys.topic_group("greeks", key)
+            if not fanout.nobody_listens(group, ctx.listened):
+                ctx.ws_events.append((group, {
+                    "type": "signal.event", "channel": "greeks", "instrument_key": key, "params": {},
+                    "data": entry, "timestamp": tick["timestamp"]}))
+        held = newest.get(key)
+        if held is None or tick["ts"] >= held[0]:
+            newest[key] = (tick["ts"], entry)
+    ttl = int(output.get("cache_ttl_seconds", 300))
+    for key, (ts, entry) in newest.items():
+        latest_ts = ctx.held_ts.get(key)
+        if latest_ts is not None and latest_ts > ts:
+            continue  # a newer tick of this option was in before this batch; keep its Greeks
+        ctx.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl, key, ts))
+        fresh[key] = entry
+    return out
+
+
+def _price(ticks: list[dict[str, Any]], options: list[tuple[int, Instrument]], under_keys: list[str | None],
+           fields: list[str], window: HistoryWindow, vix_key: str, section: dict[str, Any],
+           model: str) -> tuple[Priced, list[tuple[int, str]]]:
+    """Gather options × price fields into arrays and price them in one call; rows are (option slot, field)."""
+    nan = float("nan")
+    option_price: list[float] = []
+    under_price: list[float] = []
+    under_ts: list[float] = []
+    tick_ts: list[float] = []
+    strike: list[float] = []
+    expiry_ts: list[float] = []
+    is_call: list[bool] = []
+    vix: list[float] = []
+    rows: list[tuple[int, str]] = []
+    for slot, ((i, inst), under) in enumerate(zip(options, under_keys, strict=True)):
+        tick = ticks[i]
+        ts = tick["ts"]
+        u = window.at_or_before(under, ts) if under is not None else None
+        v = window.at_or_before(vix_key, ts)
+        k = float(inst.strike)  # type: ignore[arg-type]
+        e = expiry_timestamp(inst.expiry)  # type: ignore[arg-type]
+        call = inst.right == "call"
+        vix_value = v.get("ltp") if v else None
+        vix_value = nan if vix_value is None else vix_value
+        for field in fields:
+            rows.append((slot, field))
+            value = tick.get(field)
+            option_price.append(nan if value is None else value)
+            under_value = u.get(field) if u is not None else None
+            if under_value is None:
+                under_price.append(nan)
+                under_ts.append(nan)
+            else:
+                under_price.append(under_value)
+                under_ts.append(u["ts"])  # type: ignore[index]
+            tick_ts.append(ts)
+            strike.append(k)
+            expiry_ts.append(e)
+            is_call.append(call)
+            vix.append(vix_value)
+    f8 = np.float64
+    priced = price_quotes(np.array(option_price, f8), np.array(under_price, f8), np.array(under_ts, f8),
+                          np.array(tick_ts, f8), np.array(strike, f8), np.array(expiry_ts, f8),
+                          np.array(is_call, np.bool_), np.array(vix, f8), model=model, r=float(section.get("risk_free_rate", 0.065)),
+                          q=float(section.get("dividend_yield", 0.0)), use_indvix=bool(section.get("use_indvix")),
+                          staleness_s=float(settings.SIGNAL_UNDERLYING_STALENESS_S))
+    return priced, rows

@@ -1,5 +1,0 @@
-from django.urls import path
-
-from signals.consumers import SignalConsumer
-
-websocket_urlpatterns = [path("ws/v2/signals/", SignalConsumer.as_asgi())]

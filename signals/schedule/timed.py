@@ -1,0 +1,123 @@
+"""Time-driven config runs: recompute each config of a schedule from the latest tick of every matching instrument.
+
+The instruments come from the instrument registry (`InstrumentRecord`, built from observed ticks; expired
+derivatives are skipped), the ticks from the latest values in Redis (`LatestStore`), and the outputs are written
+by the same code as a tick batch (`signals.pipeline.batch.run_configs`). A record's ``timestamp`` is the tick's time,
+as for every record; re-running on an unchanged tick writes the Redis sinks again and adds no database row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from configs import runs
+from configs.registry import ActiveConfig, registry
+from configs.scheduling import exchange_tz
+from feed import keys
+from feed.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def running_key(schedule_key: str) -> str:
+    return f"signal:schedule:running:{schedule_key}"
+
+
+def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int, list[str]]:
+    """Config id -> registry instrument keys its pattern matches (derivatives past expiry left out)."""
+    from signals.models import InstrumentRecord
+
+    today = today or timezone.now().astimezone(exchange_tz()).date()
+    live = InstrumentRecord.objects.filter(Q(expiry__isnull=True) | Q(expiry__gte=today))
+    found: dict[int, list[str]] = {}
+    for config in configs:
+        pattern = config.pattern
+        if pattern == "*":
+            query = live
+        elif pattern.endswith("@*"):
+            query = live.filter(key__startswith=pattern[:-1])
+        else:
+            query = live.filter(key=pattern)
+        found[config.id] = list(query.values_list("key", flat=True))
+    return found
+
+
+def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:
+    """The latest tick of each instrument, and each one's previous tick by tick time (for ``previous``)."""
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    for key in instrument_keys:
+        pipe.hget(keys.latest_tick(key), "data")
+    ticks = [json.loads(raw) for raw in pipe.execute() if raw]
+    for tick in ticks:
+        tick.setdefault("source_id", f"latest/{tick['instrument_key']}/{tick['ts']!r}")
+        tick.setdefault("symbol_key", "@".join(tick["instrument_key"].split("@")[:2]))
+    pipe = client.pipeline(transaction=False)
+    for tick in ticks:
+        pipe.zrevrangebyscore(keys.price_history(tick["instrument_key"]), f"({tick['ts']!r}", "-inf", start=0, num=1)
+    previous: dict[str, dict[str, Any] | None] = {}
+    for tick, found in zip(ticks, pipe.execute(), strict=True):
+        before = json.loads(found[0]) if found else None
+        previous[tick["source_id"]] = None if before is None else {
+            "ltp": before["ltp"], "ts": before["ts"],
+            "timestamp": datetime.fromtimestamp(before["ts"], UTC).isoformat(),
+        }
+    return ticks, previous
+
+
+def run_schedule(schedule_key: str) -> dict[str, Any]:
+    """Run the enabled configs of one beat schedule now. Overlapping runs of one schedule are skipped."""
+    client = get_redis()
+    token = uuid.uuid4().hex
+    lock = running_key(schedule_key)
+    if not client.set(lock, token, nx=True, ex=max(settings.CELERY_TASK_TIME_LIMIT, 10)):
+        log.warning("scheduled run skipped: the previous run is still going", extra={"schedule": schedule_key})
+        return {"schedule_key": schedule_key, "skipped": "previous run still going"}
+    try:
+        return _run(schedule_key)
+    finally:
+        client.eval(_RELEASE, 1, lock, token)
+
+
+def _run(schedule_key: str) -> dict[str, Any]:
+    from signals.pipeline.batch import run_configs
+
+    registry.refresh()
+    configs = registry.by_schedule(schedule_key)
+    if not configs:
+        return {"schedule_key": schedule_key, "configs": 0, "records": 0}
+    started = timezone.now()
+    matches = instruments_for(configs)
+    all_keys = sorted({key for found in matches.values() for key in found})
+    ticks, previous = latest_ticks(all_keys)
+    try:
+        records = run_configs(configs, ticks, previous) if ticks else []
+    except Exception as exc:
+        for config in configs:
+            runs.stamp(config.id, "error", f"{type(exc).__name__}: {exc}", 0, started)
+        raise
+    per_config: dict[int, list[dict[str, Any]]] = {}
+    for record, _, _ in records:
+        per_config.setdefault(record["config_id"], []).append(record)
+    for config in configs:
+        produced = per_config.get(config.id, [])
+        error = next((e for e in map(runs.first_error, produced) if e), "")
+        status = "error" if error else ("ok" if produced else "no_data")
+        runs.stamp(config.id, status, error, len(produced), started)
+    log.info("scheduled configs ran", extra={"schedule": schedule_key, "configs": len(configs),
+                                             "instruments": len(ticks), "records": len(records)})
+    return {"schedule_key": schedule_key, "configs": len(configs), "instruments": len(ticks),
+            "records": len(records)}

@@ -1,0 +1,123 @@
+"""Platform JWT authentication for REST and WebSocket (docs/REFERENCE.md §6).
+
+Tokens are HS256 with SIGNAL_JWT_SECRET or RS256 with SIGNAL_JWT_PUBLIC_KEY; ``exp`` is always required, issuer
+and audience are checked when configured. The user is the ``sub`` claim; writes need the write scope in the
+space-separated ``scope`` claim. No Django user rows are involved: the platform owns identities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jwt
+from django.conf import settings
+from rest_framework import authentication, exceptions, permissions, throttling
+
+
+class TokenError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PlatformUser:
+    sub: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_anonymous: bool = False
+
+    @property
+    def pk(self) -> str:
+        return self.sub
+
+    @property
+    def can_write(self) -> bool:
+        return settings.SIGNAL_WRITE_SCOPE in self.scopes
+
+    def __str__(self) -> str:
+        return self.sub
+
+
+@lru_cache(maxsize=4)
+def _public_key(value: str) -> str:
+    if value.lstrip().startswith("-----BEGIN"):
+        return value
+    return Path(value).read_text()
+
+
+def _verification() -> tuple[Any, list[str]]:
+    if settings.SIGNAL_JWT_PUBLIC_KEY:
+        return _public_key(settings.SIGNAL_JWT_PUBLIC_KEY), ["RS256"]
+    return settings.SIGNAL_JWT_SECRET, ["HS256"]
+
+
+def decode_token(token: str) -> PlatformUser:
+    """Verify a bearer token and return its user; raise `TokenError` with a reason a client can act on."""
+    if not token:
+        raise TokenError("missing token")
+    key, algorithms = _verification()
+    options = {"require": ["exp", "sub"]}
+    kwargs: dict[str, Any] = {}
+    if settings.SIGNAL_JWT_ISSUER:
+        kwargs["issuer"] = settings.SIGNAL_JWT_ISSUER
+        options["require"].append("iss")
+    if settings.SIGNAL_JWT_AUDIENCE:
+        kwargs["audience"] = settings.SIGNAL_JWT_AUDIENCE
+        options["require"].append("aud")
+    try:
+        claims = jwt.decode(token, key, algorithms=algorithms, options=options, **kwargs)
+    except jwt.ExpiredSignatureError:
+        raise TokenError("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"invalid token: {exc}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise TokenError("invalid token: sub must be a non-empty string")
+    scopes = frozenset(str(claims.get("scope") or "").split())
+    return PlatformUser(sub=sub, scopes=scopes, claims=claims)
+
+
+class JWTAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Any) -> tuple[PlatformUser, str] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'")
+        try:
+            return decode_token(token.strip()), token.strip()
+        except TokenError as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="signals"'
+
+
+class IsPlatformUser(permissions.BasePermission):
+    """Any valid token reads; unsafe methods need the write scope."""
+
+    message = "this action needs the signals:write scope"
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        if not isinstance(user, PlatformUser):
+            return False
+        return request.method in permissions.SAFE_METHODS or user.can_write
+
+
+class SubjectRateThrottle(throttling.SimpleRateThrottle):
+    """Per-user request rate, counted in Redis through the Django cache."""
+
+    scope = "subject"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        user = request.user
+        ident = user.sub if isinstance(user, PlatformUser) else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}

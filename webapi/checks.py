@@ -1,0 +1,54 @@
+"""System checks: refuse to start with a missing or malformed setting, naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    if not settings.SIGNAL_JWT_SECRET and not settings.SIGNAL_JWT_PUBLIC_KEY:
+        errors.append(Error("SIGNAL_JWT_SECRET (HS256) or SIGNAL_JWT_PUBLIC_KEY (RS256) must be set",
+                            hint="export SIGNAL_JWT_SECRET=... with the platform's token secret", id="signals.E001"))
+    elif settings.SIGNAL_JWT_SECRET and len(settings.SIGNAL_JWT_SECRET) < 32 and not settings.DEBUG:
+        errors.append(Error("SIGNAL_JWT_SECRET is shorter than 32 characters (RFC 7518 §3.2)", id="signals.E002"))
+    if settings.SIGNAL_JWT_PUBLIC_KEY:
+        from webapi.auth import _public_key
+
+        try:
+            key = _public_key(settings.SIGNAL_JWT_PUBLIC_KEY)
+        except OSError as exc:
+            errors.append(Error(f"SIGNAL_JWT_PUBLIC_KEY cannot be read: {exc}", id="signals.E003"))
+        else:
+            if "PUBLIC KEY" not in key:
+                errors.append(Error("SIGNAL_JWT_PUBLIC_KEY is not a PEM public key", id="signals.E003"))
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_LAYER_URL"):
+        value = getattr(settings, name)
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            errors.append(Error(f"{name} must be a redis:// URL, got {value!r}", id="signals.E004"))
+    if settings.DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
+        errors.append(Error("DATABASE_URL must point at PostgreSQL (postgres://...)", id="signals.E005"))
+    for name in ("SIGNAL_BATCH_SIZE", "SIGNAL_OUTPUT_LIST_MAXLEN", "SIGNAL_OUTPUT_STREAM_MAXLEN",
+                 "SIGNAL_MAX_DELIVERIES", "SIGNAL_WS_MAX_CONNECTIONS_PER_USER"):
+        if getattr(settings, name) < 1:
+            errors.append(Error(f"{name} must be at least 1", id="signals.E006"))
+    if not settings.SIGNAL_STREAM_PATTERNS:
+        errors.append(Error("SIGNAL_STREAM_PATTERNS must name at least one stream or pattern", id="signals.E007"))
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+    if visibility <= settings.CELERY_TASK_TIME_LIMIT and not getattr(settings, "TESTING", False):
+        errors.append(Warning("CELERY_VISIBILITY_TIMEOUT should exceed CELERY_TASK_TIME_LIMIT, or a slow task may "
+                              "run twice", id="signals.W001"))
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(settings.EXCHANGE_TIMEZONE)
+    except Exception:
+        errors.append(Error(f"EXCHANGE_TIMEZONE {settings.EXCHANGE_TIMEZONE!r} is not a known time zone",
+                            id="signals.E008"))
+    if settings.SECRET_KEY.startswith("dev-only") and not settings.DEBUG:
+        errors.append(Warning("DJANGO_SECRET_KEY is the development default; set it in production", id="signals.W002"))
+    return errors
