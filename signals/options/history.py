@@ -25,7 +25,7 @@ from feed import keys
 from feed.instruments import key_matches, parse_instrument_key
 from feed.redis_client import get_redis
 from signals import storage
-from signals.options.pricing import GREEK_NAMES, STALE_FLAG, expiry_timestamp, price_quotes
+from signals.options.pricing import GREEK_NAMES, STALE_FLAG, expiry_timestamp, price_quotes, underlying_for
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(minutes=1)
@@ -97,7 +97,6 @@ def run_chunk(run_id: str, chunk: int, underlying_key: str, config_id: int, star
 def compute_chunk(underlying_key: str, config_id: int, start: datetime, end: datetime) -> dict[str, int]:
     """Price every stored option tick of the config in [start, end) and store the rows; returns counts."""
     from configs.models import SignalConfig
-    from signals.pipeline.computations.greeks import underlying_for
 
     document = SignalConfig.objects.get(pk=config_id).config
     section = document["option_greeks"]
@@ -110,7 +109,7 @@ def compute_chunk(underlying_key: str, config_id: int, start: datetime, end: dat
             continue
         inst = parse_instrument_key(key)
         options.append(key)
-        unders.append(underlying_for(inst, model))
+        unders.append(underlying_for(inst, model, frozenset(settings.SIGNAL_INDEX_SYMBOLS)))
         instruments[key] = inst
     counts = {"ticks": 0, "rows": 0, "stored": 0}
     if not options:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from feed.instruments import Instrument
 from greeks.engine import SIGMA_SOURCE_NAMES, STATUS_NAMES, UNSOLVABLE_STATUSES, Status, solve_chain
 from greeks.expiry import SECONDS_PER_YEAR, expiry_cutoff
 
@@ -210,3 +211,11 @@ def price_quotes(
     stale = has_under & (underlying_ts < tick_ts - staleness_s)
     return Priced(option_price=option_price, underlying_price=underlying_price, time_to_expiry=t, status=status,
                   sigma_source=source, stale=stale, use_indvix=use_indvix, vix_known=vix_known, **out)
+
+
+def underlying_for(inst: Instrument, model: str, index_symbols: frozenset[str]) -> str | None:
+    """The instrument an option is priced against: the same-expiry future for black76, else the spot (an index's
+    symbol is one of ``index_symbols``)."""
+    if model == "black76":
+        return inst.future_key()
+    return inst.underlying_key(index_symbols)

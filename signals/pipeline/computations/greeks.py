@@ -28,7 +28,7 @@ from django.conf import settings
 from feed import keys
 from feed.instruments import Instrument, parse_instrument_key
 from signals.delivery import fanout
-from signals.options.pricing import GREEK_NAMES, Priced, expiry_timestamp, price_quotes
+from signals.options.pricing import GREEK_NAMES, Priced, expiry_timestamp, price_quotes, underlying_for
 from signals.pipeline.computations import BatchContext, handler, result
 
 COMPUTATION_NAME = "option_greeks"
@@ -43,13 +43,6 @@ def option_instrument(instrument_key: str) -> Instrument | None:
     except ValueError:
         return None
     return inst if inst.is_option else None
-
-
-def underlying_for(inst: Instrument, model: str) -> str | None:
-    """The instrument an option is priced against: the same-expiry future for black76, else the spot."""
-    if model == "black76":
-        return inst.future_key()
-    return inst.underlying_key(frozenset(settings.SIGNAL_INDEX_SYMBOLS))
 
 
 class HistoryWindow:
@@ -159,7 +152,7 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
     vix_key = settings.SIGNAL_VIX_KEY
 
     # One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times.
-    under_keys = [underlying_for(inst, model) for _, inst in options]
+    under_keys = [underlying_for(inst, model, frozenset(settings.SIGNAL_INDEX_SYMBOLS)) for _, inst in options]
     window = HistoryWindow()
     for (i, _), under in zip(options, under_keys, strict=True):
         ts = ticks[i]["ts"]
