@@ -9,15 +9,18 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from configs import changes as services
+from configs import changes
+from configs.api.serializers import configs_using
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
-from configs.scheduling import describe, next_run
+from configs.receivers import bulk_changes
+from configs.scheduling import describe, exchange_tz, next_run
 
 MONOSPACE = {"style": "font-family: ui-monospace, monospace; font-size: 12px; width: 95%;", "spellcheck": "false"}
 TEMPLATE_DOCUMENT = {
@@ -130,18 +133,14 @@ class SignalConfigAdmin(admin.ModelAdmin):
         obj.save(changed_by=request.user.get_username())
 
     def delete_model(self, request: HttpRequest, obj: SignalConfig) -> None:
-        services.delete_config(obj, changed_by=request.user.get_username())
+        changes.delete_config(obj, changed_by=request.user.get_username())
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SignalConfig]) -> None:
-        from django.db import transaction
-
-        from configs.receivers import bulk_changes
-
         with transaction.atomic(), bulk_changes(changed_by=request.user.get_username()):
             queryset.delete()
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[SignalConfig], enabled: bool) -> None:
-        outcome = services.set_enabled(queryset, enabled, changed_by=request.user.get_username())
+        outcome = changes.set_enabled(queryset, enabled, changed_by=request.user.get_username())
         word = "enabled" if enabled else "disabled"
         if outcome.changed:
             self.message_user(request, f"{len(outcome.changed)} config(s) {word}; beat schedule resynced.",
@@ -161,8 +160,6 @@ class SignalConfigAdmin(admin.ModelAdmin):
 
 
 def _exchange_tz() -> Any:
-    from configs.scheduling import exchange_tz
-
     return exchange_tz()
 
 
@@ -204,8 +201,6 @@ class ExternalFunctionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Used by configs")
     def used_by_display(self, obj: ExternalFunction) -> str:
-        from configs.api.serializers import configs_using
-
         return ", ".join(configs_using(obj.name)) or "-" if obj.pk else "-"
 
     def save_model(self, request: HttpRequest, obj: ExternalFunction, form: Any, change: bool) -> None:
@@ -213,15 +208,11 @@ class ExternalFunctionAdmin(admin.ModelAdmin):
         obj.save()
 
     def has_delete_permission(self, request: HttpRequest, obj: ExternalFunction | None = None) -> bool:
-        from configs.api.serializers import configs_using
-
         if obj is not None and configs_using(obj.name):
             return False  # configs still reference it
         return super().has_delete_permission(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ExternalFunction]) -> None:
-        from configs.api.serializers import configs_using
-
         for function in queryset:
             users = configs_using(function.name)
             if users:

@@ -11,6 +11,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from configs.models import ConfigRevision, SignalConfig
+from configs.receivers import after_config_commit
+from configs.scheduling import sync_schedules
 from configs.validation import ConfigError
 
 
@@ -73,9 +75,6 @@ def set_enabled(queryset: QuerySet[SignalConfig], enabled: bool, changed_by: str
     """Enable or disable many configs in one transaction: one bulk UPDATE, a revision each, one schedule sync
     (``PeriodicTasks.update_changed()`` included), one registry bump and cache drop after commit. A config that
     no longer validates (say, its external function was deleted) is not enabled and is reported instead."""
-    from configs.receivers import after_config_commit
-    from configs.scheduling import sync_schedules
-
     outcome = BulkResult()
     action = "enable" if enabled else "disable"
     with transaction.atomic():

@@ -15,8 +15,10 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from configs.cache import drop_config_cache
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.registry import bump_version
+from configs.scheduling import sync_schedules
 
 _state = threading.local()
 
@@ -28,8 +30,6 @@ def _deferred() -> bool:
 @contextmanager
 def bulk_changes(changed_by: str = "") -> Iterator[None]:
     """Defer schedule syncs of the config saves/deletes inside to one sync when the block ends."""
-    from configs.scheduling import sync_schedules
-
     depth = getattr(_state, "depth", 0)
     _state.depth = depth + 1
     previous_actor = getattr(_state, "actor", "")
@@ -44,8 +44,6 @@ def bulk_changes(changed_by: str = "") -> Iterator[None]:
 
 
 def after_config_commit(config_ids: list[int]) -> None:
-    from configs.cache import drop_config_cache
-
     bump_version()
     for config_id in config_ids:
         drop_config_cache(config_id)
@@ -53,8 +51,6 @@ def after_config_commit(config_ids: list[int]) -> None:
 
 def _sync_now() -> None:
     if not _deferred():
-        from configs.scheduling import sync_schedules
-
         sync_schedules()
 
 

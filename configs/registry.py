@@ -10,6 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from configs.frequency import FrequencyError, parse_frequency
+from configs.models import SignalConfig
 from feed.instruments import key_matches
 from feed.redis_client import get_redis
 
@@ -42,7 +44,6 @@ class ConfigRegistry:
             version = get_redis().get(VERSION_KEY) or b"0"
         if version == self._version:
             return
-        from configs.models import SignalConfig
 
         rows = SignalConfig.objects.filter(enabled=True).values_list("id", "name", "instrument_key", "frequency", "config")
         configs = [ActiveConfig(pk, name, pattern, freq, doc) for pk, name, pattern, freq, doc in rows]
@@ -50,6 +51,14 @@ class ConfigRegistry:
             self._configs = configs
             self._match_cache = {}
             self._version = version
+
+    def forget(self) -> None:
+        """Drop the loaded configs, so the next `refresh` reloads them whatever the version (the version key itself
+        may be gone, as after a Redis flush)."""
+        with self._lock:
+            self._version = None
+            self._configs = []
+            self._match_cache = {}
 
     def matching(self, instrument_key: str, frequency: str) -> list[ActiveConfig]:
         cache_key = (instrument_key, frequency)
@@ -69,8 +78,6 @@ class ConfigRegistry:
 
     def by_schedule(self, schedule_key: str) -> list[ActiveConfig]:
         """Enabled time-driven configs whose frequency shares the beat entry ``schedule_key``."""
-        from configs.frequency import FrequencyError, parse_frequency
-
         found = []
         for config in self._configs:
             try:

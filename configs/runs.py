@@ -16,6 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from configs.models import SignalConfig
+
 
 @dataclass
 class _Pending:
@@ -37,8 +39,6 @@ def first_error(record: dict[str, Any]) -> str:
 
 def stamp(config_id: int, status: str, error: str = "", records: int = 0, at: datetime | None = None) -> None:
     """Write one config's last run now (no signals fire: it is not a config change)."""
-    from configs.models import SignalConfig
-
     SignalConfig.objects.filter(pk=config_id).update(
         last_run_at=at or timezone.now(), last_run_status=status, last_run_error=error[:2000],
         last_run_records=records,

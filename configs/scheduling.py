@@ -20,11 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from celery.schedules import crontab
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
 from configs.frequency import Frequency, FrequencyError, parse_frequency
+from configs.models import SignalConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ def exchange_tz() -> ZoneInfo:
 
 def desired_schedules() -> dict[str, Frequency]:
     """Schedule key -> frequency for every schedule some enabled time-driven config uses."""
-    from configs.models import SignalConfig
-
     found: dict[str, Frequency] = {}
     for text in SignalConfig.objects.filter(enabled=True).values_list("frequency", flat=True).distinct():
         try:
@@ -68,8 +69,6 @@ def desired_schedules() -> dict[str, Frequency]:
 
 
 def _schedule_fields(frequency: Frequency) -> dict[str, Any]:
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule
-
     if frequency.kind == "interval":
         assert frequency.seconds is not None
         interval = IntervalSchedule.objects.filter(every=frequency.seconds, period=IntervalSchedule.SECONDS).first()
@@ -89,8 +88,6 @@ def _schedule_fields(frequency: Frequency) -> dict[str, Any]:
 
 def sync_schedules() -> SyncReport:
     """Create, update and delete the ``signal-configs:*`` beat rows so they match the enabled configs."""
-    from django_celery_beat.models import PeriodicTask, PeriodicTasks
-
     report = SyncReport([], [], [])
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -140,8 +137,6 @@ def next_run(frequency_text: str, now: datetime | None = None) -> datetime | Non
 
     Interval schedules count from the beat entry's last run; crontab schedules are evaluated in exchange time.
     """
-    from django_celery_beat.models import PeriodicTask
-
     try:
         frequency = parse_frequency(frequency_text)
     except FrequencyError:
@@ -161,8 +156,6 @@ def next_run(frequency_text: str, now: datetime | None = None) -> datetime | Non
 
 def next_cron_time(frequency: Frequency, now: datetime) -> datetime:
     """The first time strictly after ``now`` matching the frequency's crontab, in exchange time."""
-    from celery.schedules import crontab
-
     assert frequency.cron is not None
     minute, hour, day_of_month, month_of_year, day_of_week = frequency.cron
     local_now = now.astimezone(exchange_tz()).replace(second=0, microsecond=0)

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from django.db import DatabaseError, InterfaceError
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, connection, transaction
 
+from configs import changes
+from configs.models import SignalConfig
 from configs.validation import ConfigError
 from feed.streams import id_order, text
 from feed.ticks import decode_fields
@@ -54,13 +57,11 @@ class ConfigStreamSettings:
 
     @classmethod
     def from_django(cls) -> ConfigStreamSettings:
-        from django.conf import settings as s
-
         return cls(
-            stream=s.SIGNAL_CONFIG_STREAM, group=s.SIGNAL_CONFIG_CONSUMER_GROUP,
-            dead_letter_stream=s.SIGNAL_CONFIG_DEAD_LETTER_STREAM, block_ms=s.SIGNAL_CONFIG_BLOCK_MS,
-            reclaim_idle_ms=s.SIGNAL_CONFIG_RECLAIM_IDLE_MS, reclaim_interval_s=s.SIGNAL_CONFIG_RECLAIM_INTERVAL_S,
-            max_deliveries=s.SIGNAL_CONFIG_MAX_DELIVERIES,
+            stream=settings.SIGNAL_CONFIG_STREAM, group=settings.SIGNAL_CONFIG_CONSUMER_GROUP,
+            dead_letter_stream=settings.SIGNAL_CONFIG_DEAD_LETTER_STREAM, block_ms=settings.SIGNAL_CONFIG_BLOCK_MS,
+            reclaim_idle_ms=settings.SIGNAL_CONFIG_RECLAIM_IDLE_MS, reclaim_interval_s=settings.SIGNAL_CONFIG_RECLAIM_INTERVAL_S,
+            max_deliveries=settings.SIGNAL_CONFIG_MAX_DELIVERIES,
         )
 
 
@@ -99,11 +100,6 @@ def parse_message(fields: dict[str, str]) -> tuple[str, dict[str, Any], str]:
 
 def apply_message(fields: dict[str, str]) -> Outcome:
     """Apply one message in one transaction. Raises `InvalidMessage` (dead-letter) or database errors (retry)."""
-    from django.db import transaction
-
-    from configs import changes as services
-    from configs.models import SignalConfig
-
     action, document, changed_by = parse_message(fields)
     name = document.get("name")
     try:
@@ -113,20 +109,20 @@ def apply_message(fields: dict[str, str]) -> Outcome:
                 if existing is None:
                     return Outcome("", "unchanged", f"no config named {name!r} (already deleted?)")
                 config_id = existing.pk
-                services.delete_config(existing, changed_by)
+                changes.delete_config(existing, changed_by)
                 return Outcome("", "applied", f"deleted {name!r}", config_id)
             if action == "create" and existing is not None:
-                if services.same_document(existing, document):
+                if changes.same_document(existing, document):
                     return Outcome("", "unchanged", f"{name!r} already exists as sent", existing.pk)
                 raise InvalidMessage(f"name: a config named {name!r} already exists; send action 'update'")
             if action == "update":
                 if existing is None:
                     raise InvalidMessage(f"name: no config named {name!r} to update; send action 'create'")
-                if services.same_document(existing, document):
+                if changes.same_document(existing, document):
                     return Outcome("", "unchanged", f"{name!r} is already as sent", existing.pk)
-                config = services.update_config(existing, document, changed_by, action="update")
+                config = changes.update_config(existing, document, changed_by, action="update")
                 return Outcome("", "applied", f"updated {name!r} to revision {config.revision}", config.pk)
-            config = services.create_config(document, changed_by, action="create")
+            config = changes.create_config(document, changed_by, action="create")
             return Outcome("", "applied", f"created {config.name!r}", config.pk)
     except ConfigError as exc:
         raise InvalidMessage("; ".join(f"config_json.{field}: {message}" for field, message in exc.errors)) \
@@ -256,8 +252,6 @@ class ConfigStreamConsumer:
 
 
 def _close_broken_connection() -> None:
-    from django.db import connection
-
     try:
         if connection.connection is not None and not connection.is_usable():
             connection.close()

@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 from greeks.engine import warm_up
 from signals.bars import rollup
-from signals.ingest.codec import TICKS_SERIALIZER
+from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
 from signals.pipeline.batch import process_batch
@@ -30,7 +30,7 @@ from signals.schedule.timed import run_schedule
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, NoScriptError)
 
 
-@shared_task(name="signals.process_ticks", autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
+@shared_task(name=PROCESS_TICKS_TASK, autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
              retry_backoff_max=30, retry_jitter=False, serializer=TICKS_SERIALIZER)
 def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""

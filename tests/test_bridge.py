@@ -66,7 +66,7 @@ def test_a_busy_bridge_spreads_a_discovery_pass_over_its_steps(r: Any) -> None:
         calls += 1
         if bridge.discover(budget_s=0):
             joined_at.append(calls)
-        if not bridge._scan_pending:
+        if not bridge.discovery_under_way:
             break
         assert calls < 200
     assert len(joined_at) == 1 and bridge.streams == ["tick_stream:NSE@BANKNIFTY"]
@@ -76,13 +76,16 @@ def test_a_busy_bridge_spreads_a_discovery_pass_over_its_steps(r: Any) -> None:
 
     for name in ("tick_stream:NSE@BANKNIFTY", STREAM):
         r.xtrim(name, maxlen=0)  # nothing left to read: after its one busy step the next bridge finds itself idle
-    stepping, _ = make_bridge(r, consumer="c2")
+    stepping, sent = make_bridge(r, consumer="c2", discovery_interval_s=0)
     stepping.SCAN_COUNT, stepping.DISCOVERY_STEP_S = 100, 0.0
-    stepping._busy = True  # as if the last read brought ticks
-    stepping.step()
-    assert stepping._scan_pending  # one part of the pass, then on to reading
+    assert stepping.discover() is True  # a whole pass joins both streams
+    r.xadd(STREAM, fields(tick()))
+    stepping.step()  # idle: the pass runs to its end; then the read brings the tick
+    assert len(sent.ticks) == 1
+    stepping.step()  # the last read brought ticks: one part of the pass, then on to reading
+    assert stepping.discovery_under_way
     stepping.step()  # its read found nothing: idle, the pass runs to its end
-    assert not stepping._scan_pending and stepping.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
+    assert not stepping.discovery_under_way and stepping.streams == ["tick_stream:NSE@BANKNIFTY", STREAM]
 
 
 def test_sharded_stream_names_work_through_patterns(r: Any) -> None:
@@ -199,10 +202,9 @@ def test_entry_delivered_too_often_is_dead_lettered(r: Any) -> None:
 
 
 def test_step_discovers_reads_and_reports_work(r: Any) -> None:
-    bridge, recorder = make_bridge(r)
+    bridge, recorder = make_bridge(r, discovery_interval_s=0)  # every step discovers
     assert bridge.step() is False
     r.xadd(STREAM, fields(tick()))
-    bridge._next_discovery = 0
     assert bridge.step() is True and len(recorder.ticks) == 1
     assert bridge.step() is False
 

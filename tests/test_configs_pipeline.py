@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from configs import changes as services
-from configs import runs
+from configs import changes, runs
+from configs.registry import registry
 from feed import keys
 from signals.pipeline.batch import process_batch
 from tests.factories import create_config, normalised, price_config, tick
@@ -58,9 +58,7 @@ def test_a_replay_in_other_batches_fires_exactly_as_live(r: Any) -> None:
         process_batch(replay([t], first_id=100 + i))
     live = fired(r, "per-minute")
     r.flushdb()
-    from configs.registry import registry
-
-    registry._version = None
+    registry.forget()
     process_batch(replay(TIMES[:3], first_id=1))  # replay: other batch boundaries
     process_batch(replay(TIMES[3:6], first_id=4))
     process_batch(replay(TIMES[6:], first_id=7))
@@ -106,13 +104,13 @@ def test_a_config_change_drops_its_cached_results_and_bumps_the_registry(
     version = int(r.get(VERSION_KEY))
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.update_config(mine, price_config("mine", interval="5m"))
+        changes.update_config(mine, price_config("mine", interval="5m"))
     assert not r.exists(mine_key) and not r.exists(keys.latest_result("greeks", SPOT, str(mine.pk)))
     assert r.exists(other_key) and r.exists(unrelated)
     assert int(r.get(VERSION_KEY)) == version + 1
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.delete_config(other)
+        changes.delete_config(other)
     assert not r.exists(other_key)
 
 

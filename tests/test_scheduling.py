@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from configs import changes as services
+from configs import changes
 from configs.frequency import parse_frequency
 from configs.scheduling import next_run, sync_schedules
 from feed import keys
@@ -68,24 +68,24 @@ def test_changing_frequency_moves_the_schedule_and_deleting_or_disabling_removes
 
     a = create_config(price_config("a", frequency="every_minute"))
     b = create_config(price_config("b", frequency="every_minute"))
-    services.update_config(a, price_config("a", frequency="daily@15:00"))
+    changes.update_config(a, price_config("a", frequency="daily@15:00"))
     assert set(beat_rows()) == {"signal-configs:every-60s", "signal-configs:cron-0_15_x_x_x"}
-    services.update_config(b, price_config("b", frequency="every_tick"))
+    changes.update_config(b, price_config("b", frequency="every_tick"))
     assert set(beat_rows()) == {"signal-configs:cron-0_15_x_x_x"}
     stamp = PeriodicTasks.last_change()
 
     from configs.models import SignalConfig
 
-    result = services.set_enabled(SignalConfig.objects.all(), False, changed_by="ops")
+    result = changes.set_enabled(SignalConfig.objects.all(), False, changed_by="ops")
     assert result.changed == ["a", "b"] and beat_rows() == {}
     assert PeriodicTasks.last_change() > stamp  # the running beat is told
     a.refresh_from_db()
     assert a.enabled is False and a.config["enabled"] is False and a.revision == 3
     assert a.revisions.order_by("-revision").first().action == "disable"
 
-    services.set_enabled(SignalConfig.objects.filter(name="a"), True, changed_by="ops")
+    changes.set_enabled(SignalConfig.objects.filter(name="a"), True, changed_by="ops")
     assert set(beat_rows()) == {"signal-configs:cron-0_15_x_x_x"}
-    services.delete_config(SignalConfig.objects.get(name="a"), changed_by="ops")
+    changes.delete_config(SignalConfig.objects.get(name="a"), changed_by="ops")
     assert beat_rows() == {}
 
 
@@ -179,7 +179,7 @@ def test_scheduled_task_runs_by_name_in_a_real_worker(r: Any, start_worker: Any)
     assert record["config_name"] == "by-name" and record["computations"][0]["success"] is True
     assert records(r, "NSE@BANKNIFTY@index") == []
 
-    services.set_enabled(SignalConfig.objects.filter(name="by-name"), False)
+    changes.set_enabled(SignalConfig.objects.filter(name="by-name"), False)
     current_app.send_task("configs.run_scheduled", kwargs={"schedule_key": "every-1s"}, queue="signals")
     current_app.send_task("configs.run_scheduled", kwargs={"schedule_key": "every-60s"}, queue="signals")
     # The worker takes tasks in order: once the second has written, the first has run, and found nothing enabled.

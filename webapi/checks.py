@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+
+from webapi.auth import _public_key
 
 
 @register()
@@ -17,8 +20,6 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
     elif settings.SIGNAL_JWT_SECRET and len(settings.SIGNAL_JWT_SECRET) < 32 and not settings.DEBUG:
         errors.append(Error("SIGNAL_JWT_SECRET is shorter than 32 characters (RFC 7518 §3.2)", id="signals.E002"))
     if settings.SIGNAL_JWT_PUBLIC_KEY:
-        from webapi.auth import _public_key
-
         try:
             key = _public_key(settings.SIGNAL_JWT_PUBLIC_KEY)
         except OSError as exc:
@@ -43,8 +44,6 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
         errors.append(Warning("CELERY_VISIBILITY_TIMEOUT should exceed CELERY_TASK_TIME_LIMIT, or a slow task may "
                               "run twice", id="signals.W001"))
     try:
-        from zoneinfo import ZoneInfo
-
         ZoneInfo(settings.EXCHANGE_TIMEZONE)
     except Exception:
         errors.append(Error(f"EXCHANGE_TIMEZONE {settings.EXCHANGE_TIMEZONE!r} is not a known time zone",

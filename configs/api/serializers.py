@@ -10,6 +10,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from configs.frequency import FrequencyError, parse_frequency
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.scheduling import describe, next_run, task_name
 
@@ -137,8 +138,6 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def represent_config(config: SignalConfig, now: datetime | None = None) -> dict[str, Any]:
-    from configs.frequency import FrequencyError, parse_frequency
-
     now = now or timezone.now()
     try:
         frequency = parse_frequency(config.frequency)

@@ -15,7 +15,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from configs import changes as services
+from configs import changes
 from configs.api.serializers import (
     ConfigDocumentSerializer,
     ConfigPatchSerializer,
@@ -130,7 +130,7 @@ class ConfigListView(GenericAPIView):
                    responses={201: ConfigSerializer, **ERRORS})
     def post(self, request: Request) -> Response:
         try:
-            config = services.create_config(request.data, changed_by=author(request))
+            config = changes.create_config(request.data, changed_by=author(request))
         except ConfigError as exc:
             raise config_invalid(exc) from None
         return Response(represent_config(config), status=status.HTTP_201_CREATED)
@@ -165,7 +165,7 @@ class ConfigDetailView(GenericAPIView):
     def _update(self, document: Any, config: SignalConfig | None = None) -> Response:
         config = config or self.get_object()
         try:
-            updated = services.update_config(config, document, changed_by=author(self.request))
+            updated = changes.update_config(config, document, changed_by=author(self.request))
         except ConfigError as exc:
             raise config_invalid(exc) from None
         return Response(represent_config(updated))
@@ -173,7 +173,7 @@ class ConfigDetailView(GenericAPIView):
     @extend_schema(summary="Delete a config (its beat schedule and cached results go with it)",
                    responses={204: None, 404: ErrorSerializer})
     def delete(self, request: Request, pk: int) -> Response:
-        services.delete_config(self.get_object(), changed_by=author(request))
+        changes.delete_config(self.get_object(), changed_by=author(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

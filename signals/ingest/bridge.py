@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import current_app
+from django.conf import settings
 
 from feed import keys
+from feed.redis_client import get_redis
 from feed.streams import id_order, text
 from feed.ticks import TickError, decode_fields, parse_tick
+from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring import metrics
 
 log = logging.getLogger(__name__)
@@ -50,15 +54,13 @@ class BridgeSettings:
 
     @classmethod
     def from_django(cls) -> BridgeSettings:
-        from django.conf import settings as s
-
         return cls(
-            group=s.SIGNAL_CONSUMER_GROUP, patterns=s.SIGNAL_STREAM_PATTERNS,
-            dead_letter_stream=s.SIGNAL_DEAD_LETTER_STREAM, batch_size=s.SIGNAL_BATCH_SIZE, block_ms=s.SIGNAL_BLOCK_MS,
-            reclaim_idle_ms=s.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=s.SIGNAL_MAX_DELIVERIES,
-            discovery_interval_s=s.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=s.SIGNAL_RECLAIM_INTERVAL_S,
-            default_queue=s.SIGNAL_DEFAULT_QUEUE, queue_routes=s.SIGNAL_QUEUE_ROUTES,
-            max_wait_ms=s.SIGNAL_BATCH_MAX_WAIT_MS,
+            group=settings.SIGNAL_CONSUMER_GROUP, patterns=settings.SIGNAL_STREAM_PATTERNS,
+            dead_letter_stream=settings.SIGNAL_DEAD_LETTER_STREAM, batch_size=settings.SIGNAL_BATCH_SIZE, block_ms=settings.SIGNAL_BLOCK_MS,
+            reclaim_idle_ms=settings.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=settings.SIGNAL_MAX_DELIVERIES,
+            discovery_interval_s=settings.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=settings.SIGNAL_RECLAIM_INTERVAL_S,
+            default_queue=settings.SIGNAL_DEFAULT_QUEUE, queue_routes=settings.SIGNAL_QUEUE_ROUTES,
+            max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS,
         )
 
     def queue_for(self, symbol_key: str) -> str:
@@ -71,10 +73,6 @@ def default_consumer_name() -> str:
 
 def broker_queue_lengths(queues: list[str]) -> list[int]:
     """Tasks waiting in each Celery queue (the Redis broker keeps a queue as a list of its name)."""
-    from django.conf import settings
-
-    from feed.redis_client import get_redis
-
     pipe = get_redis(settings.CELERY_BROKER_URL).pipeline(transaction=False)
     for queue in queues:
         pipe.llen(queue)
@@ -83,12 +81,12 @@ def broker_queue_lengths(queues: list[str]) -> list[int]:
 
 def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
     """Publish one batch task; returns once the broker has it (raises if it could not be sent)."""
-    from signals.tasks import process_ticks
-
     # Our own argsrepr (the headers' text of the arguments, for logs and monitoring): Celery's default is a
     # truncated repr of the whole batch, an eighth of the bridge's CPU time at 2,000 ticks/s.
-    process_ticks.apply_async(args=[ticks], queue=queue, retry=True, argsrepr=batch_repr(ticks), kwargsrepr="{}",
-                              retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
+    # Sent by name: the bridge needs none of the pipeline's code (nor its memory, nor its collector's work).
+    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], queue=queue, serializer=TICKS_SERIALIZER, retry=True,
+                          argsrepr=batch_repr(ticks), kwargsrepr="{}",
+                          retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
 
 
 def batch_repr(ticks: list[dict[str, Any]]) -> str:
@@ -118,6 +116,11 @@ class StreamBridge:
         self._next_reclaim = 0.0
         self._scan_pending: list[tuple[str, int]] = []  # (pattern, SCAN cursor) of the discovery pass under way
         self._busy = False  # the last read returned entries
+
+    @property
+    def discovery_under_way(self) -> bool:
+        """Whether a discovery pass has started and not yet scanned the whole keyspace."""
+        return bool(self._scan_pending)
 
     # --- steps ------------------------------------------------------------------------------------------------
     def discover(self, budget_s: float | None = None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 from kombu.serialization import register
 
+PROCESS_TICKS_TASK = "signals.process_ticks"  # the task a tick batch is sent to, by name
 TICKS_SERIALIZER = "ticks-json"
 TICKS_CONTENT_TYPE = "application/x-ticks+json"
 
