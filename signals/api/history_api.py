@@ -1,7 +1,7 @@
 """Bars and indicators endpoints (docs/REFERENCE.md §6, issue 5), under /api/v2/signals/.
 
 * ``historical/bars/{instrument_key}?timeframe=&start_time=&end_time=`` — bars starting in ``[start_time,
-  end_time)`` from `signals.bars.service` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
+  end_time)`` from `signals.bars.store` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
   over raw ticks, the open bar): ``{instrument_key, timeframe, start_time, end_time, count, bars: [{time, open, high, low, close, volume,
   oi}]}``.
 * ``historical/indicators/{instrument_key}?timeframe=&start_time=&end_time=&indicators=`` — ``indicators`` is a
@@ -47,7 +47,8 @@ from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_tim
 from signals.api.realtime import instrument_param
 from signals.bars import indicator_history as history_service
 from signals.bars import rollup
-from signals.bars.service import bar_dicts, get_service
+from signals.bars.rows import bar_dicts
+from signals.bars.store import get_service
 from webapi.errors import BadParameter, NotFound
 
 # --- parameters -------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from django.conf import settings
 from feed import keys
 from indicators.engine import IndicatorSet, compile_indicators
 from indicators.timeframes import parse_timeframe
-from signals.bars.service import BarsService, bars_frame, get_service
+from signals.bars.rows import bars_frame
+from signals.bars.store import BarsService, get_service
 
 _NOT_PERIODS = frozenset({"offset", "ddof", "drift", "scalar", "c", "std", "multiplier", "percent"})
 

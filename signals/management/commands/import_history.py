@@ -229,7 +229,7 @@ class Command(BaseCommand):
         if not report.keys:
             return
         from signals.bars import rollup, timescale
-        from signals.bars.service import get_service
+        from signals.bars.store import get_service
         from signals.pipeline.batch import register_instruments
 
         register_instruments(sorted(report.keys))
