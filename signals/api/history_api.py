@@ -46,9 +46,10 @@ from indicators.engine import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
 from signals.api.realtime import instrument_param
 from signals.bars import indicator_history as history_service
-from signals.bars import rollup
+from signals.bars import rollup, timescale
 from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
+from signals.models import InstrumentRecord
 from webapi.errors import BadParameter, NotFound
 
 # --- parameters -------------------------------------------------------------------------------------------------
@@ -76,8 +77,6 @@ def _time_param(request: Request, name: str) -> float | None:
 
 def known_instrument(key: str) -> None:
     """404 unless the instrument is in the registry or has ticks."""
-    from signals.models import InstrumentRecord
-
     if InstrumentRecord.objects.filter(key=key).exists():
         return
     with connection.cursor() as cursor:
@@ -265,8 +264,6 @@ class AvailableTimeframesView(HistoryView):
         known_instrument(key)
         service = get_service()
         first, last = service.data_range(key)
-        from signals.bars import timescale
-
         with connection.cursor() as cursor:
             storage = "timescaledb" if timescale.installed_version(cursor) else "postgresql"
         timeframes = []
