@@ -130,7 +130,7 @@ def run(warm_requests: int = 300, cold_requests: int = 12, gc_freeze: bool = Fal
 
     from feed.redis_client import get_redis
     from signals.bars import rollup, timescale
-    from signals.bars.service import get_service
+    from signals.bars.store import get_service
 
     started = time.monotonic()
     call_command("migrate", verbosity=0)

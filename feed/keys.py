@@ -76,3 +76,48 @@ def _topic_group(channel: str, instrument_key: str, params_json: str) -> str:
     digest = hashlib.sha1(topic.encode()).hexdigest()[:16]
     readable = _UNSAFE.sub("_", instrument_key)[:60]
     return f"t.{channel[:12]}.{readable}.{digest}"
+
+
+# Bars
+# Every bars key of one instrument carries it as a hash tag (``{NSE@NIFTY@index}``), so the scripts that touch several
+# of them stay on one slot under Redis Cluster.
+
+
+def _bars_tag(instrument_key: str) -> str:
+    return "{" + instrument_key + "}"
+
+
+def bars_chunks(timeframe: str, instrument_key: str) -> str:
+    """Hash: chunk id (ISO date of the chunk's first day) -> JSON ``{"u", "r", "b": [bars]}``
+    (`signals.bars.chunk_cache`)."""
+    return f"signal:bars:chunks:{timeframe}:{_bars_tag(instrument_key)}"
+
+
+def bars_upto(timeframe: str, instrument_key: str) -> str:
+    """Hash: chunk id -> covered-until instant (epoch seconds) of the cached chunk (checked by late ticks)."""
+    return f"signal:bars:upto:{timeframe}:{_bars_tag(instrument_key)}"
+
+
+def bars_open(timeframe: str, instrument_key: str) -> str:
+    """Hash: the still-open bar (fields in `signals.bars.open_bar`)."""
+    return f"signal:bars:open:{timeframe}:{_bars_tag(instrument_key)}"
+
+
+def bars_timeframes(instrument_key: str) -> str:
+    """Set of the timeframes with cached chunks or an open bar for the instrument."""
+    return f"signal:bars:tfs:{_bars_tag(instrument_key)}"
+
+
+def bars_hwm(instrument_key: str) -> str:
+    """Largest tick time the pipeline reported to the bars (expires when ticks stop being reported)."""
+    return f"signal:bars:hwm:{_bars_tag(instrument_key)}"
+
+
+def bars_generation(instrument_key: str) -> str:
+    """Counter moved by late ticks and imports: bars computed before it moved are not cached."""
+    return f"signal:bars:gen:{_bars_tag(instrument_key)}"
+
+
+def bars_first_tick(instrument_key: str) -> str:
+    """Time of the instrument's oldest stored tick (bounds look-backs; dropped by imports)."""
+    return f"signal:bars:first:{_bars_tag(instrument_key)}"

@@ -18,8 +18,11 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from signals import storage
-from signals.bars import rollup, timescale
-from signals.bars.service import Alignment, BarsService, bars_frame, query_bars
+from signals.bars import rollup, rollup_triggers, timescale
+from signals.bars.grid import Alignment
+from signals.bars.rows import bars_frame
+from signals.bars.sql import query_bars
+from signals.bars.store import BarsService
 from signals.pipeline.batch import process_batch
 from tests.conftest import worker_database_url
 from tests.test_bars_helpers import (
@@ -51,7 +54,7 @@ def plain_postgresql(django_db_blocker: Any) -> None:
 
 def pending() -> list[tuple[str, datetime, datetime]]:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT instrument_key, lo, hi FROM {rollup.PENDING} ORDER BY id")
+        cursor.execute(f"SELECT instrument_key, lo, hi FROM {rollup_triggers.PENDING} ORDER BY id")
         return cursor.fetchall()
 
 
@@ -218,7 +221,7 @@ def test_installing_on_a_table_with_ticks_seeds_pending_ranges(monkeypatch: Any)
     with CaptureQueriesContext(connection) as queries:
         result = rollup.refresh_pending(max_ranges=500)  # a backlog, a bounded piece per transaction
     assert result["ranges"] == 3 and pending() == []
-    assert sum(f"DELETE FROM {rollup.PENDING}" in q["sql"] for q in queries.captured_queries) == 3
+    assert sum(f"DELETE FROM {rollup_triggers.PENDING}" in q["sql"] for q in queries.captured_queries) == 3
     assert rollup_rows() == from_scratch()
 
 
@@ -226,7 +229,7 @@ def test_timescaledb_setup_drops_the_rollup_triggers_first() -> None:
     statements = timescale.setup_statements(timescale.Policies(), "09:15", IST)
     drops = [i for i, s in enumerate(statements) if s.startswith("DROP TRIGGER IF EXISTS signal_ticks_rollup_")]
     first_hypertable = next(i for i, s in enumerate(statements) if "create_hypertable" in s)
-    assert len(drops) == len(rollup.TRIGGERS) and max(drops) < first_hypertable
+    assert len(drops) == len(rollup_triggers.TRIGGERS) and max(drops) < first_hypertable
 
 
 def test_one_minute_buckets_nest_only_in_whole_minute_alignments() -> None:

@@ -1,7 +1,7 @@
 """Shared helpers of the bars/history tests (no tests here): realistic ticks and an independent pandas resample.
 
 The reference resampler below is written with plain pandas (``resample`` with the session open of each exchange
-date as ``origin``), not with `signals.bars.service` nor `indicators.bars`: alignment to 09:15 Asia/Kolkata per
+date as ``origin``), not with `signals.bars.store` nor `indicators.bars`: alignment to 09:15 Asia/Kolkata per
 exchange date (pre-open ticks counted backwards from the open), daily bars per exchange date, weekly from Monday,
 monthly from the 1st; volume = the day-cumulative feed volume turned into traded quantity per bar (running maximum
 per exchange date, differenced, summed per bar); oi = last non-null open interest.
@@ -188,7 +188,7 @@ def store(ticks: list[dict[str, Any]], first_id: int = 1) -> int:
 def test_exchange_day_matches_the_zones_calendar_around_midnights_and_clock_changes(zone: str) -> None:
     from zoneinfo import ZoneInfo
 
-    from signals.bars.service import exchange_day
+    from signals.bars.grid import exchange_day
 
     tz = ZoneInfo(zone)
     start = datetime(2025, 3, 1, tzinfo=UTC).timestamp()

@@ -1,4 +1,4 @@
-"""Bars served by signals.bars.service from ticks stored in PostgreSQL (through the pipeline) equal an independent
+"""Bars served by signals.bars.store from ticks stored in PostgreSQL (through the pipeline) equal an independent
 pandas resample of the same ticks: every timeframe, session alignment, pre-open and midnight ticks, the Redis
 cache, the open bar kept in Redis, late ticks, replays."""
 
@@ -13,10 +13,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from feed import keys
 from indicators.bars import bucket_start, merge_bars, resample_ticks
 from signals.bars import rollup
-from signals.bars import service as bars_service
-from signals.bars.service import Alignment, BarsService, Grid, bar_dicts, bars_frame, merge_open_bar
+from signals.bars.grid import Alignment, Grid
+from signals.bars.open_bar import OpenBar
+from signals.bars.rows import bar_dicts, bars_frame, merge_open_bar
+from signals.bars.store import BarsService, recent_bars
 from signals.pipeline.batch import process_batch
 from tests.factories import create_config
 from tests.test_bars_helpers import (
@@ -118,17 +121,17 @@ def test_late_tick_corrects_cached_bars_when_ticks_are_recorded(r: Any) -> None:
     for timeframe in ("1m", "5m", "7m", "1h", "1d"):
         assert_same_bars(everything(service, timeframe), reference_bars(ticks, timeframe))
     chunk = "2025-06-20"
-    assert r.hexists(bars_service.chunks_key("5m", FUTURE), chunk)
+    assert r.hexists(keys.bars_chunks("5m", FUTURE), chunk)
 
     at = datetime(2025, 6, 20, 6, 2, 30, tzinfo=UTC).timestamp()  # 11:32:30 IST, inside a cached bar
     late = {"instrument_key": FUTURE, "ts": at, "ltp": 99999.0, "volume": None, "oi": 1}
     process_batch(normalised_batch([late], first_id=900_000))
     # the complete chunk was dropped by the late tick; the indicators computation of that tick then re-cached the
     # day only up to the late tick's bar (its bars are evaluated as of the tick's own time)
-    assert float(r.hget(bars_service.upto_key("5m", FUTURE), chunk)) <= at
-    assert r.hget(bars_service.upto_key("1m", FUTURE), chunk) is None  # dropped, not read since
+    assert float(r.hget(keys.bars_upto("5m", FUTURE), chunk)) <= at
+    assert r.hget(keys.bars_upto("1m", FUTURE), chunk) is None  # dropped, not read since
     day_end = datetime(2025, 6, 19, 18, 30, tzinfo=UTC).timestamp()
-    assert float(r.hget(bars_service.upto_key("5m", FUTURE), "2025-06-19")) == day_end  # other days untouched
+    assert float(r.hget(keys.bars_upto("5m", FUTURE), "2025-06-19")) == day_end  # other days untouched
     with_late = sorted([*ticks, late], key=lambda t: t["ts"])
     for timeframe in ("1m", "5m", "7m", "1h", "1d"):
         got = everything(service, timeframe)
@@ -164,7 +167,7 @@ def test_open_bar_is_kept_in_redis_and_merged(r: Any) -> None:
     until = ticks[cut - 1]["ts"]
     first = service.recent(FUTURE, "5m", until, 200)
     assert_same_bars(bars_frame(first), reference_bars(ticks[:cut], "5m").tail(200).reset_index(drop=True))
-    live = bars_service.OpenBar.from_hash(r.hgetall(bars_service.open_key("5m", FUTURE)))
+    live = OpenBar.from_hash(r.hgetall(keys.bars_open("5m", FUTURE)))
     assert live is not None and live.seeded and live.start == grid.bucket(until)  # seeded from SQL
 
     # more ticks in the same bar (kept in Redis by the pipeline's queue_record), then in later bars
@@ -175,7 +178,7 @@ def test_open_bar_is_kept_in_redis_and_merged(r: Any) -> None:
             got = service.recent(FUTURE, "5m", until, 200)
         expected = reference_bars(ticks[:hi], "5m").tail(200).reset_index(drop=True)
         assert_same_bars(bars_frame(got), expected)
-        live = bars_service.OpenBar.from_hash(r.hgetall(bars_service.open_key("5m", FUTURE)))
+        live = OpenBar.from_hash(r.hgetall(keys.bars_open("5m", FUTURE)))
         assert live.start == grid.bucket(until) and live.close_time == until and live.seeded
         if hi == same_bar:
             assert sql_on_ticks(queries) == 0, [q["sql"][-300:] for q in queries.captured_queries]
@@ -197,8 +200,6 @@ def test_recent_bars_in_a_replay_ignore_later_ticks(r: Any) -> None:
 
 
 def test_bars_provider_shape(r: Any) -> None:
-    from signals.bars.recent import recent_bars
-
     ticks = make_ticks(DAYS[:1], seed=2)
     feed(ticks)
     bars = recent_bars(FUTURE, "15m", ticks[-1]["ts"], 5)

@@ -15,7 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from signals.bars.service import BarsService, bars_frame
+from signals.bars.rows import bars_frame
+from signals.bars.store import BarsService
 from tests.test_bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars
 
 pytestmark = pytest.mark.django_db

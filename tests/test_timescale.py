@@ -12,7 +12,9 @@ from django.db import connection
 
 from indicators.timeframes import parse_timeframe
 from signals.bars import timescale
-from signals.bars.service import BarsService, aggregate_for, bars_frame
+from signals.bars.rows import bars_frame
+from signals.bars.sql import aggregate_for
+from signals.bars.store import BarsService
 from tests.test_bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars, session_days, store
 
 IST = "Asia/Kolkata"

@@ -1,7 +1,7 @@
 """Bars and indicators endpoints (docs/REFERENCE.md §6, issue 5), under /api/v2/signals/.
 
 * ``historical/bars/{instrument_key}?timeframe=&start_time=&end_time=`` — bars starting in ``[start_time,
-  end_time)`` from `signals.bars.service` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
+  end_time)`` from `signals.bars.store` (Redis cache, continuous aggregates or the one-minute rollup, date_bin
   over raw ticks, the open bar): ``{instrument_key, timeframe, start_time, end_time, count, bars: [{time, open, high, low, close, volume,
   oi}]}``.
 * ``historical/indicators/{instrument_key}?timeframe=&start_time=&end_time=&indicators=`` — ``indicators`` is a
@@ -46,8 +46,10 @@ from indicators.engine import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
 from signals.api.realtime import instrument_param
 from signals.bars import indicator_history as history_service
-from signals.bars import rollup
-from signals.bars.service import bar_dicts, get_service
+from signals.bars import rollup, timescale
+from signals.bars.rows import bar_dicts
+from signals.bars.store import get_service
+from signals.models import InstrumentRecord
 from webapi.errors import BadParameter, NotFound
 
 # --- parameters -------------------------------------------------------------------------------------------------
@@ -75,8 +77,6 @@ def _time_param(request: Request, name: str) -> float | None:
 
 def known_instrument(key: str) -> None:
     """404 unless the instrument is in the registry or has ticks."""
-    from signals.models import InstrumentRecord
-
     if InstrumentRecord.objects.filter(key=key).exists():
         return
     with connection.cursor() as cursor:
@@ -264,8 +264,6 @@ class AvailableTimeframesView(HistoryView):
         known_instrument(key)
         service = get_service()
         first, last = service.data_range(key)
-        from signals.bars import timescale
-
         with connection.cursor() as cursor:
             storage = "timescaledb" if timescale.installed_version(cursor) else "postgresql"
         timeframes = []

@@ -24,10 +24,13 @@ import numpy as np
 import orjson
 from django.conf import settings
 
+from configs.registry import registry
 from feed import keys
+from feed.instruments import key_matches
 from indicators.engine import IndicatorSet, compile_indicators
 from indicators.timeframes import parse_timeframe
-from signals.bars.service import BarsService, bars_frame, get_service
+from signals.bars.rows import bars_frame
+from signals.bars.store import BarsService, get_service
 
 _NOT_PERIODS = frozenset({"offset", "ddof", "drift", "scalar", "c", "std", "multiplier", "percent"})
 
@@ -85,9 +88,6 @@ def cache_keys(instrument_key: str, timeframe: str, config_id: int) -> tuple[str
 def latest_entries(client: Any, instrument_key: str, timeframe: str) -> list[dict[str, Any]]:
     """Every cached latest-indicators entry for the instrument and timeframe: one per enabled config computing
     there (registry), plus the shared newest entry; newest first."""
-    from configs.registry import registry
-    from feed.instruments import key_matches
-
     registry.refresh()
     wanted = [keys.latest_result("indicators", instrument_key, timeframe)]
     for config in registry.all():

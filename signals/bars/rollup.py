@@ -4,7 +4,7 @@ aggregate (issue 5).
 Why
     Without TimescaleDB, a cold bar read aggregated raw ticks: a month of one instrument is ~720k rows and took
     ~1.6 s. ``signal_bars_1m_rollup`` holds one row per instrument and one-minute bucket with exactly the columns of
-    the continuous aggregates, so `signals.bars.service.bars_sql` reads it through its aggregate branch (re-bucketed
+    the continuous aggregates, so `signals.bars.sql.bars_sql` reads it through its aggregate branch (re-bucketed
     to 5m, 7m, 1h, 1d, 1w, 1M...) and a cold month is ~12k rows.
 
 How it stays exact
@@ -43,17 +43,12 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection, transaction
 
+from signals.bars import timescale
+from signals.bars.rollup_triggers import PENDING, TRIGGERS, create_trigger_sql, drop_trigger_sql
+
 log = logging.getLogger(__name__)
 
 TABLE = "signal_bars_1m_rollup"
-PENDING = "signal_bars_rollup_pending"
-FUNCTION = "signal_ticks_rollup_note"
-#: One statement-level trigger per kind of change of ``signal_ticks``: name -> (event, transition tables).
-TRIGGERS: dict[str, tuple[str, str]] = {
-    "signal_ticks_rollup_insert": ("INSERT", "NEW TABLE AS new_ticks"),
-    "signal_ticks_rollup_delete": ("DELETE", "OLD TABLE AS old_ticks"),
-    "signal_ticks_rollup_update": ("UPDATE", "OLD TABLE AS old_ticks NEW TABLE AS new_ticks"),
-}
 #: First key of the two-key advisory locks taken per instrument (the second is ``hashtext(instrument_key)``).
 LOCK_SPACE = 0x0B41_0001
 #: Columns of the rollup, in the order of :func:`aggregate_sql`'s output.
@@ -61,45 +56,6 @@ COLUMNS = ("instrument_key", "bucket", "open", "high", "low", "close", "vmax", "
            "last_time", "ticks")
 
 # --- SQL ------------------------------------------------------------------------------------------------------------
-
-
-def trigger_function_sql() -> str:
-    """The trigger function: one pending row per instrument touched by the statement, (min, max) tick time.
-
-    Kept to one grouped INSERT per statement, since the live pipeline pays for it on every batch (a few dozen
-    rows per 1,000-tick batch, one per instrument)."""
-    return f"""
-CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO {PENDING} (instrument_key, lo, hi)
-    SELECT instrument_key, min(time), max(time) FROM new_ticks GROUP BY instrument_key;
-  ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO {PENDING} (instrument_key, lo, hi)
-    SELECT instrument_key, min(time), max(time) FROM old_ticks GROUP BY instrument_key;
-  ELSE
-    INSERT INTO {PENDING} (instrument_key, lo, hi)
-    SELECT instrument_key, min(time), max(time)
-    FROM (SELECT instrument_key, time FROM old_ticks UNION ALL SELECT instrument_key, time FROM new_ticks) t
-    GROUP BY instrument_key;
-  END IF;
-  RETURN NULL;
-END
-$$"""
-
-
-def create_trigger_sql() -> list[str]:
-    statements = [trigger_function_sql()]
-    for name, (event, tables) in TRIGGERS.items():
-        statements.append(f"DROP TRIGGER IF EXISTS {name} ON signal_ticks")
-        statements.append(f"CREATE TRIGGER {name} AFTER {event} ON signal_ticks REFERENCING {tables} "
-                          f"FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}()")
-    return statements
-
-
-def drop_trigger_sql() -> list[str]:
-    return [f"DROP TRIGGER IF EXISTS {name} ON signal_ticks" for name in TRIGGERS] + [
-        f"DROP FUNCTION IF EXISTS {FUNCTION}()"]
 
 
 def seed_sql() -> str:
@@ -113,8 +69,6 @@ def seed_sql() -> str:
 def bucket_sql(column: str = "time") -> str:
     """The one-minute bucket of ``column``: the ``signal_bars_1m`` aggregate's ``time_bucket`` (stride and session
     origin from `timescale.cagg_bucket_sql`), written with ``date_bin``."""
-    from signals.bars import timescale
-
     return timescale.plain_bucket_sql("1m", settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE, column)
 
 
@@ -131,7 +85,7 @@ _AGGREGATES = """(array_agg(ltp ORDER BY time, source_id))[1] AS open,
 def aggregate_sql() -> str:
     """The ``signal_bars_1m`` aggregate's SELECT (`timescale.cagg_select_sql`) for plain PostgreSQL, over every
     tick: ``time_bucket`` becomes ``date_bin``, ``first``/``last`` by time become ``array_agg`` ordered by time then
-    ``source_id`` (the raw path's tie-break, `bars_service.bars_sql`). :func:`refresh_sql` computes the same per
+    ``source_id`` (the raw path's tie-break, `signals.bars.sql.bars_sql`). :func:`refresh_sql` computes the same per
     bucket."""
     return f"SELECT instrument_key, {bucket_sql('time')} AS bucket,\n       {_AGGREGATES}\n" \
            "FROM signal_ticks GROUP BY instrument_key, bucket"
@@ -193,8 +147,6 @@ _TRY_LOCK_SQL = f"SELECT pg_try_advisory_xact_lock({LOCK_SPACE}, hashtext(%s))"
 def wanted(cursor: Any) -> bool:
     """The rollup belongs in this database: no continuous aggregates and ``signal_ticks`` not a hypertable (which
     would refuse triggers with transition tables)."""
-    from signals.bars import timescale
-
     if timescale.installed_version(cursor) is None:
         return True
     if timescale.existing_aggregates(cursor):

@@ -7,7 +7,7 @@ With TimescaleDB (``timescaledb`` in ``pg_available_extensions`` and loadable):
 * continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m``, ``_1h`` (buckets aligned to the session open) and
   ``_1d`` (exchange days) over ``signal_ticks``, with real-time aggregation (``materialized_only = false``) and
   refresh policies. Their columns: ``instrument_key, bucket, open, high, low, close, vmax`` (the largest
-  cumulative day volume seen in the bucket; per-bar volume is derived from it, see `signals.bars.service`),
+  cumulative day volume seen in the bucket; per-bar volume is derived from it, see `signals.bars.sql`),
   ``oi`` (last non-null), ``oi_time``, ``first_time``, ``last_time``, ``ticks``. Continuous aggregates need
   TimescaleDB >= 2.15 (``time_bucket`` with an ``origin``); with an older version only the hypertables and
   policies are set up.
@@ -28,8 +28,12 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
+from django.conf import settings
+from django.db import connections, transaction
+
 from indicators.bars import sql_bucket_params
 from indicators.timeframes import parse_timeframe
+from signals.bars.rollup_triggers import drop_trigger_sql
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +77,6 @@ class Policies:
 
     @classmethod
     def from_settings(cls) -> Policies:
-        from django.conf import settings
-
         return cls(
             ticks_retention_days=int(getattr(settings, "SIGNAL_TICKS_RETENTION_DAYS", cls.ticks_retention_days)),
             computed_retention_days=int(getattr(settings, "SIGNAL_COMPUTED_RETENTION_DAYS",
@@ -217,11 +219,9 @@ def cagg_refresh_sql(name: str, start: str | None = None, end: str | None = None
 def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
                      with_aggregates: bool = True) -> list[str]:
     """Every statement that turns the plain tables into the TimescaleDB layout, in order (idempotent)."""
-    from signals.bars import rollup
-
     # the plain-PostgreSQL rollup's triggers go first: a hypertable refuses triggers with transition tables, and
     # the continuous aggregates replace the rollup (which then stays unread, see signals.bars.rollup.enabled)
-    statements = [create_extension_sql(), *rollup.drop_trigger_sql()]
+    statements = [create_extension_sql(), *drop_trigger_sql()]
     for table, (chunk, segment_by, order_by) in HYPERTABLES.items():
         statements.append(hypertable_sql(table, chunk))
         statements.extend(compression_sql(table, segment_by, order_by, policies.compress_after_days))
@@ -250,9 +250,6 @@ def apply(connection: Any, policies: Policies | None = None, session_open: str |
     Runs outside a transaction block (the migration is non-atomic) so the final refresh of existing data can run.
     A server that lists the extension but cannot load it (not in ``shared_preload_libraries``) stays plain.
     """
-    from django.conf import settings
-    from django.db import transaction
-
     policies = policies or Policies.from_settings()
     session_open = session_open or settings.SESSION_OPEN
     tz = tz or settings.EXCHANGE_TIMEZONE
@@ -303,8 +300,6 @@ def refresh_range(start: datetime, end: datetime, using: str = "default") -> lis
     """Re-materialise every aggregate over ``[start, end]`` widened by two days each side (a refresh only covers
     whole buckets, the largest being a day), e.g. after a history import into old chunks. Returns the aggregates
     refreshed; nothing on plain PostgreSQL. Must run outside a transaction block."""
-    from django.db import connections
-
     lo = (start - timedelta(days=2)).isoformat()
     hi = (end + timedelta(days=2)).isoformat()
     connection = connections[using]

@@ -15,9 +15,10 @@ from django.conf import settings
 from configs.registry import VERSION_KEY, registry
 from feed import keys, redis_client
 from feed.instruments import parse_instrument_key
+from feed.keys import bars_timeframes as timeframes_key
 from feed.redis_client import get_redis
 from signals import storage
-from signals.bars.service import BarsService, timeframes_key
+from signals.bars.store import BarsService
 from signals.delivery import fanout, outputs
 from signals.monitoring import metrics
 from signals.pipeline.computations import reads_stored_ticks, run_config

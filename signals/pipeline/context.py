@@ -33,7 +33,7 @@ class BatchContext:
         cache_key = (instrument_key, timeframe, until_ts)
         found = self.bars_cache.get(cache_key)
         if found is None:
-            from signals.bars.recent import recent_bars
+            from signals.bars.store import recent_bars
 
             found = recent_bars(instrument_key, timeframe, until_ts, count)
             self.bars_cache[cache_key] = found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
+from argparse import RawDescriptionHelpFormatter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,14 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+
+from feed.instruments import InstrumentKeyError, normalise_key, parse_instrument_key
+from feed.ticks import TickError, parse_tick, parse_time
+from feed.ticks import _number as tick_number
+from signals import storage
+from signals.bars import rollup, timescale
+from signals.bars.store import get_service
+from signals.pipeline.batch import register_instruments
 
 HELP = """Import historical market data from a CSV file (header row required, comma-separated, UTF-8).
 
@@ -85,8 +94,6 @@ class Command(BaseCommand):
     help = HELP
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        from argparse import RawDescriptionHelpFormatter
-
         kwargs["formatter_class"] = RawDescriptionHelpFormatter
         return super().create_parser(prog_name, subcommand, **kwargs)
 
@@ -107,8 +114,6 @@ class Command(BaseCommand):
             raise CommandError(f"no such file: {path}")
         default_key = None
         if options["instrument"]:
-            from feed.instruments import InstrumentKeyError, normalise_key
-
             try:
                 default_key = normalise_key(options["instrument"])
             except InstrumentKeyError as exc:
@@ -131,8 +136,6 @@ class Command(BaseCommand):
     # --- ticks ------------------------------------------------------------------------------------------------
     def _import_ticks(self, reader: csv.DictReader, default_key: str | None, report: Report, progress: Progress,
                       batch_size: int) -> None:
-        from feed.ticks import TickError, parse_tick
-
         batch: list[dict[str, Any]] = []
         for row in reader:
             report.rows += 1
@@ -215,8 +218,6 @@ class Command(BaseCommand):
     # --- shared -----------------------------------------------------------------------------------------------
     @staticmethod
     def _store(batch: list[dict[str, Any]], report: Report) -> None:
-        from signals import storage
-
         if batch:
             report.candidates += len(batch)
             report.inserted += storage.store_ticks(batch)
@@ -228,10 +229,6 @@ class Command(BaseCommand):
         folding them in here makes the import, not the first reader, pay for aggregating them."""
         if not report.keys:
             return
-        from signals.bars import rollup, timescale
-        from signals.bars.service import get_service
-        from signals.pipeline.batch import register_instruments
-
         register_instruments(sorted(report.keys))
         get_service().invalidate(report.keys)
         if report.inserted:
@@ -260,8 +257,6 @@ class Command(BaseCommand):
 
 def _number(fields: dict[str, Any], name: str, required: bool = True) -> float | None:
     """A non-negative finite number, checked as live ticks' numbers are (`feed.ticks`); None when empty."""
-    from feed.ticks import _number as tick_number
-
     text = fields.get(name)
     if text is None or text == "":
         if required:
@@ -272,9 +267,6 @@ def _number(fields: dict[str, Any], name: str, required: bool = True) -> float |
 
 def parse_bar(fields: dict[str, Any], default_key: str | None) -> tuple[str, float, tuple[Any, ...]]:
     """Validate one bar row: (instrument key, start epoch seconds, (open, high, low, close, volume, oi))."""
-    from feed.instruments import InstrumentKeyError, normalise_key
-    from feed.ticks import TickError, parse_time
-
     raw_key = fields.get("instrument_key") or default_key
     if not raw_key:
         raise ValueError("instrument_key is missing (add the column or pass --instrument)")
@@ -306,8 +298,6 @@ def parse_bar(fields: dict[str, Any], default_key: str | None) -> tuple[str, flo
 def bar_ticks(key: str, ts: float, o: float, h: float, lo: float, c: float, volume: int | None, oi: int | None,
               cumulative: int | None) -> list[dict[str, Any]]:
     """Four ticks inside the bar's minute whose 1-minute bar is exactly (o, h, lo, c, volume, oi)."""
-    from feed.instruments import parse_instrument_key
-
     digest = content_id("bar", (key, ts, o, h, lo, c, volume, oi))
     middle = (lo, h) if c >= o else (h, lo)
     symbol_key = parse_instrument_key(key).symbol_key

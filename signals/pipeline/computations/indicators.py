@@ -31,7 +31,8 @@ from feed import keys
 from indicators.engine import IndicatorConfigError, compile_indicators
 from indicators.timeframes import parse_timeframe
 from signals.bars.indicator_history import cache_keys, iso, json_bytes, warmup_bars
-from signals.bars.service import BarsService, bars_frame
+from signals.bars.rows import bars_frame
+from signals.bars.store import BarsService
 from signals.pipeline.computations import BatchContext, Result, handler, result
 
 NAME = "technical_indicators"
