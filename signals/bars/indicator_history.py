@@ -25,7 +25,7 @@ import orjson
 from django.conf import settings
 
 from feed import keys
-from indicators.engine import IndicatorSet, compile_indicators
+from indicators.compute import IndicatorSet, compile_indicators
 from indicators.timeframes import parse_timeframe
 from signals.bars.service import BarsService, bars_frame, get_service
 
