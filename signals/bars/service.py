@@ -54,7 +54,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from feed import keys, redis_client
-from indicators.bars import BAR_COLUMNS, sql_bucket_expression
+from indicators.bars import BAR_COLUMNS
+from indicators.sql_buckets import sql_bucket_expression
 from indicators.timeframes import Timeframe, parse_timeframe
 from signals.bars import rollup
 

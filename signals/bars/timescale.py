@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
-from indicators.bars import sql_bucket_params
+from indicators.sql_buckets import sql_bucket_params
 from indicators.timeframes import parse_timeframe
 
 log = logging.getLogger(__name__)

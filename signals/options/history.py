@@ -174,7 +174,7 @@ _POINT_COLUMNS = ("iv", "delta", "gamma", "theta", "vega", "rho", "option_price"
 
 
 def _bucket_sql(tf: Any) -> str:
-    from indicators.bars import sql_bucket_expression
+    from indicators.sql_buckets import sql_bucket_expression
 
     return sql_bucket_expression(tf, "time", settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE)
 
