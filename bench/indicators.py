@@ -1,4 +1,4 @@
-"""Benchmark: technical-indicator evaluation through ``indicators.engine`` vs pandas_ta and raw TA-Lib.
+"""Benchmark: technical-indicator evaluation through ``indicators.compute`` vs pandas_ta and raw TA-Lib.
 
 Config: RSI 14, EMA 20, MACD 12/26/9, BBANDS 20/2, ATR 14 over 500 bars. Each variant is timed per evaluation
 (all five indicators), median over many repeats after a warm-up, all in the same process:
@@ -47,7 +47,7 @@ import pandas_ta as ta  # noqa: E402
 import talib  # noqa: E402
 from pandas_ta.utils._study import Study  # noqa: E402 - exported as pandas_ta.Study
 
-from indicators.engine import compile_indicators, compute, compute_latest  # noqa: E402
+from indicators.compute import compile_indicators, compute, compute_latest  # noqa: E402
 
 N_BARS = 500
 SPECS: list[dict[str, Any]] = [

@@ -174,7 +174,7 @@ def _pattern_product(pattern: str | None) -> str | None:
 
 
 def _check_indicators(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
-    from indicators.engine import validate_indicators
+    from indicators.specs import validate_indicators
 
     specs = c.items(data, "technical_indicators")
     if len(specs) > MAX_INDICATORS:

@@ -1,4 +1,4 @@
-"""Bar alignment, a reference tick→bar resampler and the matching SQL bucket expressions (no Django).
+"""Bar alignment and a reference tick→bar resampler (no Django); :mod:`indicators.sql_buckets` aligns in SQL.
 
 Times
     Every function takes tz-aware timestamps (any zone; naive ones are rejected) and returns bar start times as
@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from indicators.timeframes import EXCHANGE_TZ, SESSION_OPEN, Timeframe, parse_timeframe
+from indicators.timeframes import EXCHANGE_TZ, SESSION_OPEN, Timeframe, parse_timeframe, session_time
 
 __all__ = [
     "BAR_COLUMNS",
@@ -45,8 +45,6 @@ __all__ = [
     "merge_bars",
     "resample_ticks",
     "session_open_utc",
-    "sql_bucket_expression",
-    "sql_bucket_params",
 ]
 
 #: Column order of every bar frame produced here (``time`` = bar start, tz-aware UTC).
@@ -60,14 +58,8 @@ _VOLUME_ALIASES = ("volume", "ttq")
 _OI_ALIASES = ("oi", "OI")
 
 
-def _as_time(value: time | str) -> time:
-    if isinstance(value, time):
-        return value
-    return time.fromisoformat(value)
-
-
 def _session_offset(session_open: time | str) -> pd.Timedelta:
-    t = _as_time(session_open)
+    t = session_time(session_open)
     return pd.Timedelta(hours=t.hour, minutes=t.minute, seconds=t.second, microseconds=t.microsecond)
 
 
@@ -169,6 +161,83 @@ def _empty_bars() -> pd.DataFrame:
     return frame
 
 
+def _tick_columns(
+    cols: pd.Index, time_col: str | None, price_col: str | None, volume_col: str | None, oi_col: str | None
+) -> tuple[str, str, str | None, str | None]:
+    """The tick columns read for time, price, volume and OI (explicit names, else the first alias found)."""
+    t_name = _pick(cols, _TIME_ALIASES, time_col)
+    p_name = _pick(cols, _PRICE_ALIASES, price_col)
+    if t_name is None or p_name is None:
+        raise ValueError(
+            f"ticks need a time column ({'|'.join(_TIME_ALIASES)}) and a price column "
+            f"({'|'.join(_PRICE_ALIASES)}); got {list(cols)}"
+        )
+    return t_name, p_name, _pick(cols, _VOLUME_ALIASES, volume_col), _pick(cols, _OI_ALIASES, oi_col)
+
+
+def _sorted_ticks(
+    ticks: pd.DataFrame, t_name: str, p_name: str, v_name: str | None, oi_name: str | None
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray] | None:
+    """UTC times, price, volume and OI of the ticks with a time and a price, sorted by time; None if there are none.
+
+    The sort is stable: open/close follow tick time, ties keep arrival (row) order.
+    """
+    times = _to_utc_index(ticks[t_name])
+    price = pd.to_numeric(ticks[p_name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    keep = ~(times.isna() | np.isnan(price))
+    if not keep.all():
+        times = times[keep]
+        price = price[keep]
+    n = len(times)
+    if n == 0:
+        return None
+
+    def _col(name: str | None) -> np.ndarray:
+        if name is None:
+            return np.full(n, np.nan)
+        arr = pd.to_numeric(ticks[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return arr[keep] if not keep.all() else arr
+
+    volume = _col(v_name)
+    oi = _col(oi_name)
+    order = np.argsort(times.asi8, kind="stable")
+    return times[order], price[order], volume[order], oi[order]
+
+
+def _volume_increments(times: pd.DatetimeIndex, volume: np.ndarray, tz: str) -> np.ndarray:
+    """Traded quantity per tick from the day-cumulative figure (see the module docstring), ticks sorted by time."""
+    local_day = times.tz_convert(tz).tz_localize(None).normalize().asi8
+    day_key = pd.Series(local_day)
+    running = pd.Series(volume).groupby(day_key, sort=False).cummax()
+    running = running.groupby(day_key, sort=False).ffill()  # a tick without volume changes nothing
+    prev = running.groupby(day_key, sort=False).shift(1).fillna(0.0)
+    return (running - prev).to_numpy()
+
+
+def _aggregate_bars(
+    starts: pd.DatetimeIndex, price: np.ndarray, volume: np.ndarray, oi: np.ndarray, unit: str
+) -> pd.DataFrame:
+    """One OHLCV+OI bar per bucket start present, ``time`` at the input's resolution ``unit``."""
+    frame = pd.DataFrame(
+        {"time": starts, "price": price, "volume": volume, "oi": oi},
+    )
+    grouped = frame.groupby("time", sort=True)
+    bars = pd.DataFrame(
+        {
+            "open": grouped["price"].first(),
+            "high": grouped["price"].max(),
+            "low": grouped["price"].min(),
+            "close": grouped["price"].last(),
+            "volume": grouped["volume"].sum(min_count=1),
+            "oi": grouped["oi"].last(),
+        }
+    )
+    bars.index.name = "time"
+    bars = bars.reset_index()
+    bars["time"] = pd.DatetimeIndex(bars["time"]).tz_convert("UTC").as_unit(unit)
+    return bars[list(BAR_COLUMNS)]
+
+
 def resample_ticks(
     ticks: pd.DataFrame,
     tf: Timeframe | str,
@@ -202,71 +271,15 @@ def resample_ticks(
     tf = parse_timeframe(tf)
     if volume_mode not in ("cumulative", "per_tick"):
         raise ValueError(f"volume_mode must be 'cumulative' or 'per_tick', got {volume_mode!r}")
-    cols = ticks.columns
-    t_name = _pick(cols, _TIME_ALIASES, time_col)
-    p_name = _pick(cols, _PRICE_ALIASES, price_col)
-    if t_name is None or p_name is None:
-        raise ValueError(
-            f"ticks need a time column ({'|'.join(_TIME_ALIASES)}) and a price column "
-            f"({'|'.join(_PRICE_ALIASES)}); got {list(cols)}"
-        )
-    v_name = _pick(cols, _VOLUME_ALIASES, volume_col)
-    oi_name = _pick(cols, _OI_ALIASES, oi_col)
-
+    t_name, p_name, v_name, oi_name = _tick_columns(ticks.columns, time_col, price_col, volume_col, oi_col)
     unit = _input_unit(ticks[t_name])
-    times = _to_utc_index(ticks[t_name])
-    price = pd.to_numeric(ticks[p_name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    keep = ~(times.isna() | np.isnan(price))
-    if not keep.all():
-        times = times[keep]
-        price = price[keep]
-    n = len(times)
-    if n == 0:
+    arrays = _sorted_ticks(ticks, t_name, p_name, v_name, oi_name)
+    if arrays is None:
         return _empty_bars()
-
-    def _col(name: str | None) -> np.ndarray:
-        if name is None:
-            return np.full(n, np.nan)
-        arr = pd.to_numeric(ticks[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        return arr[keep] if not keep.all() else arr
-
-    volume = _col(v_name)
-    oi = _col(oi_name)
-
-    # Stable sort by time: open/close follow tick time, ties keep arrival (row) order.
-    order = np.argsort(times.asi8, kind="stable")
-    times = times[order]
-    price, volume, oi = price[order], volume[order], oi[order]
-
-    if volume_mode == "cumulative":
-        local_day = times.tz_convert(tz).tz_localize(None).normalize().asi8
-        day_key = pd.Series(local_day)
-        running = pd.Series(volume).groupby(day_key, sort=False).cummax()
-        running = running.groupby(day_key, sort=False).ffill()  # a tick without volume changes nothing
-        prev = running.groupby(day_key, sort=False).shift(1).fillna(0.0)
-        increments = (running - prev).to_numpy()
-    else:
-        increments = volume
-
+    times, price, volume, oi = arrays
+    increments = _volume_increments(times, volume, tz) if volume_mode == "cumulative" else volume
     starts = _bucket_index(times, tf, session_open, tz)
-    frame = pd.DataFrame(
-        {"time": starts, "price": price, "volume": increments, "oi": oi},
-    )
-    grouped = frame.groupby("time", sort=True)
-    bars = pd.DataFrame(
-        {
-            "open": grouped["price"].first(),
-            "high": grouped["price"].max(),
-            "low": grouped["price"].min(),
-            "close": grouped["price"].last(),
-            "volume": grouped["volume"].sum(min_count=1),
-            "oi": grouped["oi"].last(),
-        }
-    )
-    bars.index.name = "time"
-    bars = bars.reset_index()
-    bars["time"] = pd.DatetimeIndex(bars["time"]).tz_convert("UTC").as_unit(unit)
-    return bars[list(BAR_COLUMNS)]
+    return _aggregate_bars(starts, price, increments, oi, unit)
 
 
 def _open_bar_frame(open_bar: Mapping[str, Any] | pd.Series | pd.DataFrame) -> pd.DataFrame:
@@ -340,77 +353,11 @@ def merge_bars(
     return out[list(BAR_COLUMNS)]
 
 
-_SQL_ORIGIN_DATE = date(2000, 1, 3)  # a Monday, so weekly buckets start on Mondays
-
-
-def _fixed_offset_iso(local: datetime, tz: str) -> str:
-    ts = pd.Timestamp(local).tz_localize(tz)
-    return ts.isoformat()
-
-
-def sql_bucket_params(
-    tf: Timeframe | str,
-    session_open: time | str = SESSION_OPEN,
-    tz: str = EXCHANGE_TZ,
-) -> tuple[str, str]:
-    """``(stride, origin)`` for ``date_bin(stride::interval, time, origin::timestamptz)`` /
-    ``time_bucket(stride, time, origin => origin)``.
-
-    ``stride`` is a PostgreSQL interval literal (``'7 minutes'``, ``'1 day'``, ``'7 days'``, ``'1 month'``);
-    ``origin`` an ISO-8601 instant with offset on 2000-01-03 (a Monday): the session open for intraday bars
-    (``'2000-01-03T09:15:00+05:30'``), local midnight for 1d/1w; for 1M local midnight of 2000-01-01.
-
-    Exactness: a constant origin reproduces :func:`bucket_start` only for a zone without DST (IST has none) and
-    only when the stride divides 24 h (``tf.divides_day``: 1m…30m, 1h, 2h, 4h, 1d, 1w). For other sizes (7m, 13m,
-    90m…) the per-date grid drifts against a constant origin: use :func:`sql_bucket_expression`, which uses a
-    per-row origin. ``date_bin`` rejects month strides: for ``1M`` use ``time_bucket`` (TimescaleDB) or
-    :func:`sql_bucket_expression` (``date_trunc``).
-    """
-    tf = parse_timeframe(tf)
-    if tf.is_intraday:
-        local = datetime.combine(_SQL_ORIGIN_DATE, _as_time(session_open))
-        return tf.sql_interval, _fixed_offset_iso(local, tz)
-    origin_day = _SQL_ORIGIN_DATE if tf.unit != "month" else _SQL_ORIGIN_DATE.replace(day=1)
-    local = datetime.combine(origin_day, time(0, 0))
-    stride = {"day": "1 day", "week": "7 days", "month": "1 month"}[tf.unit]
-    return stride, _fixed_offset_iso(local, tz)
-
-
-def sql_bucket_expression(
-    tf: Timeframe | str,
-    column: str = "time",
-    session_open: time | str = SESSION_OPEN,
-    tz: str = EXCHANGE_TZ,
-) -> str:
-    """A PostgreSQL expression (``timestamptz``) equal to :func:`bucket_start` of ``column`` for every row.
-
-    * intraday: ``date_bin(stride, col, (date_trunc('day', col AT TIME ZONE tz) + open) AT TIME ZONE tz)`` —
-      the origin is the session open of the row's own exchange date, so pre-open rows count backwards and
-      sizes that do not divide 24 h (7m…) restart at every date exactly as in Python (PostgreSQL ≥ 14.3 floors
-      for rows before the origin);
-    * 1d/1w/1M: ``date_trunc('day'|'week'|'month', col AT TIME ZONE tz) AT TIME ZONE tz`` (ISO weeks start
-      on Monday).
-
-    ``column`` and ``tz`` are inserted verbatim / as a quoted literal: pass trusted identifiers only.
-    """
-    tf = parse_timeframe(tf)
-    if "'" in tz:
-        raise ValueError("invalid time zone name")
-    tzq = f"'{tz}'"
-    local = f"({column} AT TIME ZONE {tzq})"
-    if tf.is_intraday:
-        t = _as_time(session_open)
-        open_iv = f"interval '{t.hour} hours {t.minute} minutes {t.second + t.microsecond / 1e6:g} seconds'"
-        origin = f"((date_trunc('day', {local}) + {open_iv}) AT TIME ZONE {tzq})"
-        return f"date_bin(interval '{tf.sql_interval}', {column}, {origin})"
-    return f"(date_trunc('{tf.unit}', {local}) AT TIME ZONE {tzq})"
-
-
 def session_open_utc(
     day: date, session_open: time | str = SESSION_OPEN, tz: str = EXCHANGE_TZ
 ) -> pd.Timestamp:
     """The session-open instant (tz-aware UTC) of an exchange date."""
-    local = datetime.combine(day, _as_time(session_open))
+    local = datetime.combine(day, session_time(session_open))
     return pd.Timestamp(local).tz_localize(tz).tz_convert("UTC")
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Timeframe",
     "TimeUnit",
     "parse_timeframe",
+    "session_time",
 ]
 
 TimeUnit = Literal["minute", "day", "week", "month"]
@@ -183,3 +184,10 @@ STANDARD_TIMEFRAME_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 #: The standard timeframes of docs/REFERENCE.md §3.3 (candidates for continuous aggregates), smallest first.
 STANDARD_TIMEFRAMES: list[Timeframe] = [parse_timeframe(n) for n in STANDARD_TIMEFRAME_NAMES]
+
+
+def session_time(value: time | str) -> time:
+    """A local session time given as ``time`` or ISO ``"HH:MM[:SS]"`` (how callers pass ``session_open``)."""
+    if isinstance(value, time):
+        return value
+    return time.fromisoformat(value)

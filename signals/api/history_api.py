@@ -42,7 +42,7 @@ from rest_framework.views import APIView
 
 from feed.redis_client import get_redis
 from feed.ticks import TickError, parse_time
-from indicators.engine import IndicatorConfigError, validate_indicators
+from indicators.specs import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
 from signals.api.realtime import instrument_param
 from signals.bars import indicator_history as history_service

@@ -27,7 +27,7 @@ from django.conf import settings
 from configs.registry import registry
 from feed import keys
 from feed.instruments import key_matches
-from indicators.engine import IndicatorSet, compile_indicators
+from indicators.compute import IndicatorSet, compile_indicators
 from indicators.timeframes import parse_timeframe
 from signals.bars.rows import bars_frame
 from signals.bars.store import BarsService, get_service
@@ -61,7 +61,7 @@ def warmup_bars(indicators: IndicatorSet) -> int:
 def indicator_series(instrument_key: str, timeframe: str, start: float, end: float, specs: list[dict[str, Any]],
                      service: BarsService | None = None) -> dict[str, Any]:
     """Indicator values for every bar starting in ``[start, end)``, computed with ``warmup_bars`` bars before
-    ``start``. Raises `indicators.engine.IndicatorConfigError` for bad specs."""
+    ``start``. Raises `indicators.specs.IndicatorConfigError` for bad specs."""
     service = service or get_service()
     compiled = compile_indicators(specs)
     tf = parse_timeframe(timeframe)

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from django.conf import settings
 from django.db import connection, transaction
 
-from indicators.bars import sql_bucket_expression
+from indicators.sql_buckets import sql_bucket_expression
 from indicators.timeframes import Timeframe, parse_timeframe
 from signals.bars import timescale
 from signals.bars.grid import Alignment

@@ -31,7 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, transaction
 
-from indicators.bars import sql_bucket_params
+from indicators.sql_buckets import sql_bucket_params
 from indicators.timeframes import parse_timeframe
 from signals.bars.rollup_triggers import drop_trigger_sql
 

@@ -6,7 +6,7 @@ does, with the underlying's and INDVIX's stored ticks at or before each option t
 config, price field) makes a re-run — or a range the live pipeline already covered — add nothing.
 
 `greeks_series` and `atm_iv_series` read ``signal_greeks`` bucketed by timeframe with ``date_bin`` aligned to the
-session open (`indicators.bars.sql_bucket_expression`), keeping the last value per bucket.
+session open (`indicators.sql_buckets.sql_bucket_expression`), keeping the last value per bucket.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ _POINT_COLUMNS = ("iv", "delta", "gamma", "theta", "vega", "rho", "option_price"
 
 
 def _bucket_sql(tf: Any) -> str:
-    from indicators.bars import sql_bucket_expression
+    from indicators.sql_buckets import sql_bucket_expression
 
     return sql_bucket_expression(tf, "time", settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE)
 

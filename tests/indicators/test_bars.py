@@ -15,9 +15,8 @@ from indicators.bars import (
     merge_bars,
     resample_ticks,
     session_open_utc,
-    sql_bucket_expression,
-    sql_bucket_params,
 )
+from indicators.sql_buckets import sql_bucket_expression, sql_bucket_params
 
 IST = "Asia/Kolkata"
 # Thu, Fri, (weekend), Mon 30 Jun, Tue 1 Jul: spans a week and a month boundary.

@@ -11,17 +11,10 @@ import pandas_ta
 import pytest
 import talib
 
-from indicators.engine import (
-    FAST_INDICATORS,
-    IndicatorConfigError,
-    build_study,
-    compile_indicators,
-    compute,
-    compute_latest,
-    indicator_parameters,
-    valid_indicator_names,
-    validate_indicators,
-)
+from indicators.catalogue import indicator_parameters, valid_indicator_names
+from indicators.compute import build_study, compile_indicators, compute, compute_latest
+from indicators.specs import IndicatorConfigError, validate_indicators
+from indicators.talib_path import FAST_INDICATORS
 
 IST = "Asia/Kolkata"
 # pandas_ta itself (called directly below as the reference) trips pandas 3 deprecation warnings.

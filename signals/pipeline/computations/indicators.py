@@ -28,7 +28,8 @@ import time
 from typing import Any
 
 from feed import keys
-from indicators.engine import IndicatorConfigError, compile_indicators
+from indicators.compute import compile_indicators
+from indicators.specs import IndicatorConfigError
 from indicators.timeframes import parse_timeframe
 from signals.bars.indicator_history import cache_keys, iso, json_bytes, warmup_bars
 from signals.bars.rows import bars_frame
