@@ -39,7 +39,7 @@ import traceback
 import types
 from typing import Any
 
-from functions.sandbox import guards, policy, protocol
+from functions.sandbox import policy, protocol, user_globals
 from functions.sandbox.results import ResultError, encode_result, validate_result
 
 RECURSION_LIMIT = 300
@@ -163,7 +163,7 @@ def _preload() -> None:
             step()
         except Exception:  # pragma: no cover - depends on library versions
             pass
-    guards.preload()
+    user_globals.preload()
     policy.compile_source("import numpy as np\ndef f(t, b, p):\n    return {'x': np.mean([1.0]) ** 2}\n")
     traceback.extract_tb(None)
 
@@ -223,7 +223,7 @@ def _execute(code: types.CodeType, request: dict[str, Any]) -> dict[str, Any]:
     function_name = request["function_name"]
     memory_mb = request["memory_limit_mb"]
     try:
-        namespace = guards.make_globals()
+        namespace = user_globals.make_globals()
         exec(code, namespace)
         func = namespace.get(function_name)
         if func is None:
