@@ -1,4 +1,4 @@
-"""Sandbox worker process: ``python -m functions.sandbox.child`` (started by :mod:`functions.sandbox.runner`).
+"""Sandbox worker process: ``python -m functions.sandbox.child`` (started by :mod:`functions.sandbox.workers`).
 
 Design ("zygote + one forked grandchild per call"):
 

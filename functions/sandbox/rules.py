@@ -27,7 +27,7 @@ ALLOWED_MODULES: frozenset[str] = frozenset(
         "pandas",
     }
 )
-"""Modules user code may import (each is exposed as a read-only allow-listed view, see ``guards``)."""
+"""Modules user code may import (each is exposed as a read-only allow-listed view, see :mod:`.module_views`)."""
 
 # Builtins that are *not* available in the sandbox and are only ever used to break out of it.  A load of one
 # of these names is refused at compile time unless the source binds the name itself.
