@@ -217,8 +217,7 @@ def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 def _check_external(
     data: dict[str, Any], out: dict[str, Any], c: _Collector, function_exists: Callable[[str], bool] | None
 ) -> None:
-    from functions.sandbox.policy import check_function_name
-    from functions.sandbox.runner import (
+    from functions.sandbox.limits import (
         DEFAULT_MEMORY_LIMIT_MB,
         DEFAULT_TIMEOUT_S,
         MAX_MEMORY_LIMIT_MB,
@@ -226,6 +225,7 @@ def _check_external(
         MIN_MEMORY_LIMIT_MB,
         MIN_TIMEOUT_S,
     )
+    from functions.sandbox.policy import check_function_name
 
     entries = c.items(data, "external_functions")
     if len(entries) > MAX_FUNCTIONS:

@@ -10,24 +10,27 @@ Public API:
 * :func:`validate_result`, :class:`ResultError`, :class:`FunctionError` — the result convention shared with
   internal functions (NaN/±inf → ``None``; only flat JSON scalars).
 
-Layers of defence: RestrictedPython compile policy (:mod:`.policy`), run-time guards and allow-listed module views
-(:mod:`.guards`), and OS isolation of the worker process (:mod:`.child`: separate process, fork per call,
-rlimits, wall-clock kill, best-effort privilege drop and network namespace).
+Layers of defence: RestrictedPython compile policy (:mod:`.policy`, :mod:`.rules`), run-time guards and
+allow-listed module views (:mod:`.guards`, :mod:`.module_views`, :mod:`.user_globals`), and OS isolation of the
+worker process (:mod:`.child`, :mod:`.isolation`: separate process, fork per call, rlimits, wall-clock kill,
+best-effort privilege drop and network namespace).
 """
 
-from functions.sandbox.policy import ALLOWED_MODULES, check_source, compile_source
-from functions.sandbox.results import FunctionError, FunctionResult, JSONScalar, ResultError, validate_result
-from functions.sandbox.runner import (
+from functions.sandbox.limits import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_TIMEOUT_S,
-    ExternalResult,
-    SandboxPool,
+    validate_limits,
+)
+from functions.sandbox.policy import check_source, compile_source
+from functions.sandbox.pool import ExternalResult, SandboxPool
+from functions.sandbox.results import FunctionError, FunctionResult, JSONScalar, ResultError, validate_result
+from functions.sandbox.rules import ALLOWED_MODULES
+from functions.sandbox.runner import (
     configure_default_pool,
     get_default_pool,
     run_external,
     shutdown_default_pool,
-    validate_limits,
 )
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from functions import internal as functions
-from functions.internal import FunctionError, InvalidParamsError
+from functions.internal import FunctionError, InvalidParamsError, registry
 
 BARS = [{"time": f"t{i}", "open": 1.0, "high": 2.0, "low": 0.5, "close": float(c), "volume": 10.0, "oi": 5.0}
         for i, c in enumerate([10, 11, 12, 11, 13, 14, 12, 15, 16, 15])]
@@ -25,7 +25,7 @@ def test_bad_parameters_are_refused_when_binding() -> None:
 
 
 def test_a_failing_function_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(functions, "_REGISTRY", dict(functions._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @functions.register("boom_for_test", params={}, needs_bars=False)
     def boom(tick: dict, bars: list, params: dict) -> dict:

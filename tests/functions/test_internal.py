@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,6 +20,7 @@ from functions.internal import (
     ResultError,
     UnknownFunctionError,
     call_internal,
+    registry,
 )
 from functions.sandbox.results import validate_result
 
@@ -32,13 +35,13 @@ def scratch() -> Iterator[str]:
     """A temporary registration name, removed afterwards."""
     name = "test_scratch_fn"
     yield name
-    functions._REGISTRY.pop(name, None)
+    registry._REGISTRY.pop(name, None)
 
 
 def test_shipped_functions_are_registered() -> None:
     assert {"price", "vwap_deviation", "zscore", "oi_change", "put_call_ratio"} <= set(functions.names())
     assert functions.names() == sorted(functions.names())
-    assert functions.get("zscore") is functions.zscore
+    assert functions.get("zscore") is functions.builtin_functions.zscore
     assert functions.spec("zscore").description.startswith("Rolling z-score")
     assert functions.needs_bars("zscore") and not functions.needs_bars("price")
     assert not functions.needs_bars("put_call_ratio")
@@ -303,3 +306,9 @@ def test_put_call_ratio_params_expiry_and_zero_denominator() -> None:
                     "put_volume": None, "contracts": 0}  # fmt: skip
     with pytest.raises(FunctionError, match="chain snapshot must be a list"):
         call_internal("put_call_ratio", {"chain": "bad"}, [], {})
+
+
+def test_builtins_are_registered_whichever_module_is_imported_first() -> None:
+    code = "from functions.internal.registry import names; print(','.join(names()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert {"price", "vwap_deviation", "zscore", "oi_change", "put_call_ratio"} <= set(out.strip().split(","))

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from functions.sandbox import check_source, compile_source, validate_limits
-from functions.sandbox.policy import MAX_SOURCE_CHARS, attribute_refusal
+from functions.sandbox import (
+    check_source,
+    compile_source,
+    guards,
+    module_views,
+    user_globals,
+    validate_limits,
+)
+from functions.sandbox.policy import MAX_SOURCE_CHARS
+from functions.sandbox.rules import SandboxError, attribute_refusal
 
 OK = "def signal(tick, bars, params):\n    return {'x': 1}\n"
 
@@ -131,9 +139,7 @@ def test_attribute_refusal_rules() -> None:
 
 
 def test_runtime_guards_in_process() -> None:
-    from functions.sandbox import guards
-
-    namespace = guards.make_globals()
+    namespace = user_globals.make_globals()
     builtins = namespace["__builtins__"]
     for missing in ("open", "type", "object", "vars", "globals", "locals", "dir", "compile", "exec", "eval", "input",
                     "memoryview", "bytes", "breakpoint"):  # fmt: skip
@@ -153,20 +159,20 @@ def test_runtime_guards_in_process() -> None:
     ):
         assert present in builtins, present
     with pytest.raises(ImportError, match="not allowed"):
-        guards.guarded_import("os")
+        module_views.guarded_import("os")
     with pytest.raises(ImportError, match="relative"):
-        guards.guarded_import("numpy", level=1)
-    np = guards.guarded_import("numpy")
-    assert isinstance(np, guards.GuardedModule)
-    assert guards.guarded_import("numpy.linalg", fromlist=["norm"]) is np.linalg
+        module_views.guarded_import("numpy", level=1)
+    np = module_views.guarded_import("numpy")
+    assert isinstance(np, module_views.GuardedModule)
+    assert module_views.guarded_import("numpy.linalg", fromlist=["norm"]) is np.linalg
     for name in ("load", "save", "fromfile", "memmap", "ctypeslib", "lib", "DataSource", "testing", "f2py"):
         with pytest.raises(AttributeError):
             guards.guarded_getattr(np, name)
         assert not hasattr(np, name), name  # not even present in the allow-listed view
-    pd = guards.guarded_import("pandas")
+    pd = module_views.guarded_import("pandas")
     for name in ("read_csv", "read_pickle", "eval", "io", "api", "core", "options", "set_option"):
         assert not hasattr(pd, name), name
-    json = guards.guarded_import("json")
+    json = module_views.guarded_import("json")
     assert sorted(dir(json)) == ["JSONDecodeError", "dumps", "loads"]
     with pytest.raises(AttributeError, match="read-only"):
         np.sum = 1
@@ -175,7 +181,7 @@ def test_runtime_guards_in_process() -> None:
     with pytest.raises(TypeError):
         guards.guarded_getattr({}, 1)  # type: ignore[arg-type]
     fmt = guards.guarded_getattr("{:.1f}|{0.real}", "format")
-    with pytest.raises(guards.SandboxError):
+    with pytest.raises(SandboxError):
         fmt(1.0)
     assert guards.guarded_getattr("{:.1f}", "format")(2.25) == "2.2"
     assert guards.guarded_getattr(str, "format")("{}-{}", 1, 2) == "1-2"
@@ -188,14 +194,14 @@ def test_runtime_guards_in_process() -> None:
     for name in ("mod", "code"):
         with pytest.raises(AttributeError, match="not available in the sandbox"):
             guards.guarded_getattr(holder, name)
-    with pytest.raises(guards.SandboxError):
+    with pytest.raises(SandboxError):
         guards.guarded_getitem({"m": pytypes}, "m")
     # C-level imports (PyImport_Import: empty *list* fromlist) of loaded modules succeed but return nothing
-    assert guards.guarded_import("time", None, None, [], 0) is None
+    assert module_views.guarded_import("time", None, None, [], 0) is None
     with pytest.raises(ImportError):
-        guards.guarded_import("time")
+        module_views.guarded_import("time")
     with pytest.raises(ImportError):
-        guards.guarded_import("time", None, None, ("sleep",), 0)
+        module_views.guarded_import("time", None, None, ("sleep",), 0)
     assert guards.guarded_pow(2, 10) == 1024 and guards.guarded_pow(2.0, 0.5) == pytest.approx(2**0.5)
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from functions.sandbox import SandboxPool, run_external, shutdown_default_pool
-from functions.sandbox.runner import ExternalResult
+from functions.sandbox import ExternalResult, SandboxPool, run_external, shutdown_default_pool
 
 from .conftest import NORMAL_SOURCE, assert_next_tick_ok
 
