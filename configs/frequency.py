@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+from celery.schedules import crontab
+
+from indicators.bars import bucket_start
+
 EVENT_DRIVEN = ("every_tick", "every_interval")
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _EVERY_RE = re.compile(r"^(\d+)([smh])$")
@@ -56,8 +62,6 @@ def _hhmm(value: str, text: str) -> tuple[str, str]:
 
 
 def _check_cron(fields: list[str], text: str) -> tuple[str, str, str, str, str]:
-    from celery.schedules import crontab
-
     try:
         crontab(minute=fields[0], hour=fields[1], day_of_month=fields[2], month_of_year=fields[3],
                 day_of_week=fields[4])
@@ -121,11 +125,6 @@ def bar_close_crossings(
     """
     if not times:
         return []
-    import numpy as np
-    import pandas as pd
-
-    from indicators.bars import bucket_start
-
     known = [i for i, p in enumerate(previous) if p is not None]
     if not known:
         return [False] * len(times)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
-from configs.validation import ConfigError, validate_config
+from configs.validation import NAME_RE, NAME_RULE, ConfigError, validate_config
+from functions.sandbox import check_source
+from functions.sandbox.policy import check_function_name
 
 
 class SignalConfig(models.Model):
@@ -128,8 +131,6 @@ class ExternalFunction(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Refuses source that does not compile under the sandbox policy: it is never stored."""
-        import hashlib
-
         errors = self.source_errors()
         if errors:
             raise ValidationError(errors)
@@ -142,10 +143,6 @@ class ExternalFunction(models.Model):
 
     def source_errors(self) -> dict[str, list[str]]:
         """Upload-time checks: the name, the function name and the source under the sandbox policy."""
-        from configs.validation import NAME_RE, NAME_RULE
-        from functions.sandbox import check_source
-        from functions.sandbox.policy import check_function_name
-
         errors: dict[str, list[str]] = {}
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             errors["name"] = [f"{self.name!r:.60} is not a valid function name: {NAME_RULE}"]

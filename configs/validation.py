@@ -15,6 +15,18 @@ from typing import Any
 
 from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
+from functions import internal as functions
+from functions.sandbox.limits import (
+    DEFAULT_MEMORY_LIMIT_MB,
+    DEFAULT_TIMEOUT_S,
+    MAX_MEMORY_LIMIT_MB,
+    MAX_TIMEOUT_S,
+    MIN_MEMORY_LIMIT_MB,
+    MIN_TIMEOUT_S,
+)
+from functions.sandbox.policy import check_function_name
+from indicators.specs import validate_indicators
+from indicators.timeframes import parse_timeframe
 
 GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
@@ -120,8 +132,6 @@ def _check_identity(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 
 
 def _check_schedule(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
-    from indicators.timeframes import parse_timeframe
-
     interval = data.get("interval", "1m")
     try:
         out["interval"] = parse_timeframe(interval).name
@@ -174,8 +184,6 @@ def _pattern_product(pattern: str | None) -> str | None:
 
 
 def _check_indicators(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
-    from indicators.specs import validate_indicators
-
     specs = c.items(data, "technical_indicators")
     if len(specs) > MAX_INDICATORS:
         c.add("technical_indicators", f"at most {MAX_INDICATORS} indicators per config")
@@ -187,8 +195,6 @@ def _check_indicators(data: dict[str, Any], out: dict[str, Any], c: _Collector) 
 
 
 def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
-    from functions import internal as functions
-
     entries = c.items(data, "internal_functions")
     if len(entries) > MAX_FUNCTIONS:
         c.add("internal_functions", f"at most {MAX_FUNCTIONS} internal functions per config")
@@ -217,16 +223,6 @@ def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 def _check_external(
     data: dict[str, Any], out: dict[str, Any], c: _Collector, function_exists: Callable[[str], bool] | None
 ) -> None:
-    from functions.sandbox.limits import (
-        DEFAULT_MEMORY_LIMIT_MB,
-        DEFAULT_TIMEOUT_S,
-        MAX_MEMORY_LIMIT_MB,
-        MAX_TIMEOUT_S,
-        MIN_MEMORY_LIMIT_MB,
-        MIN_TIMEOUT_S,
-    )
-    from functions.sandbox.policy import check_function_name
-
     entries = c.items(data, "external_functions")
     if len(entries) > MAX_FUNCTIONS:
         c.add("external_functions", f"at most {MAX_FUNCTIONS} external functions per config")
