@@ -15,10 +15,10 @@ from typing import Any
 
 from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
+from greeks import GREEK_NAMES
 
 GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
-GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

@@ -24,9 +24,10 @@ from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
 from feed.ticks import TickError, parse_time
+from greeks import GREEK_NAMES
 from signals.options import chains as greeks_service
 from signals.options import history as greeks_history
-from signals.options.pricing import GREEK_NAMES, PRICE_FIELDS
+from signals.options.pricing import PRICE_FIELDS
 from webapi.errors import BadParameter, NotFound
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
@@ -175,31 +176,22 @@ RealtimeGreeksSerializer = inline_serializer("RealtimeGreeks", {
 })
 
 
-class MoneynessOptionSerializer(serializers.Serializer):
-    instrument_key = serializers.CharField(allow_null=True)
-    strike = serializers.FloatField()
-    iv = serializers.FloatField(allow_null=True)
-    delta = serializers.FloatField(allow_null=True)
-    gamma = serializers.FloatField(allow_null=True)
-    theta = serializers.FloatField(allow_null=True)
-    vega = serializers.FloatField(allow_null=True)
-    rho = serializers.FloatField(allow_null=True)
-    option_price = serializers.FloatField(allow_null=True)
-    underlying_price = serializers.FloatField(allow_null=True)
-    sigma_source = serializers.CharField(allow_null=True)
-    status = serializers.CharField(help_text="ok, below_intrinsic, ..., no_greeks (none computed), not_listed")
-    stale_underlying = serializers.BooleanField(required=False)
-    timestamp = serializers.DateTimeField(allow_null=True)
-
-
-class MoneynessAverageSerializer(serializers.Serializer):
-    iv = serializers.FloatField(allow_null=True)
-    delta = serializers.FloatField(allow_null=True)
-    gamma = serializers.FloatField(allow_null=True)
-    theta = serializers.FloatField(allow_null=True)
-    vega = serializers.FloatField(allow_null=True)
-    rho = serializers.FloatField(allow_null=True)
-    count = serializers.IntegerField(help_text="options with Greeks in the average")
+# declared with type(): the Greek fields come from GREEK_NAMES
+MoneynessOptionSerializer = type("MoneynessOptionSerializer", (serializers.Serializer,), {
+    "instrument_key": serializers.CharField(allow_null=True),
+    "strike": serializers.FloatField(),
+    **_greeks_fields(),
+    "option_price": serializers.FloatField(allow_null=True),
+    "underlying_price": serializers.FloatField(allow_null=True),
+    "sigma_source": serializers.CharField(allow_null=True),
+    "status": serializers.CharField(help_text="ok, below_intrinsic, ..., no_greeks (none computed), not_listed"),
+    "stale_underlying": serializers.BooleanField(required=False),
+    "timestamp": serializers.DateTimeField(allow_null=True),
+})
+MoneynessAverageSerializer = type("MoneynessAverageSerializer", (serializers.Serializer,), {
+    **_greeks_fields(),
+    "count": serializers.IntegerField(help_text="options with Greeks in the average"),
+})
 
 
 def _option_view(**kwargs: Any) -> serializers.Serializer:

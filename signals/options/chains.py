@@ -28,7 +28,7 @@ from django.conf import settings
 
 from feed import keys
 from feed.instruments import InstrumentKeyError, parse_instrument_key
-from signals.options.pricing import GREEK_NAMES
+from greeks import GREEK_NAMES
 
 DEFAULT_MODEL = "black_scholes_merton"
 _chain_cache: dict[tuple[str, date], tuple[float, list[tuple[str, str, float]], frozenset[str]]] = {}

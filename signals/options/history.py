@@ -24,8 +24,9 @@ from django.db import connection
 from feed import keys
 from feed.instruments import key_matches, parse_instrument_key
 from feed.redis_client import get_redis
+from greeks import GREEK_NAMES
 from signals import storage
-from signals.options.pricing import GREEK_NAMES, STALE_FLAG, expiry_timestamp, price_quotes, underlying_for
+from signals.options.pricing import STALE_FLAG, expiry_timestamp, price_quotes, underlying_for
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(minutes=1)
@@ -169,8 +170,8 @@ def _price_block(block: list[tuple[Any, ...]], instruments: dict[str, Any], sect
 
 
 # --- reading -------------------------------------------------------------------------------------------------------
-_POINT_COLUMNS = ("iv", "delta", "gamma", "theta", "vega", "rho", "option_price", "underlying_price", "sigma",
-                  "sigma_source", "status", "time_to_expiry", "config_id")
+_POINT_COLUMNS = (*GREEK_NAMES, "option_price", "underlying_price", "sigma", "sigma_source", "status",
+                  "time_to_expiry", "config_id")
 
 
 def _bucket_sql(tf: Any) -> str:
