@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from configs import runs
@@ -23,6 +22,8 @@ from configs.registry import ActiveConfig, registry
 from configs.scheduling import exchange_tz
 from feed import keys
 from feed.redis_client import get_redis
+from signals.instrument_registry import live_keys
+from signals.pipeline.batch import run_configs
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +39,8 @@ def running_key(schedule_key: str) -> str:
 
 def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int, list[str]]:
     """Config id -> registry instrument keys its pattern matches (derivatives past expiry left out)."""
-    from signals.models import InstrumentRecord
-
     today = today or timezone.now().astimezone(exchange_tz()).date()
-    live = InstrumentRecord.objects.filter(Q(expiry__isnull=True) | Q(expiry__gte=today))
-    found: dict[int, list[str]] = {}
-    for config in configs:
-        pattern = config.pattern
-        if pattern == "*":
-            query = live
-        elif pattern.endswith("@*"):
-            query = live.filter(key__startswith=pattern[:-1])
-        else:
-            query = live.filter(key=pattern)
-        found[config.id] = list(query.values_list("key", flat=True))
-    return found
+    return {config.id: live_keys(config.pattern, today) for config in configs}
 
 
 def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:
@@ -93,8 +81,6 @@ def run_schedule(schedule_key: str) -> dict[str, Any]:
 
 
 def _run(schedule_key: str) -> dict[str, Any]:
-    from signals.pipeline.batch import run_configs
-
     registry.refresh()
     configs = registry.by_schedule(schedule_key)
     if not configs:

@@ -230,7 +230,7 @@ class Command(BaseCommand):
             return
         from signals.bars import rollup, timescale
         from signals.bars.service import get_service
-        from signals.pipeline.batch import register_instruments
+        from signals.instrument_registry import register_instruments
 
         register_instruments(sorted(report.keys))
         get_service().invalidate(report.keys)
