@@ -76,3 +76,19 @@ def _topic_group(channel: str, instrument_key: str, params_json: str) -> str:
     digest = hashlib.sha1(topic.encode()).hexdigest()[:16]
     readable = _UNSAFE.sub("_", instrument_key)[:60]
     return f"t.{channel[:12]}.{readable}.{digest}"
+
+
+# Options, schedules and configs
+def schedule_running(schedule_key: str) -> str:
+    """Lock held (a token with a TTL) while one beat schedule's configs run, so runs of a schedule never overlap."""
+    return f"signal:schedule:running:{schedule_key}"
+
+
+def beat_lock() -> str:
+    """The single-beat lock's default name (``SIGNAL_BEAT_LOCK_KEY``): held by the one active celery-beat."""
+    return "signal:beat:lock"
+
+
+def config_cache_pattern(config_id: int) -> str:
+    """SCAN pattern of every cached latest result of one config: `latest_result` keys whose suffix is its id."""
+    return f"signal:latest:*:{int(config_id)}"

@@ -154,14 +154,14 @@ def test_scheduled_run_recomputes_from_the_latest_ticks(r: Any) -> None:
 @pytest.mark.django_db
 def test_scheduled_run_without_data_and_overlapping_runs(r: Any) -> None:
     from configs.models import SignalConfig
-    from signals.schedule.timed import run_schedule, running_key
+    from signals.schedule.timed import run_schedule
 
     config = create_config(price_config("idle", "NSE@SENSEX@*", frequency="every_minute"))
     assert run_schedule("every-60s")["records"] == 0
     assert SignalConfig.objects.get(pk=config.pk).last_run_status == "no_data"
-    r.set(running_key("every-60s"), "someone-else", ex=30)
+    r.set(keys.schedule_running("every-60s"), "someone-else", ex=30)
     assert run_schedule("every-60s")["skipped"] == "previous run still going"
-    assert r.get(running_key("every-60s")) == b"someone-else"  # not released by the skipped run
+    assert r.get(keys.schedule_running("every-60s")) == b"someone-else"  # not released by the skipped run
 
 
 @pytest.mark.django_db(transaction=True)

@@ -24,17 +24,9 @@ from feed import keys
 from feed.redis_client import get_redis
 from signals.instrument_registry import live_keys
 from signals.pipeline.batch import run_configs
+from signals.schedule import token_locks
 
 log = logging.getLogger(__name__)
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def running_key(schedule_key: str) -> str:
-    return f"signal:schedule:running:{schedule_key}"
 
 
 def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int, list[str]]:
@@ -70,14 +62,14 @@ def run_schedule(schedule_key: str) -> dict[str, Any]:
     """Run the enabled configs of one beat schedule now. Overlapping runs of one schedule are skipped."""
     client = get_redis()
     token = uuid.uuid4().hex
-    lock = running_key(schedule_key)
+    lock = keys.schedule_running(schedule_key)
     if not client.set(lock, token, nx=True, ex=max(settings.CELERY_TASK_TIME_LIMIT, 10)):
         log.warning("scheduled run skipped: the previous run is still going", extra={"schedule": schedule_key})
         return {"schedule_key": schedule_key, "skipped": "previous run still going"}
     try:
         return _run(schedule_key)
     finally:
-        client.eval(_RELEASE, 1, lock, token)
+        token_locks.release(client, lock, token)
 
 
 def _run(schedule_key: str) -> dict[str, Any]:
