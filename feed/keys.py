@@ -92,3 +92,23 @@ def beat_lock() -> str:
 def config_cache_pattern(config_id: int) -> str:
     """SCAN pattern of every cached latest result of one config: `latest_result` keys whose suffix is its id."""
     return f"signal:latest:*:{int(config_id)}"
+
+
+def tick_stream_pattern() -> str:
+    """Default pattern of the tick streams the bridges read (``SIGNAL_STREAM_PATTERNS``): every `tick_stream`."""
+    return tick_stream("*")
+
+
+def tick_dead_letters() -> str:
+    """Default stream of tick entries that could not be processed (``SIGNAL_DEAD_LETTER_STREAM``)."""
+    return tick_stream("dead")
+
+
+def config_stream() -> str:
+    """Default stream of config changes (``SIGNAL_CONFIG_STREAM``, docs/REFERENCE.md §3.3)."""
+    return "signal_config_updates"
+
+
+def dead_letters(stream: str) -> str:
+    """Stream of the entries of ``stream`` that were rejected, with the reason."""
+    return f"{stream}:dead"

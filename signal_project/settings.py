@@ -114,8 +114,8 @@ SIGNAL_VIX_KEY = env_str("SIGNAL_VIX_KEY", "NSE@INDVIX@index")
 SIGNAL_UNDERLYING_STALENESS_S = env_float("SIGNAL_UNDERLYING_STALENESS_S", 2.0)
 
 # --- Stream bridge ------------------------------------------------------------------------------------------
-SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", ["tick_stream:*"])
-SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", "tick_stream:dead")
+SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", [keys.tick_stream_pattern()])
+SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", keys.tick_dead_letters())
 SIGNAL_CONSUMER_GROUP = env_str("SIGNAL_CONSUMER_GROUP", "signal_service")
 SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
 SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
@@ -135,7 +135,7 @@ SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
 # A batch's Redis outputs are written once: a redelivered batch (its worker died after writing them) skips them if
 # it comes back within this many seconds (longer than CELERY_VISIBILITY_TIMEOUT plus the restore sweep).
 SIGNAL_EMIT_ONCE_TTL_S = env_int("SIGNAL_EMIT_ONCE_TTL_S", 3600)
-SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", "signal_config_updates")
+SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", keys.config_stream())
 
 # --- Auth ---------------------------------------------------------------------------------------------------
 SIGNAL_JWT_SECRET = env_str("SIGNAL_JWT_SECRET", "dev-only-jwt-secret-change-me-0123456789" if DEBUG else "")
@@ -189,7 +189,7 @@ LOGGING = {
 # --- Configs ------------------------------------------------------------------------------------------------
 # Config stream (SIGNAL_CONFIG_STREAM above): consumer group, dead letters, reclaim of dead consumers' entries.
 SIGNAL_CONFIG_CONSUMER_GROUP = env_str("SIGNAL_CONFIG_CONSUMER_GROUP", "signal_config_service")
-SIGNAL_CONFIG_DEAD_LETTER_STREAM = env_str("SIGNAL_CONFIG_DEAD_LETTER_STREAM", SIGNAL_CONFIG_STREAM + ":dead")
+SIGNAL_CONFIG_DEAD_LETTER_STREAM = env_str("SIGNAL_CONFIG_DEAD_LETTER_STREAM", keys.dead_letters(SIGNAL_CONFIG_STREAM))
 SIGNAL_CONFIG_BLOCK_MS = env_int("SIGNAL_CONFIG_BLOCK_MS", 1000)
 SIGNAL_CONFIG_RECLAIM_IDLE_MS = env_int("SIGNAL_CONFIG_RECLAIM_IDLE_MS", 60_000)
 SIGNAL_CONFIG_RECLAIM_INTERVAL_S = env_float("SIGNAL_CONFIG_RECLAIM_INTERVAL_S", 15.0)
