@@ -25,12 +25,12 @@ from functions.sandbox.limits import (
     MIN_TIMEOUT_S,
 )
 from functions.sandbox.policy import check_function_name
+from greeks import GREEK_NAMES
 from indicators.specs import validate_indicators
 from indicators.timeframes import parse_timeframe
 
 GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
-GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

@@ -121,3 +121,39 @@ def bars_generation(instrument_key: str) -> str:
 def bars_first_tick(instrument_key: str) -> str:
     """Time of the instrument's oldest stored tick (bounds look-backs; dropped by imports)."""
     return f"signal:bars:first:{_bars_tag(instrument_key)}"
+
+
+# Options, schedules and configs
+def schedule_running(schedule_key: str) -> str:
+    """Lock held (a token with a TTL) while one beat schedule's configs run, so runs of a schedule never overlap."""
+    return f"signal:schedule:running:{schedule_key}"
+
+
+def beat_lock() -> str:
+    """The single-beat lock's default name (``SIGNAL_BEAT_LOCK_KEY``): held by the one active celery-beat."""
+    return "signal:beat:lock"
+
+
+def config_cache_pattern(config_id: int) -> str:
+    """SCAN pattern of every cached latest result of one config: `latest_result` keys whose suffix is its id."""
+    return f"signal:latest:*:{int(config_id)}"
+
+
+def tick_stream_pattern() -> str:
+    """Default pattern of the tick streams the bridges read (``SIGNAL_STREAM_PATTERNS``): every `tick_stream`."""
+    return tick_stream("*")
+
+
+def tick_dead_letters() -> str:
+    """Default stream of tick entries that could not be processed (``SIGNAL_DEAD_LETTER_STREAM``)."""
+    return tick_stream("dead")
+
+
+def config_stream() -> str:
+    """Default stream of config changes (``SIGNAL_CONFIG_STREAM``, docs/REFERENCE.md §3.3)."""
+    return "signal_config_updates"
+
+
+def dead_letters(stream: str) -> str:
+    """Stream of the entries of ``stream`` that were rejected, with the reason."""
+    return f"{stream}:dead"

@@ -1,0 +1,6 @@
+"""Option prices, implied volatility and Greeks over NumPy arrays (facade: :mod:`greeks.engine`). No Django."""
+
+GREEK_NAMES: tuple[str, ...] = ("iv", "delta", "gamma", "theta", "vega", "rho")
+"""The Greeks every layer reports, in this order (the fields of :class:`greeks.engine.ChainResult` of these names):
+implied volatility (decimal per √year), delta (per unit of the underlying), gamma (per unit per unit), theta (per
+calendar day), vega and rho (per percentage point)."""

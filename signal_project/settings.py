@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from feed import keys
 from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -113,8 +114,8 @@ SIGNAL_VIX_KEY = env_str("SIGNAL_VIX_KEY", "NSE@INDVIX@index")
 SIGNAL_UNDERLYING_STALENESS_S = env_float("SIGNAL_UNDERLYING_STALENESS_S", 2.0)
 
 # --- Stream bridge ------------------------------------------------------------------------------------------
-SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", ["tick_stream:*"])
-SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", "tick_stream:dead")
+SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", [keys.tick_stream_pattern()])
+SIGNAL_DEAD_LETTER_STREAM = env_str("SIGNAL_DEAD_LETTER_STREAM", keys.tick_dead_letters())
 SIGNAL_CONSUMER_GROUP = env_str("SIGNAL_CONSUMER_GROUP", "signal_service")
 SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
 SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
@@ -134,7 +135,7 @@ SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
 # A batch's Redis outputs are written once: a redelivered batch (its worker died after writing them) skips them if
 # it comes back within this many seconds (longer than CELERY_VISIBILITY_TIMEOUT plus the restore sweep).
 SIGNAL_EMIT_ONCE_TTL_S = env_int("SIGNAL_EMIT_ONCE_TTL_S", 3600)
-SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", "signal_config_updates")
+SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", keys.config_stream())
 
 # --- Auth ---------------------------------------------------------------------------------------------------
 SIGNAL_JWT_SECRET = env_str("SIGNAL_JWT_SECRET", "dev-only-jwt-secret-change-me-0123456789" if DEBUG else "")
@@ -165,53 +166,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
-# --- Celery -------------------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
-CELERY_TASK_SERIALIZER = "json"
-CELERY_RESULT_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json", "ticks-json"]  # ticks-json: tick batches (signals.tasks)
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100)
-CELERY_TASK_DEFAULT_QUEUE = SIGNAL_DEFAULT_QUEUE
-# Every task names its queue here (the bridge overrides process_ticks per underlying with SIGNAL_QUEUE_ROUTES).
-CELERY_TASK_ROUTES = {
-    "signals.process_ticks": {"queue": SIGNAL_DEFAULT_QUEUE},
-    "signals.tasks.publish_stream_metrics": {"queue": SIGNAL_DEFAULT_QUEUE},
-    "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
-}
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = False
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A message taken by a worker that dies is handed to another worker after this many seconds; it must exceed the
-# longest task (the time limit) or a slow task would run twice. Live workers look for such messages every
-# unacked_restore_interval x unacked_restore_throttle seconds (kombu's default is about 100 s).
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
-    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 5),
-    "unacked_restore_throttle": 1,
-    "socket_timeout": 10,
-    "socket_connect_timeout": 5,
-}
-# Celery's Django fix-up closes the database connection before and after every task unless this is set; a fresh
-# connection per tick batch (plus its temporary COPY staging tables) costs more than the batch itself. Workers keep
-# their connection for up to 2 x this many tasks; `signals.tasks` still drops an unusable or expired one
-# (CONN_MAX_AGE) before each task, as Django does per request.
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
-CELERY_TIMEZONE = EXCHANGE_TIMEZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE = {
-    "publish-stream-metrics": {
-        "task": "signals.tasks.publish_stream_metrics",
-        "schedule": env_float("SIGNAL_METRICS_INTERVAL_S", 15.0),
-        "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 60},
-    },
-}
-DJANGO_CELERY_BEAT_TZ_AWARE = True
-
 # --- Logging: one JSON object per line on stdout, for every process -----------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
@@ -235,7 +189,7 @@ LOGGING = {
 # --- Configs ------------------------------------------------------------------------------------------------
 # Config stream (SIGNAL_CONFIG_STREAM above): consumer group, dead letters, reclaim of dead consumers' entries.
 SIGNAL_CONFIG_CONSUMER_GROUP = env_str("SIGNAL_CONFIG_CONSUMER_GROUP", "signal_config_service")
-SIGNAL_CONFIG_DEAD_LETTER_STREAM = env_str("SIGNAL_CONFIG_DEAD_LETTER_STREAM", SIGNAL_CONFIG_STREAM + ":dead")
+SIGNAL_CONFIG_DEAD_LETTER_STREAM = env_str("SIGNAL_CONFIG_DEAD_LETTER_STREAM", keys.dead_letters(SIGNAL_CONFIG_STREAM))
 SIGNAL_CONFIG_BLOCK_MS = env_int("SIGNAL_CONFIG_BLOCK_MS", 1000)
 SIGNAL_CONFIG_RECLAIM_IDLE_MS = env_int("SIGNAL_CONFIG_RECLAIM_IDLE_MS", 60_000)
 SIGNAL_CONFIG_RECLAIM_INTERVAL_S = env_float("SIGNAL_CONFIG_RECLAIM_INTERVAL_S", 15.0)
@@ -247,9 +201,7 @@ SIGNAL_SCHEDULE_EXPIRE_S = env_int("SIGNAL_SCHEDULE_EXPIRE_S", 600)
 SIGNAL_CONFIG_RUN_STAMP_S = env_float("SIGNAL_CONFIG_RUN_STAMP_S", 10.0)
 # Exactly one celery-beat: the scheduler holds this Redis lock (renewed every loop); another beat stays idle
 # (standby, takes over when the lock expires) or, with SIGNAL_BEAT_STANDBY=false, exits.
-CELERY_BEAT_SCHEDULER = "signals.schedule.beat:SingleBeatScheduler"
-CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 5)
-SIGNAL_BEAT_LOCK_KEY = env_str("SIGNAL_BEAT_LOCK_KEY", "signal:beat:lock")
+SIGNAL_BEAT_LOCK_KEY = env_str("SIGNAL_BEAT_LOCK_KEY", keys.beat_lock())
 SIGNAL_BEAT_LOCK_TTL_S = env_float("SIGNAL_BEAT_LOCK_TTL_S", 30.0)
 SIGNAL_BEAT_STANDBY = env_bool("SIGNAL_BEAT_STANDBY", True)
 # External functions: sandbox worker processes per Celery/web process; a function killed this many times in a
@@ -263,7 +215,6 @@ SIGNAL_EXTERNAL_SUSPEND_S = env_float("SIGNAL_EXTERNAL_SUSPEND_S", 60.0)
 SIGNAL_GREEKS_CHAIN_CACHE_S = env_float("SIGNAL_GREEKS_CHAIN_CACHE_S", 5.0)
 # `compute_greeks` sends one Celery task per chunk of this many minutes to this queue.
 SIGNAL_GREEKS_HISTORY_QUEUE = env_str("SIGNAL_GREEKS_HISTORY_QUEUE", SIGNAL_DEFAULT_QUEUE)
-CELERY_TASK_ROUTES["signals.greeks_history_chunk"] = {"queue": SIGNAL_GREEKS_HISTORY_QUEUE}
 SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES", 30)
 # Largest number of points the historical Greeks / ATM IV endpoints return (the answer says "truncated").
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
@@ -287,12 +238,6 @@ SIGNAL_ROLLUP_INTERVAL_S = env_float("SIGNAL_ROLLUP_INTERVAL_S", 5.0)
 SIGNAL_ROLLUP_MAX_RANGES = env_int("SIGNAL_ROLLUP_MAX_RANGES", 200)
 SIGNAL_ROLLUP_BUDGET_S = env_float("SIGNAL_ROLLUP_BUDGET_S", 60.0)
 SIGNAL_ROLLUP_QUEUE = env_str("SIGNAL_ROLLUP_QUEUE", SIGNAL_DEFAULT_QUEUE)
-CELERY_TASK_ROUTES["signals.refresh_bar_rollup"] = {"queue": SIGNAL_ROLLUP_QUEUE}
-CELERY_BEAT_SCHEDULE["refresh-bar-rollup"] = {
-    "task": "signals.refresh_bar_rollup",
-    "schedule": SIGNAL_ROLLUP_INTERVAL_S,
-    "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
-}
 # Indicator warm-up: bars before the first value = max(MIN, FACTOR x the longest length parameter), capped.
 SIGNAL_INDICATOR_WARMUP_FACTOR = env_int("SIGNAL_INDICATOR_WARMUP_FACTOR", 20)
 SIGNAL_INDICATOR_WARMUP_MIN = env_int("SIGNAL_INDICATOR_WARMUP_MIN", 100)
@@ -305,3 +250,60 @@ SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 365)
 SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 180)
 SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 365)
 SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 7)
+
+# --- Celery: every CELERY_* setting, last because it names the queues and intervals set above ---------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json", "ticks-json"]  # ticks-json: tick batches (signals.tasks)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100)
+CELERY_TASK_DEFAULT_QUEUE = SIGNAL_DEFAULT_QUEUE
+# Every task names its queue here (the bridge overrides process_ticks per underlying with SIGNAL_QUEUE_ROUTES).
+CELERY_TASK_ROUTES = {
+    "signals.process_ticks": {"queue": SIGNAL_DEFAULT_QUEUE},
+    "signals.tasks.publish_stream_metrics": {"queue": SIGNAL_DEFAULT_QUEUE},
+    "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
+    "signals.greeks_history_chunk": {"queue": SIGNAL_GREEKS_HISTORY_QUEUE},
+    "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message taken by a worker that dies is handed to another worker after this many seconds; it must exceed the
+# longest task (the time limit) or a slow task would run twice. Live workers look for such messages every
+# unacked_restore_interval x unacked_restore_throttle seconds (kombu's default is about 100 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 300),
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 5),
+    "unacked_restore_throttle": 1,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+}
+# Celery's Django fix-up closes the database connection before and after every task unless this is set; a fresh
+# connection per tick batch (plus its temporary COPY staging tables) costs more than the batch itself. Workers keep
+# their connection for up to 2 x this many tasks; `signals.tasks` still drops an unusable or expired one
+# (CONN_MAX_AGE) before each task, as Django does per request.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+CELERY_TIMEZONE = EXCHANGE_TIMEZONE
+# One active beat (signals.schedule.beat, lock SIGNAL_BEAT_LOCK_KEY), renewing its lock every loop: at most
+# CELERY_BEAT_MAX_LOOP_INTERVAL seconds apart.
+CELERY_BEAT_SCHEDULER = "signals.schedule.beat:SingleBeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 5)
+CELERY_BEAT_SCHEDULE = {
+    "publish-stream-metrics": {
+        "task": "signals.tasks.publish_stream_metrics",
+        "schedule": env_float("SIGNAL_METRICS_INTERVAL_S", 15.0),
+        "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 60},
+    },
+    "refresh-bar-rollup": {
+        "task": "signals.refresh_bar_rollup",
+        "schedule": SIGNAL_ROLLUP_INTERVAL_S,
+        "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
+    },
+}
+DJANGO_CELERY_BEAT_TZ_AWARE = True

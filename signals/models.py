@@ -57,6 +57,7 @@ class GreeksRecord(models.Model):
     """Typed Greeks history: one row per option tick, config and price field (ltp/open/high/low/close).
 
     Units as vollib's analytical Greeks: theta per calendar day, vega and rho per percentage point, iv decimal.
+    The Greek columns are `greeks.GREEK_NAMES` (a test holds them equal).
     """
 
     pk = models.CompositePrimaryKey("instrument_key", "time", "source_id", "config_id", "price_field")

@@ -21,6 +21,8 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from psycopg.types.json import Jsonb
 
+from greeks import GREEK_NAMES
+
 TICK_COLUMNS = ("instrument_key", "time", "source_id", "ltp", "open", "high", "low", "close", "volume", "oi",
                 "bid", "ask", "ltq")
 TICK_TYPES = ("text", "timestamptz", "text", "float8", "float8", "float8", "float8", "float8", "int8", "int8",
@@ -29,9 +31,9 @@ COMPUTED_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "computa
                     "success", "error", "execution_time_ms")
 COMPUTED_TYPES = ("text", "timestamptz", "text", "int8", "text", "text", "jsonb", "bool", "text", "float8")
 GREEKS_COLUMNS = ("instrument_key", "time", "source_id", "config_id", "price_field", "option_price",
-                  "underlying_price", "time_to_expiry", "iv", "sigma", "delta", "gamma", "theta", "vega", "rho",
-                  "sigma_source", "status")
-GREEKS_TYPES = ("text", "timestamptz", "text", "int8", "text") + ("float8",) * 10 + ("text", "text")
+                  "underlying_price", "time_to_expiry", "sigma", *GREEK_NAMES, "sigma_source", "status")
+GREEKS_TYPES = ("text", "timestamptz", "text", "int8", "text", *("float8",) * (4 + len(GREEK_NAMES)), "text",
+                "text")
 
 
 @dataclass(frozen=True)

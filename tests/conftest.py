@@ -23,14 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""
     from configs.registry import registry
-    from signals.options import chains as greeks_service
-    from signals.pipeline import batch as pipeline
+    from signals import instrument_registry
 
     for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
         redis_lib.Redis.from_url(url).flushdb()
     registry._version = None
-    pipeline._seen_instruments.clear()
-    greeks_service.clear_chain_cache()  # per-process caches of rows each test's rollback removes
+    instrument_registry.clear_caches()  # per-process caches of rows each test's rollback removes
     yield
 
 

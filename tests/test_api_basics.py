@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import jwt
 import pytest
 import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from feed import keys
+from signal_project.env import env_bool, env_int, env_map
+from signals.ingest.bridge import BridgeSettings, StreamBridge
+from signals.monitoring.streams import collect_stream_metrics
 from signals.pipeline.batch import process_batch
 from tests.factories import normalised, tick
+from webapi.checks import signal_settings
 
 pytestmark = pytest.mark.django_db
 PRICE = "/api/v2/signals/realtime/price/"
@@ -35,9 +46,6 @@ def test_ready_reports_an_unreachable_broker(settings: Any) -> None:
 
 
 def test_metrics_expose_pipeline_and_stream_figures(r: Any, monkeypatch: Any) -> None:
-    from signals.ingest.bridge import BridgeSettings, StreamBridge
-    from signals.monitoring.streams import collect_stream_metrics
-
     r.xadd("tick_stream:NSE@NIFTY", {"data": "{}"})
     assert StreamBridge(r, BridgeSettings.from_django(), consumer="metrics").discover()  # joins with its group
     r.xadd("tick_stream:NSE@NIFTY", {"data": "{}"})
@@ -86,12 +94,6 @@ def test_issuer_and_audience_are_checked_when_configured(settings: Any, make_tok
 
 
 def test_rs256_tokens_verify_against_the_public_key(settings: Any, tmp_path: Any) -> None:
-    import time
-
-    import jwt
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "pub.pem").write_bytes(pem)
@@ -123,10 +125,6 @@ def test_bad_key_is_400_and_unknown_instrument_is_404(auth_client: Any) -> None:
 
 
 def test_per_user_throttle(make_token: Any, settings: Any) -> None:
-    from django.core.cache import cache
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
     cache.clear()
     old = SimpleRateThrottle.THROTTLE_RATES
     SimpleRateThrottle.THROTTLE_RATES = {**api_settings.DEFAULT_THROTTLE_RATES, "subject": "3/min"}
@@ -151,8 +149,6 @@ def test_openapi_schema_is_served_locally() -> None:
 
 
 def test_missing_jwt_secret_fails_the_system_check(settings: Any) -> None:
-    from webapi.checks import signal_settings
-
     settings.SIGNAL_JWT_SECRET = ""
     errors = signal_settings(None)
     assert any("SIGNAL_JWT_SECRET" in e.msg for e in errors)
@@ -162,8 +158,6 @@ def test_missing_jwt_secret_fails_the_system_check(settings: Any) -> None:
 
 
 def test_bad_environment_values_are_refused_naming_the_variable(monkeypatch: Any) -> None:
-    from signal_project.env import env_bool, env_int, env_map
-
     monkeypatch.setenv("SIGNAL_BATCH_SIZE", "lots")
     with pytest.raises(ImproperlyConfigured, match="SIGNAL_BATCH_SIZE"):
         env_int("SIGNAL_BATCH_SIZE", 1)

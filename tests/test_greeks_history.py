@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from signals.models import GreeksRecord
 from signals.pipeline.batch import process_batch
 from tests.factories import T0, create_config
 from tests.greeks_helpers import (
@@ -47,8 +48,6 @@ def store_history() -> list[dict[str, Any]]:
 
 
 def rows(price_field: str = "ltp") -> dict[tuple[str, float], Any]:
-    from signals.models import GreeksRecord
-
     return {(g.instrument_key, g.time.timestamp()): g for g in GreeksRecord.objects.filter(price_field=price_field)}
 
 
@@ -105,8 +104,6 @@ def test_history_equals_what_the_live_pipeline_computed() -> None:
     assert len(live) == 5
     out = run("--inline", "--config", config.name)
     assert "10 Greeks row(s) computed, 0 new" in out  # ltp + close (null: no close on the ticks), all present
-    from signals.models import GreeksRecord
-
     GreeksRecord.objects.all().delete()
     assert "10 Greeks row(s) computed, 10 new" in run("--inline")
     recomputed = {key: (r.iv, r.delta, r.gamma, r.theta, r.vega, r.rho, r.sigma_source, r.status)

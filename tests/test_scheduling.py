@@ -9,12 +9,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery import current_app
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from configs import changes
 from configs.frequency import parse_frequency
+from configs.models import SignalConfig
 from configs.scheduling import next_run, sync_schedules
 from feed import keys
 from signals.pipeline.batch import process_batch
+from signals.schedule.timed import run_schedule
 from tests.conftest import wait_for
 from tests.factories import create_config, normalised, price_config, tick
 
@@ -24,8 +28,6 @@ EXPIRED = "NSE@NIFTY@options@2024-06-27@call@24000"
 
 
 def beat_rows() -> dict[str, Any]:
-    from django_celery_beat.models import PeriodicTask
-
     return {t.name: t for t in PeriodicTask.objects.filter(name__startswith="signal-configs:")
             .select_related("interval", "crontab")}
 
@@ -64,8 +66,6 @@ def test_crontab_schedules_are_in_exchange_time(frequency: str, cron: tuple[str,
 
 @pytest.mark.django_db
 def test_changing_frequency_moves_the_schedule_and_deleting_or_disabling_removes_it() -> None:
-    from django_celery_beat.models import PeriodicTasks
-
     a = create_config(price_config("a", frequency="every_minute"))
     b = create_config(price_config("b", frequency="every_minute"))
     changes.update_config(a, price_config("a", frequency="daily@15:00"))
@@ -73,8 +73,6 @@ def test_changing_frequency_moves_the_schedule_and_deleting_or_disabling_removes
     changes.update_config(b, price_config("b", frequency="every_tick"))
     assert set(beat_rows()) == {"signal-configs:cron-0_15_x_x_x"}
     stamp = PeriodicTasks.last_change()
-
-    from configs.models import SignalConfig
 
     result = changes.set_enabled(SignalConfig.objects.all(), False, changed_by="ops")
     assert result.changed == ["a", "b"] and beat_rows() == {}
@@ -91,8 +89,6 @@ def test_changing_frequency_moves_the_schedule_and_deleting_or_disabling_removes
 
 @pytest.mark.django_db
 def test_sync_repairs_hand_edited_rows() -> None:
-    from django_celery_beat.models import PeriodicTask
-
     create_config(price_config("a", frequency="every_minute"))
     PeriodicTask.objects.filter(name="signal-configs:every-60s").update(enabled=False, queue="elsewhere")
     PeriodicTask.objects.create(name="signal-configs:every-999s", task="configs.run_scheduled",
@@ -129,9 +125,6 @@ def records(r: Any, key: str) -> list[dict[str, Any]]:
 
 @pytest.mark.django_db
 def test_scheduled_run_recomputes_from_the_latest_ticks(r: Any) -> None:
-    from configs.models import SignalConfig
-    from signals.schedule.timed import run_schedule
-
     config = create_config(price_config("minutely", frequency="every_minute"))
     feed(("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24010, 5), (OPTION, 120, 6), (EXPIRED, 5, 7),
          ("NSE@BANKNIFTY@index", 52000, 8))
@@ -153,23 +146,16 @@ def test_scheduled_run_recomputes_from_the_latest_ticks(r: Any) -> None:
 
 @pytest.mark.django_db
 def test_scheduled_run_without_data_and_overlapping_runs(r: Any) -> None:
-    from configs.models import SignalConfig
-    from signals.schedule.timed import run_schedule, running_key
-
     config = create_config(price_config("idle", "NSE@SENSEX@*", frequency="every_minute"))
     assert run_schedule("every-60s")["records"] == 0
     assert SignalConfig.objects.get(pk=config.pk).last_run_status == "no_data"
-    r.set(running_key("every-60s"), "someone-else", ex=30)
+    r.set(keys.schedule_running("every-60s"), "someone-else", ex=30)
     assert run_schedule("every-60s")["skipped"] == "previous run still going"
-    assert r.get(running_key("every-60s")) == b"someone-else"  # not released by the skipped run
+    assert r.get(keys.schedule_running("every-60s")) == b"someone-else"  # not released by the skipped run
 
 
 @pytest.mark.django_db(transaction=True)
 def test_scheduled_task_runs_by_name_in_a_real_worker(r: Any, start_worker: Any) -> None:
-    from celery import current_app
-
-    from configs.models import SignalConfig
-
     create_config(price_config("by-name", frequency="every_second"))
     create_config(price_config("bank", "NSE@BANKNIFTY@*", frequency="every_minute"))
     feed(("NSE@NIFTY@index", 24000, 0), ("NSE@BANKNIFTY@index", 52000, 0))

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import current_app
 from django.conf import settings
+from django_celery_beat.models import PeriodicTask
 
 from configs.stream import ConfigStreamConsumer, ConfigStreamSettings
 from feed import keys
@@ -89,8 +91,6 @@ def test_the_lock_belongs_to_one_holder(r: Any) -> None:
 
 @pytest.mark.django_db(transaction=True)  # the scheduler commits and recycles connections itself
 def test_a_second_scheduler_stays_idle_until_the_first_goes(r: Any) -> None:
-    from celery import current_app
-
     first = SingleBeatScheduler(app=current_app)
     second = SingleBeatScheduler(app=current_app)
     try:
@@ -109,8 +109,6 @@ def test_a_second_scheduler_stays_idle_until_the_first_goes(r: Any) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_scheduler_that_loses_the_lock_stops_sending(r: Any) -> None:
-    from celery import current_app
-
     scheduler = SingleBeatScheduler(app=current_app)
     try:
         assert scheduler.active
@@ -138,8 +136,6 @@ def send(r: Any, action: str, document: dict) -> None:
 @pytest.mark.slow
 def test_a_stream_config_runs_on_schedule_under_exactly_one_beat_and_stops_after_delete(
         r: Any, beats: Any, start_worker: Any) -> None:
-    from django_celery_beat.models import PeriodicTask
-
     consumer = ConfigStreamConsumer(r, ConfigStreamSettings.from_django(), consumer="t")
     consumer.ensure_group()
     send(r, "create", price_config("every-second", frequency="every_second"))

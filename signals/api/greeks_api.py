@@ -24,9 +24,13 @@ from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
 from feed.ticks import TickError, parse_time
-from signals.options import chains as greeks_service
+from greeks import GREEK_NAMES
+from indicators.timeframes import parse_timeframe
+from signals import instrument_registry as registry
 from signals.options import history as greeks_history
-from signals.options.pricing import GREEK_NAMES, PRICE_FIELDS
+from signals.options import levels
+from signals.options.chains import ChainSnapshot, load_chain
+from signals.options.pricing import PRICE_FIELDS
 from webapi.errors import BadParameter, NotFound
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
@@ -63,18 +67,18 @@ def expiry_param(request: Request, underlying: str) -> date:
         expiry = parse_expiry(text)
     except InstrumentKeyError as exc:
         raise BadParameter(str(exc), field="expiry_date") from None
-    if not greeks_service.chain_instruments(underlying, expiry):
-        if not greeks_service.underlying_known(underlying):
+    if not registry.chain_instruments(underlying, expiry):
+        if not registry.underlying_known(underlying):
             raise NotFound(f"no instruments known for underlying {underlying}")
-        listed = ", ".join(e.isoformat() for e in greeks_service.expiries(underlying)[:20]) or "none"
+        listed = ", ".join(e.isoformat() for e in registry.expiries(underlying)[:20]) or "none"
         raise NotFound(f"no options of {underlying} expiring on {expiry.isoformat()} (listed expiries: {listed})")
     return expiry
 
 
 def level_param(value: str) -> str:
     try:
-        return greeks_service.parse_level(value)
-    except greeks_service.LevelError as exc:
+        return levels.parse_level(value)
+    except levels.LevelError as exc:
         raise BadParameter(str(exc), field="level") from None
 
 
@@ -92,8 +96,6 @@ def strike_step_param(request: Request) -> float | None:
 
 
 def timeframe_param(request: Request, default: str | None) -> Any:
-    from indicators.timeframes import parse_timeframe
-
     text = request.query_params.get("timeframe") or default
     if not text:
         return None
@@ -175,31 +177,22 @@ RealtimeGreeksSerializer = inline_serializer("RealtimeGreeks", {
 })
 
 
-class MoneynessOptionSerializer(serializers.Serializer):
-    instrument_key = serializers.CharField(allow_null=True)
-    strike = serializers.FloatField()
-    iv = serializers.FloatField(allow_null=True)
-    delta = serializers.FloatField(allow_null=True)
-    gamma = serializers.FloatField(allow_null=True)
-    theta = serializers.FloatField(allow_null=True)
-    vega = serializers.FloatField(allow_null=True)
-    rho = serializers.FloatField(allow_null=True)
-    option_price = serializers.FloatField(allow_null=True)
-    underlying_price = serializers.FloatField(allow_null=True)
-    sigma_source = serializers.CharField(allow_null=True)
-    status = serializers.CharField(help_text="ok, below_intrinsic, ..., no_greeks (none computed), not_listed")
-    stale_underlying = serializers.BooleanField(required=False)
-    timestamp = serializers.DateTimeField(allow_null=True)
-
-
-class MoneynessAverageSerializer(serializers.Serializer):
-    iv = serializers.FloatField(allow_null=True)
-    delta = serializers.FloatField(allow_null=True)
-    gamma = serializers.FloatField(allow_null=True)
-    theta = serializers.FloatField(allow_null=True)
-    vega = serializers.FloatField(allow_null=True)
-    rho = serializers.FloatField(allow_null=True)
-    count = serializers.IntegerField(help_text="options with Greeks in the average")
+# declared with type(): the Greek fields come from GREEK_NAMES
+MoneynessOptionSerializer = type("MoneynessOptionSerializer", (serializers.Serializer,), {
+    "instrument_key": serializers.CharField(allow_null=True),
+    "strike": serializers.FloatField(),
+    **_greeks_fields(),
+    "option_price": serializers.FloatField(allow_null=True),
+    "underlying_price": serializers.FloatField(allow_null=True),
+    "sigma_source": serializers.CharField(allow_null=True),
+    "status": serializers.CharField(help_text="ok, below_intrinsic, ..., no_greeks (none computed), not_listed"),
+    "stale_underlying": serializers.BooleanField(required=False),
+    "timestamp": serializers.DateTimeField(allow_null=True),
+})
+MoneynessAverageSerializer = type("MoneynessAverageSerializer", (serializers.Serializer,), {
+    **_greeks_fields(),
+    "count": serializers.IntegerField(help_text="options with Greeks in the average"),
+})
 
 
 def _option_view(**kwargs: Any) -> serializers.Serializer:
@@ -269,7 +262,7 @@ class RealtimeGreeksView(APIView):
         key = option_param(instrument_key).key
         raw = get_redis().get(keys.latest_result("greeks", key))
         if raw is None:
-            if not greeks_service.instrument_known(key):
+            if not registry.instrument_known(key):
                 raise NotFound(f"unknown instrument {key}")
             raise NotFound(f"no Greeks computed yet for {key} (is a config with option_greeks enabled matching it?)")
         body = json.loads(raw)
@@ -285,28 +278,28 @@ class MoneynessGreeksView(APIView):
         level = level_param(level)
         step = strike_step_param(request)
         expiry = expiry_param(request, key)
-        snapshot = greeks_service.load_chain(get_redis(), key, expiry)
-        return Response(greeks_service.level_view(snapshot, level, step))
+        snapshot = load_chain(get_redis(), key, expiry)
+        return Response(levels.level_view(snapshot, level, step))
 
 
-def latest_chain(request: Request, underlying: str) -> greeks_service.ChainSnapshot:
+def latest_chain(request: Request, underlying: str) -> ChainSnapshot:
     """The latest chain of the ``underlying`` path parameter for the ``expiry_date`` query parameter."""
     key = underlying_param(underlying)
-    return greeks_service.load_chain(get_redis(), key, expiry_param(request, key))
+    return load_chain(get_redis(), key, expiry_param(request, key))
 
 
 class AtmIvView(APIView):
     @extend_schema(summary="ATM implied volatility: IV at the spot, interpolated between the bracketing strikes",
                    parameters=[EXPIRY], responses={200: AtmIvSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        return Response(greeks_service.atm_iv_view(latest_chain(request, underlying)))
+        return Response(levels.atm_iv_view(latest_chain(request, underlying)))
 
 
 class OptionChainView(APIView):
     @extend_schema(summary="Every strike's call and put Greeks, the spot and the ATM strike",
                    parameters=[EXPIRY], responses={200: ChainSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        return Response(greeks_service.chain_view(latest_chain(request, underlying)))
+        return Response(levels.chain_view(latest_chain(request, underlying)))
 
 
 class HistoricalGreeksView(APIView):
@@ -321,7 +314,7 @@ class HistoricalGreeksView(APIView):
         config_id = config_id_param(request)
         limit = settings.SIGNAL_GREEKS_HISTORY_MAX_POINTS
         series = greeks_history.greeks_series(key, tf, start, end, field, config_id, limit + 1)
-        if not series and not greeks_service.instrument_known(key):
+        if not series and not registry.instrument_known(key):
             raise NotFound(f"unknown instrument {key}")
         return Response({"instrument_key": key, "timeframe": tf.name if tf else None, "price_field": field,
                          "start_time": start.isoformat(), "end_time": end.isoformat(),

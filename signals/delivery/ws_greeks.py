@@ -53,7 +53,7 @@ def _greeks_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def moneyness_params(params: dict[str, Any]) -> dict[str, Any]:
-    from signals.options.chains import LevelError, parse_level
+    from signals.options.levels import LevelError, parse_level
 
     unknown = set(params) - {"expiry_date", "level"}
     if unknown:
@@ -80,7 +80,8 @@ async def _greeks_snapshot(client: aredis.Redis, instrument_key: str, params: di
 def moneyness_payload(underlying_key: str, expiry_date: str, level: str) -> dict[str, Any]:
     """The moneyness channel's data for one topic, from the latest chain (sync: registry and Redis)."""
     from feed.redis_client import get_redis
-    from signals.options.chains import atm_iv_view, level_view, load_chain
+    from signals.options.chains import load_chain
+    from signals.options.levels import atm_iv_view, level_view
 
     snapshot = load_chain(get_redis(), underlying_key, parse_expiry(expiry_date))
     body = level_view(snapshot, level)

@@ -21,11 +21,19 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from configs.models import SignalConfig
 from feed import keys
 from feed.instruments import key_matches, parse_instrument_key
 from feed.redis_client import get_redis
+from feed.ticks import parse_time
+from greeks import GREEK_NAMES
+from greeks.engine import DEFAULT_MODEL
+from greeks.moneyness import atm_strike
+from indicators.sql_buckets import sql_bucket_expression
 from signals import storage
-from signals.options.pricing import GREEK_NAMES, STALE_FLAG, expiry_timestamp, price_quotes, underlying_for
+from signals.instrument_registry import chain_instruments, option_keys
+from signals.options.levels import interpolate_atm_iv, strike_number
+from signals.options.pricing import STALE_FLAG, expiry_timestamp, price_quotes, underlying_for
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(minutes=1)
@@ -51,8 +59,6 @@ _FIELD_OFFSET = {"ltp": 0, "open": 1, "high": 2, "low": 3, "close": 4}
 def greeks_configs(underlying_key: str, name: str | None = None) -> list[Any]:
     """Enabled configs with Greeks on, whose instrument pattern covers options of ``underlying_key`` (or the one
     named, enabled or not). Raises ValueError saying why none fits."""
-    from configs.models import SignalConfig
-
     if name is not None:
         config = SignalConfig.objects.filter(name=name).first()
         if config is None:
@@ -60,28 +66,19 @@ def greeks_configs(underlying_key: str, name: str | None = None) -> list[Any]:
         if not (config.config.get("option_greeks") or {}).get("enabled"):
             raise ValueError(f"config {name!r} does not have option_greeks enabled")
         return [config]
-    keys = option_keys(underlying_key)
+    options = option_keys(underlying_key)
     found = [c for c in SignalConfig.objects.filter(enabled=True).order_by("id")
              if (c.config.get("option_greeks") or {}).get("enabled")
-             and any(key_matches(c.config["instrument_key"], k) for k in keys)]
+             and any(key_matches(c.config["instrument_key"], k) for k in options)]
     if not found:
         raise ValueError(f"no enabled config with option_greeks covers the options of {underlying_key}; "
                          "pass --config NAME")
     return found
 
 
-def option_keys(underlying_key: str) -> list[str]:
-    from signals.models import InstrumentRecord
-
-    return list(InstrumentRecord.objects.filter(underlying_key=underlying_key, product="options")
-                .values_list("key", flat=True))
-
-
 def run_chunk(run_id: str, chunk: int, underlying_key: str, config_id: int, start: str, end: str) -> dict[str, Any]:
     """`compute_chunk` for the Celery task: times as ISO-8601 text; the outcome (counts, or the error) is recorded
     in the run's progress hash for the command to report."""
-    from feed.ticks import parse_time
-
     started = time.perf_counter()
     try:
         outcome: dict[str, Any] = {"ok": True, **compute_chunk(underlying_key, config_id, parse_time(start),
@@ -96,11 +93,9 @@ def run_chunk(run_id: str, chunk: int, underlying_key: str, config_id: int, star
 
 def compute_chunk(underlying_key: str, config_id: int, start: datetime, end: datetime) -> dict[str, int]:
     """Price every stored option tick of the config in [start, end) and store the rows; returns counts."""
-    from configs.models import SignalConfig
-
     document = SignalConfig.objects.get(pk=config_id).config
     section = document["option_greeks"]
-    model = section.get("model") or "black_scholes_merton"
+    model = section.get("model") or DEFAULT_MODEL
     pattern = document["instrument_key"]
     options, unders = [], []
     instruments = {}
@@ -169,13 +164,11 @@ def _price_block(block: list[tuple[Any, ...]], instruments: dict[str, Any], sect
 
 
 # --- reading -------------------------------------------------------------------------------------------------------
-_POINT_COLUMNS = ("iv", "delta", "gamma", "theta", "vega", "rho", "option_price", "underlying_price", "sigma",
-                  "sigma_source", "status", "time_to_expiry", "config_id")
+_POINT_COLUMNS = (*GREEK_NAMES, "option_price", "underlying_price", "sigma", "sigma_source", "status",
+                  "time_to_expiry", "config_id")
 
 
 def _bucket_sql(tf: Any) -> str:
-    from indicators.sql_buckets import sql_bucket_expression
-
     return sql_bucket_expression(tf, "time", settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE)
 
 
@@ -215,9 +208,6 @@ def greeks_series(instrument_key: str, tf: Any, start: datetime, end: datetime, 
 def atm_iv_series(underlying_key: str, expiry: date, tf: Any, start: datetime, end: datetime,
                   config_id: int | None) -> list[dict[str, Any]]:
     """Per bucket: each option's last IV (ltp), interpolated at the bucket's last underlying price."""
-    from greeks.moneyness import atm_strike
-    from signals.options.chains import _strike_out, chain_instruments, interpolate_atm_iv
-
     chain = chain_instruments(underlying_key, expiry, max_age_s=0)
     if not chain:
         return []
@@ -249,7 +239,7 @@ def atm_iv_series(underlying_key: str, expiry: date, tf: Any, start: datetime, e
         point: dict[str, Any] = {"time": when.isoformat(), "iv": None, "call_iv": None, "put_iv": None,
                                  "atm_strike": None, "spot": b["spot"]}
         if b["spot"] is not None:
-            point["atm_strike"] = _strike_out(float(atm_strike(strikes, b["spot"])))
+            point["atm_strike"] = strike_number(float(atm_strike(strikes, b["spot"])))
             point.update(interpolate_atm_iv(strikes, b["call"], b["put"], float(b["spot"])))
         out.append(point)
     return out

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from feed.instruments import Instrument
+from greeks import GREEK_NAMES
 from greeks.engine import SIGMA_SOURCE_NAMES, STATUS_NAMES, UNSOLVABLE_STATUSES, Status, solve_chain
 from greeks.expiry import SECONDS_PER_YEAR, expiry_cutoff
 
 PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
-GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
 NO_PRICE = "no_price"
 NO_UNDERLYING = "no_underlying"
 STALE_FLAG = "stale_underlying"
@@ -153,7 +153,7 @@ class Priced:
         return out
 
 
-_FLOAT_COLUMNS = ("iv", "delta", "gamma", "theta", "vega", "rho", "price", "option_price", "underlying_price", "sigma")
+_FLOAT_COLUMNS = (*GREEK_NAMES, "price", "option_price", "underlying_price", "sigma")
 
 
 def _pylist(values: np.ndarray) -> list[float | None]:
@@ -195,7 +195,7 @@ def price_quotes(
     solvable = has_price & has_under
 
     nan = np.full(n, np.nan)
-    out = {name: nan.copy() for name in ("iv", "sigma", "price", "delta", "gamma", "theta", "vega", "rho")}
+    out = {name: nan.copy() for name in (*GREEK_NAMES, "sigma", "price")}
     status = np.where(has_price, _NO_UNDERLYING_CODE, _NO_PRICE_CODE).astype(np.int16)
     source = np.zeros(n, dtype=np.int8)
     if solvable.any():

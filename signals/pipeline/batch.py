@@ -14,12 +14,12 @@ from django.conf import settings
 
 from configs.registry import VERSION_KEY, registry
 from feed import keys, redis_client
-from feed.instruments import parse_instrument_key
 from feed.keys import bars_timeframes as timeframes_key
 from feed.redis_client import get_redis
 from signals import storage
 from signals.bars.store import BarsService
 from signals.delivery import fanout, outputs
+from signals.instrument_registry import register_instruments
 from signals.monitoring import metrics
 from signals.pipeline.computations import reads_stored_ticks, run_config
 from signals.pipeline.context import BatchContext
@@ -27,7 +27,6 @@ from signals.pipeline.latest import LatestStore
 
 log = logging.getLogger(__name__)
 WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
-_seen_instruments: set[str] = set()
 
 
 # KEYS: n latest-tick hashes, then the n instruments' timeframes-in-use sets. Returns {tick JSON or nil} and {sets}.
@@ -47,26 +46,6 @@ class BatchReport:
     ticks: int
     stored: int
     records: int
-
-
-def register_instruments(instrument_keys: list[str]) -> None:
-    """Add instruments not seen before by this process to the registry (one statement, conflicts ignored)."""
-    from signals.models import InstrumentRecord
-
-    new = [k for k in instrument_keys if k not in _seen_instruments]
-    if not new:
-        return
-    index_symbols = set(settings.SIGNAL_INDEX_SYMBOLS)
-    rows = []
-    for key in new:
-        inst = parse_instrument_key(key)
-        rows.append(InstrumentRecord(
-            key=key, exchange=inst.exchange, symbol=inst.symbol, product=inst.product,
-            underlying_key=inst.underlying_key(index_symbols), expiry=inst.expiry, right=inst.right or "",
-            strike=inst.strike,
-        ))
-    InstrumentRecord.objects.bulk_create(rows, ignore_conflicts=True)
-    _seen_instruments.update(new)
 
 
 def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") -> BatchReport:

@@ -24,20 +24,11 @@ import redis
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
-log = logging.getLogger(__name__)
+from configs.scheduling import sync_schedules
+from feed.redis_client import get_redis
+from signals.schedule import token_locks
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+log = logging.getLogger(__name__)
 
 
 class BeatLock:
@@ -53,10 +44,10 @@ class BeatLock:
         return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def renew(self) -> bool:
-        return bool(self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+        return token_locks.renew(self.client, self.key, self.token, self.ttl_ms)
 
     def release(self) -> bool:
-        return bool(self.client.eval(_RELEASE, 1, self.key, self.token))
+        return token_locks.release(self.client, self.key, self.token)
 
     def holder(self) -> str | None:
         value = self.client.get(self.key)
@@ -67,8 +58,6 @@ class SingleBeatScheduler(DatabaseScheduler):
     """`DatabaseScheduler` that sends tasks only while it holds the single-beat lock."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from feed.redis_client import get_redis
-
         self.beat_lock = BeatLock(get_redis(), settings.SIGNAL_BEAT_LOCK_KEY, settings.SIGNAL_BEAT_LOCK_TTL_S)
         self.active = False
         self._announced_standby = False
@@ -119,8 +108,6 @@ class SingleBeatScheduler(DatabaseScheduler):
         log.info("celery-beat holds the single-beat lock; sending tasks",
                  extra={"lock": self.beat_lock.key, "token": self.beat_lock.token})
         try:
-            from configs.scheduling import sync_schedules
-
             sync_schedules()
         except Exception:
             log.exception("could not sync config schedules at beat start")

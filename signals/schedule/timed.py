@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from configs import runs
@@ -23,36 +22,17 @@ from configs.registry import ActiveConfig, registry
 from configs.scheduling import exchange_tz
 from feed import keys
 from feed.redis_client import get_redis
+from signals.instrument_registry import live_keys
+from signals.pipeline.batch import run_configs
+from signals.schedule import token_locks
 
 log = logging.getLogger(__name__)
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def running_key(schedule_key: str) -> str:
-    return f"signal:schedule:running:{schedule_key}"
 
 
 def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int, list[str]]:
     """Config id -> registry instrument keys its pattern matches (derivatives past expiry left out)."""
-    from signals.models import InstrumentRecord
-
     today = today or timezone.now().astimezone(exchange_tz()).date()
-    live = InstrumentRecord.objects.filter(Q(expiry__isnull=True) | Q(expiry__gte=today))
-    found: dict[int, list[str]] = {}
-    for config in configs:
-        pattern = config.pattern
-        if pattern == "*":
-            query = live
-        elif pattern.endswith("@*"):
-            query = live.filter(key__startswith=pattern[:-1])
-        else:
-            query = live.filter(key=pattern)
-        found[config.id] = list(query.values_list("key", flat=True))
-    return found
+    return {config.id: live_keys(config.pattern, today) for config in configs}
 
 
 def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:
@@ -82,19 +62,17 @@ def run_schedule(schedule_key: str) -> dict[str, Any]:
     """Run the enabled configs of one beat schedule now. Overlapping runs of one schedule are skipped."""
     client = get_redis()
     token = uuid.uuid4().hex
-    lock = running_key(schedule_key)
+    lock = keys.schedule_running(schedule_key)
     if not client.set(lock, token, nx=True, ex=max(settings.CELERY_TASK_TIME_LIMIT, 10)):
         log.warning("scheduled run skipped: the previous run is still going", extra={"schedule": schedule_key})
         return {"schedule_key": schedule_key, "skipped": "previous run still going"}
     try:
         return _run(schedule_key)
     finally:
-        client.eval(_RELEASE, 1, lock, token)
+        token_locks.release(client, lock, token)
 
 
 def _run(schedule_key: str) -> dict[str, Any]:
-    from signals.pipeline.batch import run_configs
-
     registry.refresh()
     configs = registry.by_schedule(schedule_key)
     if not configs:

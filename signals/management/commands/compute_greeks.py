@@ -21,7 +21,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from feed import keys
 from feed.instruments import InstrumentKeyError, parse_instrument_key
+from feed.redis_client import get_redis
 from feed.ticks import TickError, parse_time
+from signals.options.history import compute_chunk, greeks_configs
+from signals.tasks import greeks_history_chunk
 
 
 def _time(value: str, name: str) -> datetime:
@@ -57,8 +60,6 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the tasks")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from signals.options.history import compute_chunk, greeks_configs
-
         try:
             underlying = parse_instrument_key(options["underlying"])
         except InstrumentKeyError as exc:
@@ -101,15 +102,11 @@ class Command(BaseCommand):
                                + "; ".join(sorted({o['error'] for o in failed})[:5]))
 
     def _send(self, run_id: str, underlying: str, jobs: list[tuple[int, datetime, datetime]]) -> None:
-        from signals.tasks import greeks_history_chunk
-
         for i, (config_id, a, b) in enumerate(jobs):
             greeks_history_chunk.apply_async(args=[run_id, i, underlying, config_id, a.isoformat(), b.isoformat()],
                                              queue=settings.SIGNAL_GREEKS_HISTORY_QUEUE)
 
     def _wait(self, run_id: str, expected: int, timeout: float) -> list[dict[str, Any]]:
-        from feed.redis_client import get_redis
-
         client = get_redis()
         deadline = time.monotonic() + timeout
         reported = -1

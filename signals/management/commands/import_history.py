@@ -22,7 +22,7 @@ from feed.ticks import _number as tick_number
 from signals import storage
 from signals.bars import rollup, timescale
 from signals.bars.store import get_service
-from signals.pipeline.batch import register_instruments
+from signals.instrument_registry import register_instruments
 
 HELP = """Import historical market data from a CSV file (header row required, comma-separated, UTF-8).
 

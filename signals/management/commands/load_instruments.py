@@ -8,10 +8,13 @@ Loading the same file twice changes nothing; bad lines are reported and skipped.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+
+from signals.instrument_registry import load_instruments_csv, parse_csv_instruments
 
 
 class Command(BaseCommand):
@@ -22,10 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true", help="fail (load nothing) if any line is bad")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import sys
-
-        from signals.options.chains import load_instruments_csv
-
         path = options["path"]
         if path == "-":
             text = sys.stdin.read()
@@ -47,7 +46,5 @@ class Command(BaseCommand):
 
 
 def _check(text: str) -> tuple[int, list[str]]:
-    from signals.options.chains import parse_csv_instruments
-
     found, errors = parse_csv_instruments(text)
     return len(found), errors

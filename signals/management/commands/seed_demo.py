@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from configs.models import SignalConfig
+from greeks import GREEK_NAMES
 
 ALL_OUTPUTS = {"redis_list": True, "redis_stream": True, "store_to_database": True, "websocket": True,
                "cache_ttl_seconds": 300}
@@ -20,7 +21,7 @@ DEMO_CONFIGS: list[dict[str, Any]] = [
         "frequency": "every_tick",
         "option_greeks": {"enabled": True, "model": "black_scholes_merton", "risk_free_rate": 0.065,
                           "dividend_yield": 0.0, "price_fields": ["ltp"],
-                          "calculate": ["iv", "delta", "gamma", "theta", "vega", "rho"], "use_indvix": True},
+                          "calculate": list(GREEK_NAMES), "use_indvix": True},
         "moneyness": {"underlying": "NSE@NIFTY@index", "levels": ["ATM", "ITM1", "OTM1", "D25"]},
         "output": ALL_OUTPUTS, "enabled": True,
     },

@@ -27,8 +27,9 @@ from django.conf import settings
 
 from feed import keys
 from feed.instruments import Instrument, parse_instrument_key
+from greeks import GREEK_NAMES
 from signals.delivery import fanout
-from signals.options.pricing import GREEK_NAMES, Priced, expiry_timestamp, price_quotes, underlying_for
+from signals.options.pricing import Priced, expiry_timestamp, price_quotes, underlying_for
 from signals.pipeline.computations import BatchContext, handler, result
 
 COMPUTATION_NAME = "option_greeks"

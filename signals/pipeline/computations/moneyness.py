@@ -73,7 +73,9 @@ def level_group(underlying_key: str, expiry: str, level: str) -> str:
 
 @handler("moneyness")
 def moneyness(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
-    from signals.options.chains import atm_iv_view, level_view, load_chain, nearest_expiry
+    from signals.instrument_registry import nearest_expiry
+    from signals.options.chains import load_chain
+    from signals.options.levels import atm_iv_view, level_view
 
     section = document.get("moneyness")
     out: list[Any] = [None] * len(ticks)
