@@ -15,6 +15,7 @@ from typing import Any
 
 from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
+from feed.ticks import QUOTE_FIELDS
 from functions import internal as functions
 from functions.sandbox.limits import (
     DEFAULT_MEMORY_LIMIT_MB,
@@ -25,12 +26,12 @@ from functions.sandbox.limits import (
     MIN_TIMEOUT_S,
 )
 from functions.sandbox.policy import check_function_name
-from greeks import GREEK_NAMES
+from greeks import GREEK_NAMES, MODELS
 from indicators.specs import validate_indicators
 from indicators.timeframes import parse_timeframe
 
-GREEK_MODELS = ("black_scholes", "black_scholes_merton", "black76")
-PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
+GREEK_MODELS = MODELS
+PRICE_FIELDS = QUOTE_FIELDS
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

@@ -15,7 +15,8 @@ import orjson
 
 from feed.instruments import InstrumentKeyError, parse_instrument_key
 
-PRICE_FIELDS = ("ltp", "open", "high", "low", "close", "bid", "ask")
+QUOTE_FIELDS = ("ltp", "open", "high", "low", "close")  # the prices a Greeks config may price an option from
+PRICE_FIELDS = (*QUOTE_FIELDS, "bid", "ask")
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ltp": ("ltp", "last"),
     "time": ("ltt", "timestamp", "ts_exch"),
@@ -65,23 +66,24 @@ def _first(body: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def _number(value: Any, field: str) -> float:
+def number(value: Any, field: str) -> float:
+    """``value`` as a float, or `TickError` naming ``field`` (booleans, non-finite and negative numbers refused)."""
     if isinstance(value, bool):
         raise TickError(f"{field} must be a number, got {value!r}")
     try:
-        number = float(value)
+        parsed = float(value)
     except (TypeError, ValueError):
         raise TickError(f"{field} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
+    if not math.isfinite(parsed):
         raise TickError(f"{field} must be finite, got {value!r}")
-    if number < 0:
+    if parsed < 0:
         raise TickError(f"{field} must not be negative, got {value!r}")
-    return number
+    return parsed
 
 
 def _optional_number(body: dict[str, Any], names: tuple[str, ...], field: str) -> float | None:
     value = _first(body, names)
-    return None if value is None else _number(value, field)
+    return None if value is None else number(value, field)
 
 
 def _optional_int(body: dict[str, Any], names: tuple[str, ...], field: str) -> int | None:
@@ -157,7 +159,7 @@ def parse_tick(fields: dict[str, Any]) -> dict[str, Any]:
         "symbol_key": symbol_key,
         "ts": when.timestamp(),
         "timestamp": when.isoformat(),
-        "ltp": _number(ltp, "ltp"),
+        "ltp": number(ltp, "ltp"),
     }
     for name in _OPTIONAL_PRICES:
         tick[name] = _optional_number(body, (name,), name)

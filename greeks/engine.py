@@ -30,9 +30,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from greeks import MODELS
 from greeks import _kernels as k
 
-MODELS: tuple[str, ...] = ("black_scholes", "black_scholes_merton", "black76")
 """Supported pricing models; ``black_scholes`` is BSM with q = 0, ``black76`` prices options on a future."""
 
 DEFAULT_MODEL = "black_scholes_merton"

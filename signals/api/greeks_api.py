@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
+from feed.ticks import QUOTE_FIELDS as PRICE_FIELDS
 from feed.ticks import TickError, parse_time
 from greeks import GREEK_NAMES
 from indicators.timeframes import parse_timeframe
@@ -30,7 +31,6 @@ from signals import instrument_registry as registry
 from signals.options import history as greeks_history
 from signals.options import levels
 from signals.options.chains import ChainSnapshot, load_chain
-from signals.options.pricing import PRICE_FIELDS
 from webapi.errors import BadParameter, NotFound
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)

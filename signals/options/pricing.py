@@ -33,7 +33,6 @@ from greeks import GREEK_NAMES
 from greeks.engine import SIGMA_SOURCE_NAMES, STATUS_NAMES, UNSOLVABLE_STATUSES, Status, solve_chain
 from greeks.expiry import SECONDS_PER_YEAR, expiry_cutoff
 
-PRICE_FIELDS = ("ltp", "open", "high", "low", "close")
 NO_PRICE = "no_price"
 NO_UNDERLYING = "no_underlying"
 STALE_FLAG = "stale_underlying"

@@ -18,7 +18,7 @@ from django.db import connection
 
 from feed.instruments import InstrumentKeyError, normalise_key, parse_instrument_key
 from feed.ticks import TickError, parse_tick, parse_time
-from feed.ticks import _number as tick_number
+from feed.ticks import number as tick_number
 from signals import storage
 from signals.bars import rollup, timescale
 from signals.bars.store import get_service
