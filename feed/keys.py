@@ -76,3 +76,19 @@ def _topic_group(channel: str, instrument_key: str, params_json: str) -> str:
     digest = hashlib.sha1(topic.encode()).hexdigest()[:16]
     readable = _UNSAFE.sub("_", instrument_key)[:60]
     return f"t.{channel[:12]}.{readable}.{digest}"
+
+
+# Pipeline and delivery
+def ws_connections(user: str) -> str:
+    """Sorted set of one user's open WebSocket connections (channel names), scored by their last sign of life."""
+    return f"signal:ws:connections:{user}"
+
+
+def moneyness_interest(underlying_key: str) -> str:
+    """Sorted set of ``{"expiry_date", "level"}`` topics WebSocket clients subscribed to, scored by time."""
+    return f"signal:moneyness:interest:{underlying_key}"
+
+
+def layer_group_channel(prefix: str, group: str) -> str:
+    """The Pub/Sub channel channels-redis' PubSub layer (prefix ``prefix``) delivers a Channels group's messages on."""
+    return f"{prefix}__group__{group}"
