@@ -157,3 +157,19 @@ def config_stream() -> str:
 def dead_letters(stream: str) -> str:
     """Stream of the entries of ``stream`` that were rejected, with the reason."""
     return f"{stream}:dead"
+
+
+# Pipeline and delivery
+def ws_connections(user: str) -> str:
+    """Sorted set of one user's open WebSocket connections (channel names), scored by their last sign of life."""
+    return f"signal:ws:connections:{user}"
+
+
+def moneyness_interest(underlying_key: str) -> str:
+    """Sorted set of ``{"expiry_date", "level"}`` topics WebSocket clients subscribed to, scored by time."""
+    return f"signal:moneyness:interest:{underlying_key}"
+
+
+def layer_group_channel(prefix: str, group: str) -> str:
+    """The Pub/Sub channel channels-redis' PubSub layer (prefix ``prefix``) delivers a Channels group's messages on."""
+    return f"{prefix}__group__{group}"

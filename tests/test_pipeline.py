@@ -10,6 +10,7 @@ import pytest
 from feed import keys
 from signals.delivery import outputs
 from signals.pipeline.batch import match_configs, process_batch, run_grouped
+from signals.pipeline.computations import COMPUTATIONS, ordered
 from signals.pipeline.context import BatchContext
 from signals.pipeline.latest import LatestStore
 from tests.factories import create_config, normalised, price_config, tick
@@ -83,8 +84,8 @@ def test_latest_results_are_not_moved_back_by_a_concurrent_older_batch(r: Any) -
     older = batch(("NSE@NIFTY@index", 23900, 5), stream="tick_stream:late")
     ctx = BatchContext(client=r, latest=LatestStore(r))
     records = run_grouped(match_configs(older, "every_tick"), ctx)
-    ctx.guarded_cache_writes.append(("test:guarded", b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
-    outputs.emit(records, ctx)
+    ctx.outbox.guarded_cache_writes.append(("test:guarded", b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
+    outputs.emit(records, r, ctx.outbox)
 
     cached = json.loads(r.get(keys.latest_result("computed", "NSE@NIFTY@index", str(config.id))))
     assert cached["tick_data"]["ltp"] == 24100
@@ -222,3 +223,12 @@ def test_bars_given_to_a_tick_end_at_that_tick(r: Any) -> None:
     assert closes == [24000, 24050, 23990]
     highs = [ctx.bars("NSE@NIFTY@index", "1m", t["ts"])[-1]["high"] for t in ticks]
     assert highs == [24000, 24050, 24050]
+
+
+def test_computations_run_after_the_ones_they_read() -> None:
+    names = [computation.type for computation in COMPUTATIONS]
+    assert names.index("greeks") < names.index("moneyness")
+    moneyness, greeks = COMPUTATIONS[names.index("moneyness")], COMPUTATIONS[names.index("greeks")]
+    assert moneyness.after == ("greeks",)
+    with pytest.raises(ValueError, match="runs before"):
+        ordered(moneyness, greeks)

@@ -14,6 +14,7 @@ from django.conf import settings
 from feed import keys
 from signal_project.asgi import application
 from signals.delivery import fanout
+from signals.delivery.events import signal_event
 
 KEY = "NSE@NIFTY@index"
 
@@ -96,8 +97,7 @@ async def test_subscribe_receives_data_with_seq_and_unsubscribe_stops_it(make_to
     snapshot = json.loads(await communicator.receive_from(timeout=3))
     assert snapshot["type"] == "snapshot" and snapshot["data"] is None
 
-    event = {"type": "signal.event", "channel": "computed", "instrument_key": KEY,
-             "data": {"value": 1}, "timestamp": "2025-06-20T04:00:00+00:00"}
+    event = signal_event("computed", KEY, {"value": 1}, "2025-06-20T04:00:00+00:00")
     sent = await sync_to_async(fanout.publish)([(group, event), (group, {**event, "data": {"value": 2}}),
                                                 (keys.topic_group("computed", "NSE@X@index"), event)])
     assert sent == 2  # the topic nobody subscribes to is skipped
@@ -137,7 +137,7 @@ async def test_groups_are_left_on_disconnect(make_token: Any, r: Any) -> None:
     while r.pubsub_numsub(channel)[0][1] and time.monotonic() < deadline:
         await sync_to_async(time.sleep)(0.05)
     assert r.pubsub_numsub(channel)[0][1] == 0
-    assert r.zcard("signal:ws:connections:trader-1") == 0
+    assert r.zcard(keys.ws_connections("trader-1")) == 0
 
 
 async def test_per_user_connection_limit(make_token: Any, settings: Any) -> None:

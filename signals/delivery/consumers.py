@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,7 +20,10 @@ import redis.asyncio as aredis
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from signals.delivery.channels import SubscriptionError, resolve
+from feed import keys
+from signals.delivery.channels import SubscriptionError
+from signals.delivery.events import SignalEvent, data_frame, snapshot_frame
+from signals.delivery.subscriptions import resolve
 from signals.monitoring import metrics
 from webapi.auth import PlatformUser, TokenError, decode_token
 
@@ -39,10 +43,6 @@ def async_redis() -> aredis.Redis:
         client = aredis.Redis.from_url(settings.REDIS_URL)
         _clients[loop] = client
     return client
-
-
-def connections_key(sub: str) -> str:
-    return f"signal:ws:connections:{sub}"
 
 
 class SignalConsumer(AsyncWebsocketConsumer):
@@ -66,7 +66,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.subscriptions.clear()
         if self.user is not None:
-            await async_redis().zrem(connections_key(self.user.sub), self.channel_name)
+            await async_redis().zrem(keys.ws_connections(self.user.sub), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -117,7 +117,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
     async def _take_connection_slot(self, sub: str) -> bool:
         # Entries expire by score so a crashed web process cannot hold a user's slots for ever.
         client = async_redis()
-        key = connections_key(sub)
+        key = keys.ws_connections(sub)
         now = time.time()
         pipe = client.pipeline(transaction=True)
         pipe.zremrangebyscore(key, "-inf", now - CONNECTION_TTL_S)
@@ -177,24 +177,22 @@ class SignalConsumer(AsyncWebsocketConsumer):
         sub = self.subscriptions[group]
         spec, *_ = resolve(sub["channel"], sub["instrument_key"], sub["params"])
         data = await spec.snapshot(async_redis(), sub["instrument_key"], sub["params"])
-        await self.send_json({"type": "snapshot", "subscription_key": group, "channel": sub["channel"],
-                              "instrument_key": sub["instrument_key"], "data": data, "seq": sub["seq"]})
+        await self.send_json(snapshot_frame(group, sub["channel"], sub["instrument_key"], data, sub["seq"]))
 
     async def _ping(self, message: dict[str, Any]) -> None:
         if self.user is not None:
-            await async_redis().zadd(connections_key(self.user.sub), {self.channel_name: time.time()})
+            await async_redis().zadd(keys.ws_connections(self.user.sub), {self.channel_name: time.time()})
         await self.send_json({"type": "pong", "timestamp": time.time()})
 
     # --- events from workers ----------------------------------------------------------------------------------
-    async def signal_event(self, event: dict[str, Any]) -> None:
+    async def signal_event(self, event: SignalEvent) -> None:
         """A computed value for a group: forward it to the subscription with the next seq."""
         for group, sub in self.subscriptions.items():
-            if sub["channel"] == event.get("channel") and sub["instrument_key"] == event.get("instrument_key") \
+            # .get: an event from a worker of an earlier release may lack params
+            if sub["channel"] == event["channel"] and sub["instrument_key"] == event["instrument_key"] \
                     and _params_match(sub["params"], event.get("params")):
                 sub["seq"] += 1
-                await self.send_json({"type": "data", "subscription_key": group, "channel": sub["channel"],
-                                      "instrument_key": sub["instrument_key"], "data": event.get("data"),
-                                      "timestamp": event.get("timestamp"), "seq": sub["seq"]})
+                await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"]))
 
     # --- helpers ----------------------------------------------------------------------------------------------
     async def _expire_unauthenticated(self) -> None:
@@ -205,7 +203,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
 
-    async def send_json(self, content: dict[str, Any]) -> None:
+    async def send_json(self, content: Mapping[str, Any]) -> None:
         await self.send(text_data=json.dumps(content))
 
 

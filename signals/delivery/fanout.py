@@ -14,11 +14,15 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from feed import keys
 from feed.redis_client import get_redis
+from signals.delivery.events import SignalEvent
+
+Event = tuple[str, SignalEvent]  # (Channels group, event), events built by `signals.delivery.events.signal_event`
 
 
 def group_channel(group: str) -> str:
-    return f"{settings.CHANNEL_LAYER_PREFIX}__group__{group}"
+    return keys.layer_group_channel(settings.CHANNEL_LAYER_PREFIX, group)
 
 
 def listeners(replies: list[tuple[Any, int]]) -> dict[str, int]:
@@ -31,8 +35,8 @@ def nobody_listens(group: str, known: dict[str, int]) -> bool:
     return known.get(group_channel(group), 1) == 0
 
 
-def targets(events: list[tuple[str, dict[str, Any]]], known: dict[str, int] | None = None) -> list[tuple[str, bytes]]:
-    """``(Pub/Sub channel, serialised message)`` for each ``(group, message)`` event whose group has a listener.
+def targets(events: list[Event], known: dict[str, int] | None = None) -> list[tuple[str, bytes]]:
+    """``(Pub/Sub channel, serialised message)`` for each ``(group, event)`` whose group has a listener.
 
     ``known`` holds subscriber counts already read (e.g. in the batch's first round trip); only the other groups
     are asked, with one ``PUBSUB NUMSUB``."""
@@ -50,9 +54,9 @@ def targets(events: list[tuple[str, dict[str, Any]]], known: dict[str, int] | No
     return [(name, layer.serialize(message)) for name, message in chosen]
 
 
-def publish(events: list[tuple[str, dict[str, Any]]], known: dict[str, int] | None = None,
+def publish(events: list[Event], known: dict[str, int] | None = None,
             pipe: Any | None = None) -> int:
-    """Send ``(group, message)`` events; return how many went to a group someone listens to.
+    """Send ``(group, event)`` pairs; return how many went to a group someone listens to.
 
     With ``pipe`` (a pipeline on CHANNEL_LAYER_URL's server) the publishes are queued there."""
     found = targets(events, known)

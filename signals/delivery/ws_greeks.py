@@ -4,7 +4,7 @@
   (`signals.pipeline.computations.greeks.cache_entry`), pushed for every option tick a Greeks config computes.
 * ``moneyness``: instrument_key = the underlying (``NSE@NIFTY@index``); params ``{"expiry_date": "2025-06-26",
   "level": "ATM"|"ITM"|"OTM"|"ITMn"|"OTMn"|"Dnn"}`` (level defaults to ATM). Data = the level view of
-  `signals.options.chains.level_view` plus ``atm_iv``, pushed by the moneyness computation of any config for that
+  `signals.options.levels.level_view` plus ``atm_iv``, pushed by the moneyness computation of any config for that
   underlying and expiry. Subscribing also registers interest in the level, so the computation pushes levels
   subscribers asked for even when no config lists them.
 
@@ -22,14 +22,12 @@ from channels.db import database_sync_to_async
 
 from feed import keys
 from feed.instruments import InstrumentKeyError, parse_expiry, parse_instrument_key
-from signals.delivery.channels import ChannelSpec, register
+from feed.redis_client import get_redis
+from signals.delivery.channels import ChannelSpec
+from signals.options.chains import load_chain
+from signals.options.levels import LevelError, atm_iv_view, level_view, parse_level
 
-INTEREST_TTL_S = 3600
-
-
-def moneyness_interest_key(underlying_key: str) -> str:
-    """Sorted set of ``{"expiry_date", "level"}`` topics WebSocket clients subscribed to, scored by time."""
-    return f"signal:moneyness:interest:{underlying_key}"
+INTEREST_TTL_S = 3600  # how long a subscription keeps its moneyness level computed (`keys.moneyness_interest`)
 
 
 def _option_key(text: str) -> str:
@@ -53,8 +51,6 @@ def _greeks_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def moneyness_params(params: dict[str, Any]) -> dict[str, Any]:
-    from signals.options.levels import LevelError, parse_level
-
     unknown = set(params) - {"expiry_date", "level"}
     if unknown:
         raise ValueError(f"unknown params {', '.join(sorted(unknown))}; moneyness takes expiry_date and level")
@@ -79,10 +75,6 @@ async def _greeks_snapshot(client: aredis.Redis, instrument_key: str, params: di
 
 def moneyness_payload(underlying_key: str, expiry_date: str, level: str) -> dict[str, Any]:
     """The moneyness channel's data for one topic, from the latest chain (sync: registry and Redis)."""
-    from feed.redis_client import get_redis
-    from signals.options.chains import load_chain
-    from signals.options.levels import atm_iv_view, level_view
-
     snapshot = load_chain(get_redis(), underlying_key, parse_expiry(expiry_date))
     body = level_view(snapshot, level)
     body["atm_iv"] = atm_iv_view(snapshot)
@@ -91,7 +83,7 @@ def moneyness_payload(underlying_key: str, expiry_date: str, level: str) -> dict
 
 async def _moneyness_snapshot(client: aredis.Redis, instrument_key: str, params: dict[str, Any]) -> Any:
     member = json.dumps({"expiry_date": params["expiry_date"], "level": params["level"]}, sort_keys=True)
-    name = moneyness_interest_key(instrument_key)
+    name = keys.moneyness_interest(instrument_key)
     now = time.time()
     pipe = client.pipeline(transaction=False)
     pipe.zadd(name, {member: now})
@@ -101,5 +93,5 @@ async def _moneyness_snapshot(client: aredis.Redis, instrument_key: str, params:
     return await database_sync_to_async(moneyness_payload)(instrument_key, params["expiry_date"], params["level"])
 
 
-register(ChannelSpec("greeks", _greeks_snapshot, _greeks_params, _option_key))
-register(ChannelSpec("moneyness", _moneyness_snapshot, moneyness_params, _underlying_key))
+GREEKS = ChannelSpec("greeks", _greeks_snapshot, _greeks_params, _option_key)
+MONEYNESS = ChannelSpec("moneyness", _moneyness_snapshot, moneyness_params, _underlying_key)

@@ -20,7 +20,7 @@ import redis.asyncio as aredis
 
 from feed import keys
 from indicators.timeframes import parse_timeframe
-from signals.delivery.channels import ChannelSpec, register
+from signals.delivery.channels import ChannelSpec
 
 
 def indicators_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -40,4 +40,4 @@ async def _indicators_snapshot(client: aredis.Redis, instrument_key: str, params
     return json.loads(raw) if raw else None
 
 
-register(ChannelSpec("indicators", _indicators_snapshot, indicators_params))
+INDICATORS = ChannelSpec("indicators", _indicators_snapshot, indicators_params)

@@ -9,36 +9,26 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from django.conf import settings
 
-from configs.registry import VERSION_KEY, registry
-from feed import keys, redis_client
-from feed.keys import bars_timeframes as timeframes_key
+from configs.frequency import bar_close_crossings
+from configs.registry import ActiveConfig, registry
+from configs.runs import note_records
+from feed.instruments import key_matches
 from feed.redis_client import get_redis
 from signals import storage
 from signals.bars.store import BarsService
-from signals.delivery import fanout, outputs
+from signals.delivery import outputs
+from signals.delivery.outputs import Outbox
 from signals.instrument_registry import register_instruments
 from signals.monitoring import metrics
+from signals.pipeline.batch_reads import read_batch
 from signals.pipeline.computations import reads_stored_ticks, run_config
 from signals.pipeline.context import BatchContext
 from signals.pipeline.latest import LatestStore
 
 log = logging.getLogger(__name__)
-WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
-
-
-# KEYS: n latest-tick hashes, then the n instruments' timeframes-in-use sets. Returns {tick JSON or nil} and {sets}.
-_READ_LUA = """
-local n = #KEYS / 2
-local held, timeframes = {}, {}
-for i = 1, n do
-  held[i] = redis.call('HGET', KEYS[i], 'data')
-  timeframes[i] = redis.call('SMEMBERS', KEYS[n + i])
-end
-return {held, timeframes}
-"""
+Matched = dict[int, tuple[ActiveConfig, list[dict[str, Any]]]]  # config id -> (config, its ticks in tick order)
 
 
 @dataclass
@@ -62,20 +52,12 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     latest = LatestStore(client)
     bars = BarsService(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
-    topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
-    pipe = client.pipeline(transaction=False)
-    pipe.get(VERSION_KEY)
-    redis_client.script(client, _READ_LUA)(keys=[keys.latest_tick(k) for k in instrument_keys]
-                         + [timeframes_key(k) for k in instrument_keys], client=pipe)
-    if topics and fanout.shares_data_server():
-        pipe.pubsub_numsub(*topics)
-    version, (held_raw, timeframes_raw), *numsub = pipe.execute()
-    registry.refresh(version or b"0")
-    held = {k: orjson.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
-    timeframes = dict(zip(instrument_keys, timeframes_raw, strict=True))
-    listened = fanout.listeners(numsub[0]) if numsub else {}
-    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, held), listened=listened,
-                       held_ts={k: tick["ts"] for k, tick in held.items()})
+    reads = read_batch(client, instrument_keys)
+    registry.refresh(reads.version)
+    timeframes = reads.timeframes
+    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, reads.held),
+                       outbox=Outbox(listened=reads.listened),
+                       held_ts={k: tick["ts"] for k, tick in reads.held.items()})
 
     matched = [match_configs(ticks, frequency)]
     if frequency == "every_tick":
@@ -90,11 +72,11 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     pipe.execute()
 
     records = [record for group in matched for record in run_grouped(group, ctx)]
-    rows = outputs.emit(records, ctx, once=batch_identity(ticks, frequency))
+    rows = outputs.emit(records, client, ctx.outbox, once=batch_identity(ticks, frequency))
     if stored is None:  # one commit: the raw ticks (durable) and their results
-        stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx))[0]
+        stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx.outbox))[0]
     else:  # the ticks are committed already; results can be recomputed from them
-        storage.store(*outputs.result_rows(rows, ctx), durable=False)
+        storage.store(*outputs.result_rows(rows, ctx.outbox), durable=False)
     if not early:
         # only now: a bar read between the two could otherwise cache bars that lack these ticks
         pipe = client.pipeline(transaction=False)
@@ -113,23 +95,21 @@ def batch_identity(ticks: list[dict[str, Any]], frequency: str) -> str:
     return digest.hexdigest()
 
 
-def run_configs(configs: list[Any], ticks: list[dict[str, Any]],
-                previous: dict[str, dict[str, Any] | None] | None = None) -> list[tuple[dict, dict, dict]]:
-    """Run the given configs (`ActiveConfig`s) on ticks already stored and held as latest values, each config on
-    the ticks it matches, and write their outputs exactly as a batch would. Used by time-driven runs, which
-    recompute configs from the latest tick of every matching instrument. Returns the records written."""
-    from feed.instruments import key_matches
-
+def run_configs(configs: list[ActiveConfig], ticks: list[dict[str, Any]],
+                previous: dict[str, dict[str, Any] | None] | None = None) -> list[outputs.Record]:
+    """Run the given configs on ticks already stored and held as latest values, each config on the ticks it
+    matches, and write their outputs exactly as a batch would. Used by time-driven runs, which recompute configs
+    from the latest tick of every matching instrument. Returns the records written."""
     client = get_redis()
     ctx = BatchContext(client=client, latest=LatestStore(client), previous=previous or {})
     ordered = sorted(ticks, key=lambda t: t["ts"])
-    by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    by_config: Matched = {}
     for config in configs:
         matched = [tick for tick in ordered if key_matches(config.pattern, tick["instrument_key"])]
         if matched:
             by_config[config.id] = (config, matched)
     records = run_grouped(by_config, ctx)
-    outputs.write(records, ctx)
+    outputs.write(records, client, ctx.outbox)
     return records
 
 
@@ -145,22 +125,19 @@ def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]])
     return found
 
 
-def match_configs(ticks: list[dict[str, Any]], frequency: str) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+def match_configs(ticks: list[dict[str, Any]], frequency: str) -> Matched:
     """The enabled configs of ``frequency`` matching any tick, each with the ticks it matches in tick-time order."""
-    by_config: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    by_config: Matched = {}
     for tick in sorted(ticks, key=lambda t: t["ts"]):
         for config in registry.matching(tick["instrument_key"], frequency):
             by_config.setdefault(config.id, (config, []))[1].append(tick)
     return by_config
 
 
-def _bar_close_ticks(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
-                     ctx: BatchContext) -> dict[int, tuple[Any, list[dict[str, Any]]]]:
+def _bar_close_ticks(by_config: Matched, ctx: BatchContext) -> Matched:
     """Keep, per every_interval config, the ticks whose bar (of the config's interval) differs from the bar of the
     same instrument's previous tick by tick time: one run per bar close and instrument, live or replayed."""
-    from configs.frequency import bar_close_crossings
-
-    kept: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    kept: Matched = {}
     for config_id, (config, config_ticks) in by_config.items():
         before = [ctx.previous.get(t["source_id"]) for t in config_ticks]
         crossed = bar_close_crossings(
@@ -173,13 +150,12 @@ def _bar_close_ticks(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
     return kept
 
 
-def run_grouped(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
-                ctx: BatchContext) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+def run_grouped(by_config: Matched, ctx: BatchContext) -> list[outputs.Record]:
     """Run each config on its ticks (as `match_configs` groups them); returns (record, tick, output settings) of
     every tick with results, not yet written anywhere."""
     records = []
     for config, config_ticks in by_config.values():
-        per_tick = run_config(config.document, config_ticks, ctx)
+        per_tick = run_config(config, config_ticks, ctx)
         output = config.document.get("output", {})
         for tick, computations in zip(config_ticks, per_tick, strict=True):
             if computations:
@@ -187,13 +163,11 @@ def run_grouped(by_config: dict[int, tuple[Any, list[dict[str, Any]]]],
     return records
 
 
-def _note_runs(records: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> None:
+def _note_runs(records: list[outputs.Record]) -> None:
     """Stamp each config's last run for the admin and API (throttled per process; never fails the batch)."""
     if not records:
         return
     try:
-        from configs.runs import note_records
-
         note_records([record for record, _, _ in records])
     except Exception:
         log.exception("could not stamp config runs")

@@ -1,13 +1,21 @@
-"""What a batch's computations share: the Redis client, previous ticks, and lazily loaded bars."""
+"""What a batch's computations share: the Redis client, previous ticks, bars read once per batch, what the
+computations queue for delivery (`Outbox`), and what one computation leaves for a later one (the Greeks just
+computed, for moneyness)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
 
+from signals.bars.store import BarsService, recent_bars
+from signals.delivery.outputs import Outbox
 from signals.pipeline.latest import LatestStore
+
+# (instrument key, timeframe, tick time, open bar included, count) -> bars as `BarsService.recent` returns them
+IndicatorBarsKey = tuple[str, str, float, bool, int]
 
 
 @dataclass
@@ -15,15 +23,20 @@ class BatchContext:
     client: redis.Redis
     latest: LatestStore
     previous: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # source_id -> tick just before it
-    bars_cache: dict[tuple[str, str, float], list[dict[str, Any]]] = field(default_factory=dict)
-    greeks_rows: list[dict[str, Any]] = field(default_factory=list)  # typed Greeks history rows to store
-    cache_writes: list[tuple[str, str, int]] = field(default_factory=list)  # (key, json, ttl) for the realtime API
-    # (key, json, ttl, instrument key, tick time): latest results of one instrument, written only while no newer
-    # tick of it is held (checked in Redis, so a concurrent or re-delivered older batch cannot move them back)
-    guarded_cache_writes: list[tuple[str, bytes, int, str, float]] = field(default_factory=list)
+    outbox: Outbox = field(default_factory=Outbox)
     held_ts: dict[str, float] = field(default_factory=dict)  # latest tick time per instrument before the batch
-    ws_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra (group, message) events
-    listened: dict[str, int] = field(default_factory=dict)  # subscriber counts of WebSocket topics, read up front
+    bars_cache: dict[tuple[str, str, float], list[dict[str, Any]]] = field(default_factory=dict)  # see `bars`
+    # bars of the indicators computation, shared by the configs of a batch that evaluate the same instrument,
+    # timeframe and tick time
+    indicator_bars: dict[IndicatorBarsKey, list[list[Any]]] = field(default_factory=dict)
+    # latest-Greeks entries the Greeks computation made in this batch, not yet in Redis (instrument key -> entry):
+    # moneyness, which runs after it, joins them with the cached chain
+    fresh_greeks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @cached_property
+    def bars_service(self) -> BarsService:
+        """The indicators computation's bars reader, made on first use."""
+        return BarsService(self.client)
 
     def bars(self, instrument_key: str, timeframe: str, until_ts: float, count: int = 200) -> list[dict[str, Any]]:
         """The config's recent bars (oldest first) up to tick time ``until_ts``, loaded once per batch and tick time.
@@ -33,8 +46,6 @@ class BatchContext:
         cache_key = (instrument_key, timeframe, until_ts)
         found = self.bars_cache.get(cache_key)
         if found is None:
-            from signals.bars.store import recent_bars
-
             found = recent_bars(instrument_key, timeframe, until_ts, count)
             self.bars_cache[cache_key] = found
         return found

@@ -15,28 +15,24 @@ import redis
 from feed import keys, redis_client
 
 HISTORY_SECONDS = 6 * 3600
-# KEYS: latest-tick hashes; ARGV: per key, the tick time and the tick JSON. Returns 1 per key written, 0 per key that
-# already held a newer tick.
-_LWW_SCRIPT = """
-local written = {}
-for i, key in ipairs(KEYS) do
-  local ts = ARGV[2 * i - 1]
-  local current = redis.call('HGET', key, 'ts')
-  if current and tonumber(current) > tonumber(ts) then
-    written[i] = 0
-  else
-    redis.call('HSET', key, 'ts', ts, 'data', ARGV[2 * i])
-    written[i] = 1
-  end
-end
-return written
-"""
+_WRITE_LUA = redis_client.lua_source(__file__, "latest_write.lua")
+
+
+def latest_write_args(newest: dict[str, dict[str, Any]]) -> tuple[list[str], list[Any]]:
+    """(KEYS, ARGV) of ``latest_write.lua`` for the newest tick of each instrument (instrument key -> tick).
+
+    KEYS: the instruments' latest-tick hashes; ARGV: per key, the tick time (``repr``, exact) and the tick JSON. The
+    script returns 1 per key written, 0 per key that already held a newer tick."""
+    args: list[Any] = []
+    for tick in newest.values():
+        args += (repr(tick["ts"]), orjson.dumps(tick))
+    return [keys.latest_tick(key) for key in newest], args
 
 
 class LatestStore:
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._script = redis_client.script(client, _LWW_SCRIPT)
+        self._script = redis_client.script(client, _WRITE_LUA)
 
     def update(self, ticks: list[dict[str, Any]], history: bool = True, pipe: Any | None = None) -> list[int]:
         """Write the newest tick of each instrument in ``ticks`` unless Redis already holds a newer one.
@@ -55,10 +51,8 @@ class LatestStore:
         if pipe is None:
             pipe = self.client.pipeline(transaction=False)
         if newest:  # one script call for every instrument: per-call costs dominate small batches
-            args: list[Any] = []
-            for tick in newest.values():
-                args += (repr(tick["ts"]), orjson.dumps(tick))
-            self._script(keys=[keys.latest_tick(key) for key in newest], args=args, client=pipe)
+            script_keys, args = latest_write_args(newest)
+            self._script(keys=script_keys, args=args, client=pipe)
         if history:
             by_key: dict[str, dict[bytes, float]] = {}
             for tick in ticks:

@@ -1,60 +1,80 @@
-"""Computations run for each config over a batch of ticks.
+"""Computations run for each config over a batch of ticks, in the order `COMPUTATIONS` declares.
 
-A handler takes ``(config document, ticks, context)`` and returns one entry per tick: a computation-result dict,
-a list of them, or None when the computation does not apply to that tick (e.g. Greeks for a spot tick). Handlers
-are registered per config section in `HANDLERS`; a handler that raises fails only its own results.
+Each computation is a handler (its contract: `signals.pipeline.computations.results`) turned on by a section of the
+config document. The declared order is the order handlers run in and the order of a record's computations; a
+computation that reads what another one left on the `BatchContext` for this batch declares it with ``after``, which
+is checked when the tuple is built.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from configs.registry import ActiveConfig
+from functions import internal as internal_functions
 from signals.monitoring import metrics
+from signals.pipeline.computations.functions import external, internal
+from signals.pipeline.computations.greeks import option_greeks
+from signals.pipeline.computations.indicators import technical_indicators
+from signals.pipeline.computations.moneyness import moneyness
+from signals.pipeline.computations.results import Handler, Result, result
 from signals.pipeline.context import BatchContext
 
 log = logging.getLogger(__name__)
 
-Result = dict[str, Any]
-Handler = Callable[[dict[str, Any], list[dict[str, Any]], BatchContext], list[Result | list[Result] | None]]
-HANDLERS: list[tuple[str, Handler]] = []
+
+@dataclass(frozen=True)
+class Computation:
+    type: str  # the ``computation_type`` of its results
+    section: str  # the config-document section that turns it on
+    run: Handler
+    after: tuple[str, ...] = ()  # computations whose outputs of the same batch it reads
 
 
-def handler(computation_type: str) -> Callable[[Handler], Handler]:
-    def decorate(fn: Handler) -> Handler:
-        HANDLERS.append((computation_type, fn))
-        return fn
-
-    return decorate
-
-
-def result(computation_type: str, name: str, results: Any, elapsed_ms: float, error: str | None = None) -> Result:
-    return {
-        "computation_type": computation_type,
-        "name": name,
-        "results": results,
-        "execution_time_ms": round(elapsed_ms, 4),
-        "success": error is None,
-        "error": error,
-    }
+def ordered(*computations: Computation) -> tuple[Computation, ...]:
+    """The computations in run order, after checking each runs after the ones it declares it reads."""
+    seen: set[str] = set()
+    for computation in computations:
+        missing = [name for name in computation.after if name not in seen]
+        if missing:
+            raise ValueError(f"computation {computation.type!r} reads {missing} but runs before them")
+        seen.add(computation.type)
+    return computations
 
 
-def run_config(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[list[Result]]:
+COMPUTATIONS = ordered(
+    Computation("greeks", "option_greeks", option_greeks),
+    Computation("technical_indicators", "technical_indicators", technical_indicators),
+    Computation("internal_function", "internal_functions", internal),
+    Computation("external_function", "external_functions", external),
+    # joins the chain with the Greeks this batch just computed (`BatchContext.fresh_greeks`)
+    Computation("moneyness", "moneyness", moneyness, after=("greeks",)),
+)
+_SECTIONS = {computation.type: computation.section for computation in COMPUTATIONS}
+
+
+def load_handlers() -> tuple[Computation, ...]:
+    """The computations in run order. Importing this package loads them all; the worker calls this at start."""
+    return COMPUTATIONS
+
+
+def run_config(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[list[Result]]:
     """Every applicable computation of one config for each tick, in tick order."""
-    load_handlers()
     per_tick: list[list[Result]] = [[] for _ in ticks]
-    for computation_type, fn in HANDLERS:
+    for computation in COMPUTATIONS:
+        computation_type = computation.type
         started = time.perf_counter()
         try:
-            outputs = fn(document, ticks, ctx)
+            outputs = computation.run(config, ticks, ctx)
         except Exception as exc:  # one failing computation never stops the others or the batch
             log.exception("computation failed", extra={"computation_type": computation_type})
             metrics.COMPUTATION_ERRORS.labels(computation_type).inc()
             elapsed = (time.perf_counter() - started) * 1000 / max(len(ticks), 1)
             outputs = [result(computation_type, computation_type, None, elapsed, f"{type(exc).__name__}: {exc}")
-                       for _ in ticks] if _applies(computation_type, document) else [None] * len(ticks)
+                       for _ in ticks] if _applies(computation_type, config.document) else [None] * len(ticks)
         metrics.COMPUTATION_SECONDS.labels(computation_type).observe(time.perf_counter() - started)
         for slot, output in zip(per_tick, outputs, strict=True):
             if output is None:
@@ -68,12 +88,7 @@ def run_config(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Batch
 
 
 def _applies(computation_type: str, document: dict[str, Any]) -> bool:
-    section = {
-        "greeks": "option_greeks", "technical_indicators": "technical_indicators",
-        "internal_function": "internal_functions", "external_function": "external_functions",
-        "moneyness": "moneyness",
-    }.get(computation_type, computation_type)
-    value = document.get(section)
+    value = document.get(_SECTIONS.get(computation_type, computation_type))
     return bool(value.get("enabled", True) if isinstance(value, dict) else value)
 
 
@@ -82,25 +97,5 @@ def reads_stored_ticks(document: dict[str, Any]) -> bool:
     must be in the database before its computations start."""
     if _applies("technical_indicators", document) or document.get("external_functions"):
         return True
-    from functions import internal as functions
-
-    return any(functions.needs_bars(entry.get("name", "")) for entry in document.get("internal_functions") or [])
-
-
-_loaded = False
-
-
-def load_handlers() -> None:
-    """Import the handler modules once (they register themselves), in output order."""
-    global _loaded
-    if _loaded:
-        return
-    import importlib
-
-    for module in ("greeks", "indicators", "functions", "moneyness"):
-        try:
-            importlib.import_module(f"signals.pipeline.computations.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"signals.pipeline.computations.{module}":
-                raise
-    _loaded = True
+    return any(internal_functions.needs_bars(entry.get("name", ""))
+               for entry in document.get("internal_functions") or [])

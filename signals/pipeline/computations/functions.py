@@ -19,8 +19,11 @@ from typing import Any
 
 from django.conf import settings
 
+from configs.registry import ActiveConfig, registry
 from functions import internal as functions
-from signals.pipeline.computations import BatchContext, Result, handler, result
+from functions.sandbox import configure_default_pool, get_default_pool, run_external
+from signals.pipeline.computations.results import Result, result
+from signals.pipeline.context import BatchContext
 
 
 def _tick_view(tick: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
@@ -31,8 +34,8 @@ def _tick_view(tick: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
     return view
 
 
-@handler("internal_function")
-def internal(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+def internal(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    document = config.document
     entries = document.get("internal_functions") or []
     if not entries:
         return [None] * len(ticks)
@@ -83,7 +86,7 @@ class ExternalSources:
         self._loaded_at = 0.0
 
     def _reload(self, version: Any) -> None:
-        from configs.models import ExternalFunction
+        from configs.models import ExternalFunction  # a model: importable only once Django's apps are loaded
 
         rows = ExternalFunction.objects.values_list("name", "function_name", "source_hash")
         self._current = {name: (function_name, digest) for name, function_name, digest in rows}
@@ -93,8 +96,7 @@ class ExternalSources:
         self._loaded_at = time.monotonic()
 
     def get(self, name: str) -> LoadedFunction | None:
-        from configs.models import ExternalFunction
-        from configs.registry import registry
+        from configs.models import ExternalFunction  # a model: importable only once Django's apps are loaded
 
         with self._lock:
             version = registry.version
@@ -166,8 +168,6 @@ _pool_configured = False
 
 def _sandbox_pool() -> Any:
     global _pool_configured
-    from functions.sandbox import configure_default_pool, get_default_pool
-
     with _pool_lock:
         if not _pool_configured:
             _pool_configured = True
@@ -178,10 +178,8 @@ def _sandbox_pool() -> Any:
     return get_default_pool()
 
 
-@handler("external_function")
-def external(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
-    from functions.sandbox import run_external
-
+def external(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    document = config.document
     entries = document.get("external_functions") or []
     if not entries:
         return [None] * len(ticks)

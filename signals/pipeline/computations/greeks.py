@@ -25,15 +25,18 @@ import numpy as np
 import orjson
 from django.conf import settings
 
+from configs.registry import ActiveConfig
 from feed import keys
 from feed.instruments import Instrument, parse_instrument_key
 from greeks import GREEK_NAMES
 from signals.delivery import fanout
+from signals.delivery.events import signal_event
 from signals.options.pricing import Priced, expiry_timestamp, price_quotes, underlying_for
-from signals.pipeline.computations import BatchContext, handler, result
+from signals.pipeline.computations.results import result
+from signals.pipeline.context import BatchContext
 
 COMPUTATION_NAME = "option_greeks"
-_FRESH_ATTR = "_greeks_fresh_entries"
+Option = tuple[int, Instrument]  # (index of the tick in the config's ticks, its parsed option)
 
 
 @lru_cache(maxsize=65536)
@@ -88,26 +91,6 @@ class HistoryWindow:
         return self.entries[instrument_key][i] if i >= 0 else None
 
 
-def config_id_of(document: dict[str, Any]) -> int:
-    """The id of the config a document belongs to (the handler gets only the document)."""
-    from configs.registry import registry
-
-    name = document.get("name")
-    by_name = None
-    for config in registry.all():
-        if config.document is document:
-            return config.id
-        if config.name == name:
-            by_name = config.id
-    return by_name if by_name is not None else 0
-
-
-def fresh_entries(ctx: BatchContext) -> dict[str, dict[str, Any]]:
-    """Latest-Greeks entries computed in this batch and not yet in Redis (instrument key -> entry)."""
-    found: dict[str, dict[str, Any]] = getattr(ctx, _FRESH_ATTR, None) or {}
-    return found
-
-
 def cache_entry(tick: dict[str, Any], fields: dict[str, dict[str, Any]], main_field: str, *, model: str,
                 underlying_key: str | None, config_id: int, config_name: str | None) -> dict[str, Any]:
     """The realtime-API shape of one option tick's Greeks (the ``main_field`` flattened, every field under
@@ -136,9 +119,8 @@ def cache_entry(tick: dict[str, Any], fields: dict[str, dict[str, Any]], main_fi
     }
 
 
-@handler("greeks")
-def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
-    section = document.get("option_greeks") or {}
+def option_greeks(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    section = config.document.get("option_greeks") or {}
     if not section.get("enabled"):
         return [None] * len(ticks)
     started = time.perf_counter()
@@ -148,12 +130,37 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
     model = section.get("model") or "black_scholes_merton"
     fields = list(section.get("price_fields") or ["ltp"])
     calculate = list(section.get("calculate") or GREEK_NAMES)
-    main_field = "ltp" if "ltp" in fields else fields[0]
-    output = document.get("output") or {}
+    output = config.document.get("output") or {}
     vix_key = settings.SIGNAL_VIX_KEY
-
-    # One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times.
     under_keys = [underlying_for(inst, model, frozenset(settings.SIGNAL_INDEX_SYMBOLS)) for _, inst in options]
+    window = _read_window(ctx, ticks, options, under_keys, vix_key)
+    priced, rows = _price(ticks, options, under_keys, fields, window, vix_key, section, model)
+
+    per_tick: list[dict[str, dict[str, Any]]] = [{} for _ in options]
+    store = output.get("store_to_database", True)
+    for r, (slot, field) in enumerate(rows):
+        per_tick[slot][field] = priced.row(r, calculate)
+        if store:
+            tick = ticks[options[slot][0]]
+            ctx.outbox.greeks_rows.append({"instrument_key": tick["instrument_key"], "ts": tick["ts"],
+                                           "source_id": tick["source_id"], "config_id": config.id,
+                                           "price_field": field, **priced.db_row(r, calculate)})
+
+    elapsed = (time.perf_counter() - started) * 1000 / len(options)
+    out: list[Any] = [None] * len(ticks)
+    main_field = "ltp" if "ltp" in fields else fields[0]
+    entries = []
+    for slot, (i, _) in enumerate(options):
+        out[i] = result("greeks", COMPUTATION_NAME, per_tick[slot], elapsed)
+        entries.append(cache_entry(ticks[i], per_tick[slot], main_field, model=model, underlying_key=under_keys[slot],
+                                   config_id=config.id, config_name=config.name))
+    _deliver(ctx, ticks, options, entries, output)
+    return out
+
+
+def _read_window(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[Option],
+                 under_keys: list[str | None], vix_key: str) -> HistoryWindow:
+    """One Redis round trip: the underlyings' and INDVIX's history over the batch's tick times."""
     window = HistoryWindow()
     for (i, _), under in zip(options, under_keys, strict=True):
         ts = ticks[i]["ts"]
@@ -163,41 +170,22 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
     pipe = ctx.client.pipeline(transaction=False)
     window.queue(pipe)
     window.load(pipe.execute())
+    return window
 
-    priced, rows = _price(ticks, options, under_keys, fields, window, vix_key, section, model)
 
-    config_id = config_id_of(document)
-    per_tick: list[dict[str, dict[str, Any]]] = [{} for _ in options]
-    store = output.get("store_to_database", True)
-    for r, (slot, field) in enumerate(rows):
-        per_tick[slot][field] = priced.row(r, calculate)
-        if store:
-            i = options[slot][0]
-            tick = ticks[i]
-            ctx.greeks_rows.append({"instrument_key": tick["instrument_key"], "ts": tick["ts"],
-                                    "source_id": tick["source_id"], "config_id": config_id, "price_field": field,
-                                    **priced.db_row(r, calculate)})
-
-    elapsed = (time.perf_counter() - started) * 1000 / len(options)
-    out: list[Any] = [None] * len(ticks)
+def _deliver(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[Option], entries: list[dict[str, Any]],
+             output: dict[str, Any]) -> None:
+    """Queue each option tick's ``greeks`` event, and each option's newest entry as its latest Greeks (cached, and
+    left in ``ctx.fresh_greeks`` for moneyness) unless a newer tick of it was in before this batch."""
     newest: dict[str, tuple[float, dict[str, Any]]] = {}
-    fresh = getattr(ctx, _FRESH_ATTR, None)
-    if fresh is None:
-        fresh = {}
-        setattr(ctx, _FRESH_ATTR, fresh)
-    for slot, (i, _) in enumerate(options):
+    websocket = output.get("websocket", True)
+    for (i, _), entry in zip(options, entries, strict=True):
         tick = ticks[i]
-        results = per_tick[slot]
-        out[i] = result("greeks", COMPUTATION_NAME, results, elapsed)
-        entry = cache_entry(tick, results, main_field, model=model, underlying_key=under_keys[slot],
-                            config_id=config_id, config_name=document.get("name"))
         key = tick["instrument_key"]
-        if output.get("websocket", True):
+        if websocket:
             group = keys.topic_group("greeks", key)
-            if not fanout.nobody_listens(group, ctx.listened):
-                ctx.ws_events.append((group, {
-                    "type": "signal.event", "channel": "greeks", "instrument_key": key, "params": {},
-                    "data": entry, "timestamp": tick["timestamp"]}))
+            if not fanout.nobody_listens(group, ctx.outbox.listened):
+                ctx.outbox.events.append((group, signal_event("greeks", key, entry, tick["timestamp"])))
         held = newest.get(key)
         if held is None or tick["ts"] >= held[0]:
             newest[key] = (tick["ts"], entry)
@@ -206,12 +194,11 @@ def option_greeks(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: Ba
         latest_ts = ctx.held_ts.get(key)
         if latest_ts is not None and latest_ts > ts:
             continue  # a newer tick of this option was in before this batch; keep its Greeks
-        ctx.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl, key, ts))
-        fresh[key] = entry
-    return out
+        ctx.outbox.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl, key, ts))
+        ctx.fresh_greeks[key] = entry
 
 
-def _price(ticks: list[dict[str, Any]], options: list[tuple[int, Instrument]], under_keys: list[str | None],
+def _price(ticks: list[dict[str, Any]], options: list[Option], under_keys: list[str | None],
            fields: list[str], window: HistoryWindow, vix_key: str, section: dict[str, Any],
            model: str) -> tuple[Priced, list[tuple[int, str]]]:
     """Gather options × price fields into arrays and price them in one call; rows are (option slot, field)."""

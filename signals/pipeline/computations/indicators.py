@@ -1,7 +1,7 @@
 """Technical indicators as a computation (docs/REFERENCE.md §3.3, §3.5, §5; issue 5).
 
-For a config with ``technical_indicators``, the specs are compiled once (`indicators.engine`: a pandas_ta Study,
-TA-Lib where pandas_ta supports it) and evaluated on the config's ``interval`` bars from `signals.bars.service`,
+For a config with ``technical_indicators``, the specs are compiled once (`indicators.compute`: a pandas_ta Study,
+TA-Lib where pandas_ta supports it) and evaluated on the config's ``interval`` bars from `signals.bars.store`,
 with `signals.bars.indicator_history.warmup_bars` bars of warm-up before the bar evaluated.
 
 Once per instrument and config per batch
@@ -15,8 +15,8 @@ Once per instrument and config per batch
 Outputs: the computation result (``computation_type`` ``technical_indicators``, name ``technical_indicators``,
 results ``{"timeframe", "bar_time", "bars", "warmup_bars", "values": {output_key: number | null}}``) goes to every
 sink of docs/REFERENCE.md §3.5 with the record; the latest-indicators cache (per config and per instrument+timeframe, see
-`signals.bars.indicator_history.cache_keys`) via ``ctx.cache_writes``; the ``indicators`` WebSocket channel via
-``ctx.ws_events``. Warm-up bars that do not exist yet give null values, not errors.
+`signals.bars.indicator_history.cache_keys`) and the ``indicators`` WebSocket channel via ``ctx.outbox``. Warm-up
+bars that do not exist yet give null values, not errors.
 
 The pipeline reports every stored batch to the bars service (`BarsService.queue_record`), which keeps the open bar
 in Redis and lets late ticks correct cached bars, so bars read here already include this batch.
@@ -27,62 +27,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from configs.registry import ActiveConfig
 from feed import keys
 from indicators.compute import compile_indicators
 from indicators.specs import IndicatorConfigError
 from indicators.timeframes import parse_timeframe
 from signals.bars.indicator_history import cache_keys, iso, json_bytes, warmup_bars
 from signals.bars.rows import bars_frame
-from signals.bars.store import BarsService
-from signals.pipeline.computations import BatchContext, Result, handler, result
+from signals.delivery.events import signal_event
+from signals.pipeline.computations.results import Result, result
+from signals.pipeline.context import BatchContext
 
 NAME = "technical_indicators"
-_BARS_ATTR = "_indicator_bars"
-_SERVICE_ATTR = "_bars_service"
 
 
-def config_id_of(document: dict[str, Any]) -> int:
-    """The id of the config a document belongs to (handlers get only the document)."""
-    from configs.registry import registry
-
-    by_name = None
-    for config in registry.all():
-        if config.document is document:
-            return config.id
-        if config.name == document.get("name"):
-            by_name = config.id
-    return by_name if by_name is not None else 0
-
-
-def _service(ctx: BatchContext) -> BarsService:
-    service = getattr(ctx, _SERVICE_ATTR, None)
-    if service is None:
-        service = BarsService(ctx.client)
-        setattr(ctx, _SERVICE_ATTR, service)
-    return service
-
-
-def _bars(ctx: BatchContext, service: BarsService, key: str, timeframe: str, until: float, count: int,
+def _bars(ctx: BatchContext, key: str, timeframe: str, until: float, count: int,
           include_open: bool) -> list[list[Any]]:
     """Bars shared by the configs of one batch that evaluate the same instrument, timeframe and tick time."""
-    cache: dict[tuple[Any, ...], list[list[Any]]] | None = getattr(ctx, _BARS_ATTR, None)
-    if cache is None:
-        cache = {}
-        setattr(ctx, _BARS_ATTR, cache)
     wanted = (key, timeframe, until, include_open, count)
-    bars = cache.get(wanted)
+    bars = ctx.indicator_bars.get(wanted)
     if bars is None:
-        bars = cache[wanted] = service.recent(key, timeframe, until, count, include_open=include_open)
+        bars = ctx.indicator_bars[wanted] = ctx.bars_service.recent(key, timeframe, until, count,
+                                                                    include_open=include_open)
     return bars
 
 
-@handler("technical_indicators")
-def technical_indicators(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+def technical_indicators(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    document = config.document
     specs = document.get("technical_indicators") or []
     out: list[Result | None] = [None] * len(ticks)
     if not specs or not ticks:
         return out
-    service = _service(ctx)
     frequency = str(document.get("frequency", "every_tick"))
     newest: dict[str, int] = {}
     for i, tick in enumerate(ticks):
@@ -101,13 +76,13 @@ def technical_indicators(document: dict[str, Any], ticks: list[dict[str, Any]], 
     warmup = warmup_bars(compiled)
     output = document.get("output") or {}
     ttl = int(output.get("cache_ttl_seconds", 300))
-    config_id = config_id_of(document)
+    config_id = config.id
     include_open = frequency != "every_interval"
     for key, i in newest.items():
         tick = ticks[i]
         started = time.perf_counter()
         try:
-            bars = _bars(ctx, service, key, timeframe, tick["ts"], warmup + 1, include_open)
+            bars = _bars(ctx, key, timeframe, tick["ts"], warmup + 1, include_open)
             if bars:
                 values = compiled.compute_latest(bars_frame(bars))
             else:
@@ -120,15 +95,13 @@ def technical_indicators(document: dict[str, Any], ticks: list[dict[str, Any]], 
                             f"{type(exc).__name__}: {exc}")
             continue
         entry = {"instrument_key": key, "timeframe": timeframe, "timestamp": tick["timestamp"],
-                 "bar_time": payload["bar_time"], "config_id": config_id, "config_name": document.get("name"),
+                 "bar_time": payload["bar_time"], "config_id": config_id, "config_name": config.name,
                  "values": values, "bars": len(bars), "warmup_bars": warmup}
         text = json_bytes(entry)
         for cache_key in cache_keys(key, timeframe, config_id):
-            ctx.cache_writes.append((cache_key, text, ttl))
+            ctx.outbox.cache_writes.append((cache_key, text, ttl))
         if output.get("websocket", True):
             params = {"timeframe": timeframe}
-            ctx.ws_events.append((keys.topic_group("indicators", key, params), {
-                "type": "signal.event", "channel": "indicators", "instrument_key": key, "params": params,
-                "data": entry, "timestamp": tick["timestamp"],
-            }))
+            ctx.outbox.events.append((keys.topic_group("indicators", key, params),
+                                      signal_event("indicators", key, entry, tick["timestamp"], params)))
     return out

@@ -22,11 +22,17 @@ from zoneinfo import ZoneInfo
 import orjson
 from django.conf import settings
 
+from configs.registry import ActiveConfig
 from feed import keys
 from feed.instruments import parse_instrument_key
 from signals.delivery import fanout
-from signals.pipeline.computations import BatchContext, handler, result
-from signals.pipeline.computations.greeks import fresh_entries
+from signals.delivery.events import signal_event
+from signals.delivery.ws_greeks import INTEREST_TTL_S
+from signals.instrument_registry import nearest_expiry
+from signals.options.chains import ChainSnapshot, load_chain
+from signals.options.levels import atm_iv_view, level_view
+from signals.pipeline.computations.results import result
+from signals.pipeline.context import BatchContext
 
 COMPUTATION_NAME = "moneyness"
 
@@ -44,13 +50,11 @@ def _queue_interest(underlying_key: str, config_levels: list[str], expiry: str,
     """Reads for `load_chain`'s round trip: the levels WebSocket clients subscribed to for this underlying, and
     (when the channel layer shares the data server) the listener counts of the config's own level topics, so
     that neither costs a round trip of its own."""
-    from signals.delivery.ws_greeks import INTEREST_TTL_S, moneyness_interest_key
-
     channels = [fanout.group_channel(level_group(underlying_key, expiry, level)) for level in config_levels]
     count_listeners = websocket and bool(channels) and fanout.shares_data_server()
 
     def queue(pipe: Any) -> int:
-        pipe.zrangebyscore(moneyness_interest_key(underlying_key), time.time() - INTEREST_TTL_S, "+inf")
+        pipe.zrangebyscore(keys.moneyness_interest(underlying_key), time.time() - INTEREST_TTL_S, "+inf")
         if count_listeners:
             pipe.pubsub_numsub(*channels)
         return 2 if count_listeners else 1
@@ -71,12 +75,8 @@ def level_group(underlying_key: str, expiry: str, level: str) -> str:
     return keys.topic_group("moneyness", underlying_key, {"expiry_date": expiry, "level": level})
 
 
-@handler("moneyness")
-def moneyness(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
-    from signals.instrument_registry import nearest_expiry
-    from signals.options.chains import load_chain
-    from signals.options.levels import atm_iv_view, level_view
-
+def moneyness(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[Any]:
+    document = config.document
     section = document.get("moneyness")
     out: list[Any] = [None] * len(ticks)
     if not section or not ticks:
@@ -101,16 +101,28 @@ def moneyness(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchC
     greeks_section = document.get("option_greeks") or {}
     model = greeks_section.get("model") if greeks_section.get("enabled") else None
     prefix = f"{chain_prefix}{expiry.isoformat()}@"
-    step = section.get("strike_step")
     expiry_iso = expiry.isoformat()
     config_levels = list(section.get("levels") or ["ATM"])
-    ttl = int((document.get("output") or {}).get("cache_ttl_seconds", 300))
-    websocket = (document.get("output") or {}).get("websocket", True)
-    snapshot = load_chain(ctx.client, underlying, expiry, model=model, at_ts=tick["ts"], fresh=fresh_entries(ctx),
+    output = document.get("output") or {}
+    websocket = output.get("websocket", True)
+    snapshot = load_chain(ctx.client, underlying, expiry, model=model, at_ts=tick["ts"], fresh=ctx.fresh_greeks,
                           expect={key for key in seen if key.startswith(prefix)},
                           also=_queue_interest(underlying, config_levels, expiry_iso, websocket))
     if len(snapshot.also) > 1:
-        ctx.listened.update(fanout.listeners(snapshot.also[1]))
+        ctx.outbox.listened.update(fanout.listeners(snapshot.also[1]))
+    results, errors = _level_views(ctx, snapshot, section, config_levels, tick["timestamp"],
+                                   int(output.get("cache_ttl_seconds", 300)), websocket)
+    out[newest] = result("moneyness", COMPUTATION_NAME, results, (time.perf_counter() - started) * 1000,
+                         "; ".join(errors) or None)
+    return out
+
+
+def _level_views(ctx: BatchContext, snapshot: ChainSnapshot, section: dict[str, Any], config_levels: list[str],
+                 timestamp: str, ttl: int, websocket: bool) -> tuple[dict[str, Any], list[str]]:
+    """The config's levels and ``atm_iv`` (the result), and errors of levels that failed. Every level computed (the
+    config's and the ones WebSocket clients subscribed to) is cached and pushed to its listeners."""
+    underlying, expiry_iso = snapshot.underlying_key, snapshot.expiry.isoformat()
+    step = section.get("strike_step")
     atm_iv = atm_iv_view(snapshot)
     results: dict[str, Any] = {}
     errors: list[str] = []
@@ -124,15 +136,11 @@ def moneyness(document: dict[str, Any], ticks: list[dict[str, Any]], ctx: BatchC
         if level in config_levels:
             results[level] = view
         view = {**view, "atm_iv": atm_iv}
-        ctx.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, level), orjson.dumps(view), ttl))
+        ctx.outbox.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, level), orjson.dumps(view), ttl))
         group = level_group(underlying, expiry_iso, level)
-        if websocket and not fanout.nobody_listens(group, ctx.listened):
-            ctx.ws_events.append((group, {
-                "type": "signal.event", "channel": "moneyness", "instrument_key": underlying,
-                "params": {"expiry_date": expiry_iso, "level": level}, "data": view,
-                "timestamp": tick["timestamp"]}))
+        if websocket and not fanout.nobody_listens(group, ctx.outbox.listened):
+            ctx.outbox.events.append((group, signal_event("moneyness", underlying, view, timestamp,
+                                                          {"expiry_date": expiry_iso, "level": level})))
     results["atm_iv"] = atm_iv
-    ctx.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, "atm_iv"), orjson.dumps(atm_iv), ttl))
-    out[newest] = result("moneyness", COMPUTATION_NAME, results, (time.perf_counter() - started) * 1000,
-                         "; ".join(errors) or None)
-    return out
+    ctx.outbox.cache_writes.append((moneyness_cache_key(underlying, expiry_iso, "atm_iv"), orjson.dumps(atm_iv), ttl))
+    return results, errors
