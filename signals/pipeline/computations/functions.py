@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from configs.models import ExternalFunction
 from configs.registry import ActiveConfig, registry
 from functions import internal as functions
 from functions.sandbox import configure_default_pool, get_default_pool, run_external
@@ -86,8 +87,6 @@ class ExternalSources:
         self._loaded_at = 0.0
 
     def _reload(self, version: Any) -> None:
-        from configs.models import ExternalFunction  # a model: importable only once Django's apps are loaded
-
         rows = ExternalFunction.objects.values_list("name", "function_name", "source_hash")
         self._current = {name: (function_name, digest) for name, function_name, digest in rows}
         wanted = {(name, digest) for name, (_, digest) in self._current.items()}
@@ -96,8 +95,6 @@ class ExternalSources:
         self._loaded_at = time.monotonic()
 
     def get(self, name: str) -> LoadedFunction | None:
-        from configs.models import ExternalFunction  # a model: importable only once Django's apps are loaded
-
         with self._lock:
             version = registry.version
             stale = version is None or version != self._version
