@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from feed import keys
+from feed.latest import LatestStore
 from signals.delivery import outputs
 from signals.pipeline.batch import match_configs, process_batch, run_grouped
 from signals.pipeline.computations import COMPUTATIONS, ordered
 from signals.pipeline.context import BatchContext
-from signals.pipeline.latest import LatestStore
 from tests.factories import create_config, normalised, price_config, tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"

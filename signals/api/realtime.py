@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feed.instruments import InstrumentKeyError, normalise_key
+from feed.latest import LatestStore
 from feed.redis_client import get_redis
-from signals.pipeline.latest import LatestStore
 from webapi.errors import BadParameter, NotFound
 
 TICK_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")

@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 
 from feed import keys, redis_client
+from feed.latest import LatestStore
 from indicators.timeframes import Timeframe, parse_timeframe
 from signals.bars import chunk_cache, open_bar, rollup, sql, tick_record
 from signals.bars.grid import Alignment, Grid
@@ -189,7 +190,7 @@ class BarsService:
         pipe.hgetall(keys.bars_open(tf, instrument_key))
         pipe.get(keys.bars_generation(instrument_key))
         pipe.get(keys.bars_hwm(instrument_key))
-        pipe.hget(keys.latest_tick(instrument_key), "ts")
+        LatestStore.queue_time(pipe, instrument_key)
         raw_entries, raw_open, generation, raw_hwm, latest_ts = pipe.execute()
         hwm = redis_number(raw_hwm)
         now = _time.time()

@@ -20,6 +20,7 @@ import redis
 
 from feed import keys
 from feed.instruments import parse_instrument_key
+from feed.latest import LatestStore
 from greeks.engine import DEFAULT_MODEL
 from signals.instrument_registry import chain_instruments
 
@@ -111,17 +112,15 @@ def load_chain(client: redis.Redis, underlying_key: str, expiry: date, *, model:
     for key in stored_keys:
         pipe.get(keys.latest_result("greeks", key))
     if at_ts is None:
-        pipe.hget(keys.latest_tick(ref_key), "data")
+        LatestStore.queue_get(pipe, ref_key)
     else:
-        pipe.zrevrangebyscore(keys.price_history(ref_key), at_ts, "-inf", start=0, num=1)
+        LatestStore.queue_at_or_before(pipe, ref_key, at_ts)
     replies = pipe.execute()
     extra_replies, values, found = replies[:extra], replies[extra:-1], replies[-1]
     for key, value in zip(stored_keys, values, strict=True):
         if value:
             entries[key] = orjson.loads(value)
-    if at_ts is not None:
-        found = found[0] if found else None
-    ref = orjson.loads(found) if found else None
+    ref = LatestStore.decode(found) if at_ts is None else LatestStore.found(found)
     price = ref.get("ltp") if ref else None
     stamp = (ref.get("timestamp") or _iso(ref.get("ts"))) if ref else None
     snapshot = ChainSnapshot(underlying_key, expiry, options, entries, model, ref_key, price, stamp)

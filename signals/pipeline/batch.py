@@ -15,6 +15,7 @@ from configs.frequency import bar_close_crossings
 from configs.registry import ActiveConfig, registry
 from configs.runs import note_records
 from feed.instruments import key_matches
+from feed.latest import LatestStore
 from feed.redis_client import get_redis
 from signals import storage
 from signals.bars.store import BarsService
@@ -25,7 +26,6 @@ from signals.monitoring import metrics
 from signals.pipeline.batch_reads import read_batch
 from signals.pipeline.computations import reads_stored_ticks, run_config
 from signals.pipeline.context import BatchContext
-from signals.pipeline.latest import LatestStore
 
 log = logging.getLogger(__name__)
 Matched = dict[int, tuple[ActiveConfig, list[dict[str, Any]]]]  # config id -> (config, its ticks in tick order)

@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
+from feed.latest import LatestStore
 from signals.bars.store import BarsService, recent_bars
 from signals.delivery.outputs import Outbox
-from signals.pipeline.latest import LatestStore
 
 # (instrument key, timeframe, tick time, open bar included, count) -> bars as `BarsService.recent` returns them
 IndicatorBarsKey = tuple[str, str, float, bool, int]

@@ -8,7 +8,6 @@ as for every record; re-running on an unchanged tick writes the Redis sinks agai
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from configs import runs
 from configs.registry import ActiveConfig, registry
 from configs.scheduling import exchange_tz
 from feed import keys
+from feed.latest import LatestStore
 from feed.redis_client import get_redis
 from signals.instrument_registry import live_keys
 from signals.pipeline.batch import run_configs
@@ -37,20 +37,13 @@ def instruments_for(configs: list[ActiveConfig], today: Any = None) -> dict[int,
 
 def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any] | None]]:
     """The latest tick of each instrument, and each one's previous tick by tick time (for ``previous``)."""
-    client = get_redis()
-    pipe = client.pipeline(transaction=False)
-    for key in instrument_keys:
-        pipe.hget(keys.latest_tick(key), "data")
-    ticks = [json.loads(raw) for raw in pipe.execute() if raw]
+    store = LatestStore(get_redis())
+    ticks = [tick for tick in store.get_many(instrument_keys) if tick is not None]
     for tick in ticks:
         tick.setdefault("source_id", f"latest/{tick['instrument_key']}/{tick['ts']!r}")
         tick.setdefault("symbol_key", "@".join(tick["instrument_key"].split("@")[:2]))
-    pipe = client.pipeline(transaction=False)
-    for tick in ticks:
-        pipe.zrevrangebyscore(keys.price_history(tick["instrument_key"]), f"({tick['ts']!r}", "-inf", start=0, num=1)
     previous: dict[str, dict[str, Any] | None] = {}
-    for tick, found in zip(ticks, pipe.execute(), strict=True):
-        before = json.loads(found[0]) if found else None
+    for tick, before in zip(ticks, store.before_each(ticks), strict=True):
         previous[tick["source_id"]] = None if before is None else {
             "ltp": before["ltp"], "ts": before["ts"],
             "timestamp": datetime.fromtimestamp(before["ts"], UTC).isoformat(),

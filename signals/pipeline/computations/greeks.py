@@ -16,7 +16,6 @@ event per option tick.
 
 from __future__ import annotations
 
-import bisect
 import time
 from functools import lru_cache
 from typing import Any
@@ -28,6 +27,7 @@ from django.conf import settings
 from configs.registry import ActiveConfig
 from feed import keys
 from feed.instruments import Instrument, parse_instrument_key
+from feed.latest import HistoryWindow
 from greeks import GREEK_NAMES
 from signals.delivery import fanout
 from signals.delivery.events import signal_event
@@ -47,48 +47,6 @@ def option_instrument(instrument_key: str) -> Instrument | None:
     except ValueError:
         return None
     return inst if inst.is_option else None
-
-
-class HistoryWindow:
-    """`LatestStore.at_or_before` for a whole batch: per instrument, two range reads cover every tick time of the
-    batch (the history inside [first, last] tick time, and the newest entry before it), queued on one pipeline;
-    each lookup is then a bisection in memory."""
-
-    def __init__(self) -> None:
-        self.spans: dict[str, list[float]] = {}
-        self.times: dict[str, list[float]] = {}
-        self.entries: dict[str, list[dict[str, Any]]] = {}
-
-    def want(self, instrument_key: str, ts: float) -> None:
-        span = self.spans.get(instrument_key)
-        if span is None:
-            self.spans[instrument_key] = [ts, ts]
-        elif ts < span[0]:
-            span[0] = ts
-        elif ts > span[1]:
-            span[1] = ts
-
-    def queue(self, pipe: Any) -> int:
-        """Queue the reads on ``pipe``; returns how many replies `load` will take."""
-        for key, (lo, hi) in self.spans.items():
-            name = keys.price_history(key)
-            pipe.zrevrangebyscore(name, f"({lo!r}", "-inf", start=0, num=1)
-            pipe.zrangebyscore(name, repr(lo), repr(hi))
-        return 2 * len(self.spans)
-
-    def load(self, replies: list[Any]) -> None:
-        for i, key in enumerate(self.spans):
-            before, inside = replies[2 * i], replies[2 * i + 1]
-            entries = [orjson.loads(member) for member in (*before, *inside)]
-            self.entries[key] = entries
-            self.times[key] = [entry["ts"] for entry in entries]
-
-    def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
-        times = self.times.get(instrument_key)
-        if not times:
-            return None
-        i = bisect.bisect_right(times, ts) - 1
-        return self.entries[instrument_key][i] if i >= 0 else None
 
 
 def cache_entry(tick: dict[str, Any], fields: dict[str, dict[str, Any]], main_field: str, *, model: str,
