@@ -12,10 +12,11 @@ from typing import Any
 
 from configs.frequency import FrequencyError, parse_frequency
 from configs.models import SignalConfig
+from feed import keys
 from feed.instruments import key_matches
 from feed.redis_client import get_redis
 
-VERSION_KEY = "signal:configs:version"
+VERSION_KEY = keys.configs_version()
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,16 @@ def tick_streams() -> str:
     return "signal:tick_streams"
 
 
+def configs_version() -> str:
+    """Counter moved by every config change: workers reload the enabled configs when it moves."""
+    return "signal:configs:version"
+
+
+def stream_metrics() -> str:
+    """Hash of tick-stream lag and queue lengths, written by a beat task and read by `/metrics`."""
+    return "signal:metrics:streams"
+
+
 def emitted_batch(batch_id: str) -> str:
     """Marker that a tick batch's outputs were written (so a redelivered batch does not write them twice)."""
     return f"signal:emitted:{batch_id}"

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,7 +11,7 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import WorkerProcess
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +22,7 @@ def clean_redis() -> Iterator[None]:
 
     for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
         redis_lib.Redis.from_url(url).flushdb()
-    registry._version = None
+    registry.forget()
     instrument_registry.clear_caches()  # per-process caches of rows each test's rollback removes
     yield
 
@@ -57,57 +52,6 @@ def auth_client(make_token: Callable[..., str]) -> Any:
     return client
 
 
-def worker_database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def stop_process(proc: subprocess.Popen, kill: bool = False) -> None:
-    """SIGTERM (or SIGKILL) a test's subprocess and wait for it; kill it if it will not stop."""
-    if proc.poll() is None:
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-class WorkerProcess:
-    """A real `celery worker` subprocess on the test database and Redis."""
-
-    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None):
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
-               "DATABASE_URL": worker_database_url(), **(extra_env or {})}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "signal_project", "worker", "-Q", queues, "--pool=solo",
-             "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if " ready." in line or "ready" in line and "celery@" in line:
-                self.ready.set()
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        if not self.ready.wait(timeout):
-            self.stop()
-            raise AssertionError("celery worker did not start:\n" + "".join(self.lines[-40:]))
-
-    def stop(self, kill: bool = False) -> None:
-        stop_process(self.proc, kill=kill)
-
-
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
@@ -123,11 +67,3 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

@@ -10,6 +10,7 @@ import vollib.black.greeks.analytical as black_greeks
 import vollib.black.implied_volatility as black_iv
 import vollib.black_scholes_merton.greeks.analytical as bsm_greeks
 import vollib.black_scholes_merton.implied_volatility as bsm_iv
+from vollib.black_scholes_merton import black_scholes_merton
 
 from feed import keys
 from greeks.expiry import time_to_expiry
@@ -115,3 +116,26 @@ async def close_thread_connections() -> None:
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+# A five-strike demo chain priced from a smile (moneyness and WebSocket event tests).
+SPOT_PRICE = 24020.0
+STRIKES = (23800, 23900, 24000, 24100, 24200)
+VOLS = {23800: 0.16, 23900: 0.15, 24000: 0.14, 24100: 0.135, 24200: 0.13}
+TICK_AT = 1.0
+
+
+def fair(right: str, strike: float, sigma: float) -> float:
+    t = years(at(TICK_AT), EXPIRY)
+    return round(black_scholes_merton("c" if right == "call" else "p", SPOT_PRICE, strike, t, 0.065, sigma, 0.0), 2)
+
+
+def chain_ticks(broken_put: float | None = 24100) -> list[dict]:
+    """A five-strike chain around a 24,020 spot, priced from a smile; the put at ``broken_put`` trades below its
+    intrinsic value, so only its call solves at that strike."""
+    bodies = [spot_tick(SPOT_PRICE, 0.5)]
+    for k in STRIKES:
+        bodies.append(option_tick("call", k, fair("call", k, VOLS[k]), TICK_AT))
+        price = 50.0 if k == broken_put else fair("put", k, VOLS[k])
+        bodies.append(option_tick("put", k, price, TICK_AT))
+    return bodies

@@ -24,8 +24,7 @@ from signals.bars.rows import bars_frame
 from signals.bars.sql import query_bars
 from signals.bars.store import BarsService
 from signals.pipeline.batch import process_batch
-from tests.conftest import worker_database_url
-from tests.test_bars_helpers import (
+from tests.bars_helpers import (
     FUTURE,
     assert_same_bars,
     make_ticks,
@@ -33,6 +32,7 @@ from tests.test_bars_helpers import (
     reference_bars,
     store,
 )
+from tests.support import worker_database_url
 
 IST = "Asia/Kolkata"
 OTHER = "NSE@BANKNIFTY@futures@2025-07-31"

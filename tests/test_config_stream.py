@@ -16,8 +16,8 @@ import pytest
 from django.db import OperationalError
 
 from configs.stream import ConfigStreamConsumer, ConfigStreamSettings, apply_message
-from tests.conftest import ROOT, wait_for, worker_database_url
 from tests.factories import price_config
+from tests.support import ROOT, wait_for, worker_database_url
 
 
 def settings_() -> ConfigStreamSettings:

@@ -11,8 +11,8 @@ import pytest
 
 from feed import keys
 from signals.ingest.bridge import BridgeSettings, StreamBridge
-from tests.conftest import wait_for, worker_database_url
 from tests.factories import create_config, fields, price_config, tick
+from tests.support import wait_for, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
 

@@ -93,7 +93,7 @@ def test_beat_schedule_tasks_run_on_a_worker(start_worker: Any, r: Any) -> None:
 
     from signal_project.celery import app
     from signals.monitoring.streams import METRICS_KEY
-    from tests.conftest import wait_for
+    from tests.support import wait_for
 
     start_worker(settings.SIGNAL_DEFAULT_QUEUE)
     for entry in settings.CELERY_BEAT_SCHEDULE.values():

@@ -25,8 +25,15 @@ from signals.delivery.events import (
 from signals.delivery.subscriptions import CHANNELS
 from signals.pipeline.batch import process_batch
 from tests.factories import create_config, price_config
-from tests.greeks_helpers import EXPIRY, SPOT, batch, close_thread_connections, greeks_config, option_key
-from tests.test_moneyness import chain_ticks
+from tests.greeks_helpers import (
+    EXPIRY,
+    SPOT,
+    batch,
+    chain_ticks,
+    close_thread_connections,
+    greeks_config,
+    option_key,
+)
 
 OPTION = option_key("call", 24000)
 TOPICS = [  # one subscription per channel

@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from configs.models import ExternalFunction
 from feed import keys
 from signals.pipeline.batch import process_batch
-from tests.conftest import wait_for
 from tests.factories import create_config, fields, normalised, price_config, tick
+from tests.support import wait_for
 
 SPOT = "NSE@NIFTY@index"
 FUNCTIONS = "/api/v2/signals/functions/"

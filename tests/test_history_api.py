@@ -17,25 +17,19 @@ import pytest
 import talib
 from django.core.management import call_command
 
-from tests.test_bars_helpers import (
+from tests.bars_helpers import (
     FUTURE,
+    SPECS,
     as_frame,
     assert_same_bars,
     make_ticks,
     reference_bars,
     session_days,
+    talib_columns,
 )
 
 pytestmark = pytest.mark.django_db
 API = "/api/v2/signals"
-SPECS = [
-    {"name": "rsi", "parameters": {"length": 14}, "output_key": "rsi_14"},
-    {"name": "ema", "parameters": {"length": 20}},
-    {"name": "sma", "parameters": {"length": 10}},
-    {"name": "macd", "parameters": {"fast": 12, "slow": 26, "signal": 9}, "output_key": "macd"},
-    {"name": "bbands", "parameters": {"length": 20, "std": 2}, "output_key": "bb"},
-    {"name": "atr", "parameters": {"length": 14}},
-]
 
 
 def import_ticks(ticks: list[dict[str, Any]], tmp_path: Path) -> str:
@@ -49,16 +43,6 @@ def import_ticks(ticks: list[dict[str, Any]], tmp_path: Path) -> str:
     out = StringIO()
     call_command("import_history", str(path), "--no-progress", stdout=out, stderr=StringIO())
     return out.getvalue()
-
-
-def talib_columns(bars: pd.DataFrame) -> dict[str, np.ndarray]:
-    o, h, lo, c = (bars[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close"))
-    del o
-    macd, signal, hist = talib.MACD(c, 12, 26, 9)
-    upper, mid, lower = talib.BBANDS(c, 20, 2.0, 2.0, talib.MA_Type.SMA)
-    return {"rsi_14": talib.RSI(c, 14), "EMA_20": talib.EMA(c, 20), "SMA_10": talib.SMA(c, 10),
-            "macd_macd": macd, "macd_signal": signal, "macd_hist": hist, "bb_lower": lower, "bb_mid": mid,
-            "bb_upper": upper, "ATRr_14": talib.ATR(h, lo, c, 14)}
 
 
 def url(kind: str, key: str = FUTURE, **params: Any) -> str:

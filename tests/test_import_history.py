@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 
 from signals.bars.rows import bars_frame
 from signals.bars.store import BarsService
-from tests.test_bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars
+from tests.bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars
 
 pytestmark = pytest.mark.django_db
 SPOT = "NSE@NIFTY@index"

@@ -18,9 +18,17 @@ from django.db import connections
 from feed import keys
 from signal_project.asgi import application
 from signals.pipeline.batch import process_batch
+from tests.bars_helpers import (
+    FUTURE,
+    SPECS,
+    make_ticks,
+    normalised_batch,
+    reference_bars,
+    session_days,
+    store,
+    talib_columns,
+)
 from tests.factories import create_config
-from tests.test_bars_helpers import FUTURE, make_ticks, normalised_batch, reference_bars, session_days, store
-from tests.test_history_api import SPECS, talib_columns
 
 API = "/api/v2/signals"
 

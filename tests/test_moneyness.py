@@ -12,17 +12,22 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
-from vollib.black_scholes_merton import black_scholes_merton
 
 from signal_project.asgi import application
 from signals.pipeline.batch import process_batch
 from tests.factories import create_config, tick
 from tests.greeks_helpers import (
     EXPIRY,
+    SPOT_PRICE,
+    STRIKES,
+    TICK_AT,
+    VOLS,
     at,
     batch,
+    chain_ticks,
     close_thread_connections,
     computation,
+    fair,
     greeks_config,
     option_key,
     option_tick,
@@ -32,27 +37,7 @@ from tests.greeks_helpers import (
     years,
 )
 
-SPOT_PRICE = 24020.0
-STRIKES = (23800, 23900, 24000, 24100, 24200)
-VOLS = {23800: 0.16, 23900: 0.15, 24000: 0.14, 24100: 0.135, 24200: 0.13}
 URL = "/api/v2/signals/realtime/moneyness/NSE@NIFTY@index"
-TICK_AT = 1.0
-
-
-def fair(right: str, strike: float, sigma: float) -> float:
-    t = years(at(TICK_AT), EXPIRY)
-    return round(black_scholes_merton("c" if right == "call" else "p", SPOT_PRICE, strike, t, 0.065, sigma, 0.0), 2)
-
-
-def chain_ticks(broken_put: float | None = 24100) -> list[dict]:
-    """A five-strike chain around a 24,020 spot, priced from a smile; the put at ``broken_put`` trades below its
-    intrinsic value, so only its call solves at that strike."""
-    bodies = [spot_tick(SPOT_PRICE, 0.5)]
-    for k in STRIKES:
-        bodies.append(option_tick("call", k, fair("call", k, VOLS[k]), TICK_AT))
-        price = 50.0 if k == broken_put else fair("put", k, VOLS[k])
-        bodies.append(option_tick("put", k, price, TICK_AT))
-    return bodies
 
 
 def expected_iv(right: str, strike: float, price: float) -> float | None:

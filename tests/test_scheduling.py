@@ -19,8 +19,8 @@ from configs.scheduling import next_run, sync_schedules
 from feed import keys
 from signals.pipeline.batch import process_batch
 from signals.schedule.timed import run_schedule
-from tests.conftest import wait_for
 from tests.factories import create_config, normalised, price_config, tick
+from tests.support import wait_for
 
 IST = ZoneInfo("Asia/Kolkata")
 OPTION = "NSE@NIFTY@options@2030-06-27@call@24000"

@@ -21,8 +21,8 @@ from configs.stream import ConfigStreamConsumer, ConfigStreamSettings
 from feed import keys
 from signals.pipeline.batch import process_batch
 from signals.schedule.beat import BeatLock, SingleBeatScheduler
-from tests.conftest import ROOT, stop_process, wait_for, worker_database_url
 from tests.factories import normalised, price_config, tick
+from tests.support import ROOT, stop_process, wait_for, worker_database_url
 
 SPOT = "NSE@NIFTY@index"
 

@@ -15,7 +15,7 @@ from signals.bars import timescale
 from signals.bars.rows import bars_frame
 from signals.bars.sql import aggregate_for
 from signals.bars.store import BarsService
-from tests.test_bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars, session_days, store
+from tests.bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars, session_days, store
 
 IST = "Asia/Kolkata"
 

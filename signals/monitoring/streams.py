@@ -16,7 +16,7 @@ from feed import keys
 from feed.redis_client import get_redis
 from feed.streams import text
 
-METRICS_KEY = "signal:metrics:streams"
+METRICS_KEY = keys.stream_metrics()
 
 
 def queue_names() -> list[str]:

@@ -21,8 +21,7 @@ from signals.bars.open_bar import OpenBar
 from signals.bars.rows import bar_dicts, bars_frame, merge_open_bar
 from signals.bars.store import BarsService, recent_bars
 from signals.pipeline.batch import process_batch
-from tests.factories import create_config
-from tests.test_bars_helpers import (
+from tests.bars_helpers import (
     FUTURE,
     as_frame,
     assert_same_bars,
@@ -32,6 +31,7 @@ from tests.test_bars_helpers import (
     session_days,
     ticks_frame,
 )
+from tests.factories import create_config
 
 pytestmark = pytest.mark.django_db
 DAYS = [date(2025, 6, 19), date(2025, 6, 20), date(2025, 6, 23), date(2025, 6, 30), date(2025, 7, 1)]
@@ -199,7 +199,7 @@ def test_recent_bars_in_a_replay_ignore_later_ticks(r: Any) -> None:
     assert closed[-1][0] < got[-1][0] and closed[-1][:7] == got[-2][:7]
 
 
-def test_bars_provider_shape(r: Any) -> None:
+def test_recent_bars_shape(r: Any) -> None:
     ticks = make_ticks(DAYS[:1], seed=2)
     feed(ticks)
     bars = recent_bars(FUTURE, "15m", ticks[-1]["ts"], 5)

@@ -1,4 +1,4 @@
-"""Shared helpers of the bars/history tests (no tests here): realistic ticks and an independent pandas resample.
+"""Shared helpers of the bars/history tests (no tests here; TA-Lib's own functions as the indicators' reference): realistic ticks and an independent pandas resample.
 
 The reference resampler below is written with plain pandas (``resample`` with the session open of each exchange
 date as ``origin``), not with `signals.bars.store` nor `indicators.bars`: alignment to 09:15 Asia/Kolkata per
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
+import talib
 
 IST = "Asia/Kolkata"
 SESSION_OPEN = pd.Timedelta(hours=9, minutes=15)
@@ -184,14 +184,22 @@ def store(ticks: list[dict[str, Any]], first_id: int = 1) -> int:
     return storage.store_ticks(normalised_batch(ticks, first_id))
 
 
-@pytest.mark.parametrize("zone", ["Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia/Lord_Howe"])
-def test_exchange_day_matches_the_zones_calendar_around_midnights_and_clock_changes(zone: str) -> None:
-    from zoneinfo import ZoneInfo
+# The indicators the history and pipeline tests ask for, and the same computed by TA-Lib's own functions.
+SPECS = [
+    {"name": "rsi", "parameters": {"length": 14}, "output_key": "rsi_14"},
+    {"name": "ema", "parameters": {"length": 20}},
+    {"name": "sma", "parameters": {"length": 10}},
+    {"name": "macd", "parameters": {"fast": 12, "slow": 26, "signal": 9}, "output_key": "macd"},
+    {"name": "bbands", "parameters": {"length": 20, "std": 2}, "output_key": "bb"},
+    {"name": "atr", "parameters": {"length": 14}},
+]
 
-    from signals.bars.grid import exchange_day
 
-    tz = ZoneInfo(zone)
-    start = datetime(2025, 3, 1, tzinfo=UTC).timestamp()
-    # every 7 minutes 13 seconds over 300 days: crosses each local midnight and both clock changes
-    for ts in np.arange(start, start + 300 * 86400, 433.0):
-        assert exchange_day(float(ts), tz) == datetime.fromtimestamp(float(ts), tz).date().isoformat()
+def talib_columns(bars: pd.DataFrame) -> dict[str, np.ndarray]:
+    o, h, lo, c = (bars[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close"))
+    del o
+    macd, signal, hist = talib.MACD(c, 12, 26, 9)
+    upper, mid, lower = talib.BBANDS(c, 20, 2.0, 2.0, talib.MA_Type.SMA)
+    return {"rsi_14": talib.RSI(c, 14), "EMA_20": talib.EMA(c, 20), "SMA_10": talib.SMA(c, 10),
+            "macd_macd": macd, "macd_signal": signal, "macd_hist": hist, "bb_lower": lower, "bb_mid": mid,
+            "bb_upper": upper, "ATRr_14": talib.ATR(h, lo, c, 14)}
