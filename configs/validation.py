@@ -16,7 +16,7 @@ from typing import Any
 from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
 from feed.ticks import QUOTE_FIELDS
-from functions import internal as functions
+from functions import internal as internal_functions
 from functions.sandbox.limits import (
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_TIMEOUT_S,
@@ -208,14 +208,14 @@ def _check_internal(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
         c.unknown(entry, {"name", "parameters", "output_key"}, p)
         _check_output_key(entry, p, c)
         name = entry.get("name")
-        if not isinstance(name, str) or name not in functions.names():
-            c.add(p + "name", f"unknown internal function {name!r:.60}; known: {', '.join(functions.names())}")
+        if not isinstance(name, str) or name not in internal_functions.names():
+            c.add(p + "name", f"unknown internal function {name!r:.60}; known: {', '.join(internal_functions.names())}")
             continue
         params = entry.setdefault("parameters", {})
         if not isinstance(params, dict):
             c.add(p + "parameters", "must be an object")
             continue
-        for message in functions.validate_params(name, params):
+        for message in internal_functions.validate_params(name, params):
             named = _PARAM_IN_MESSAGE.match(message)
             c.add(p + "parameters" + (f".{named.group(1)}" if named else ""), message)
     out["internal_functions"] = entries

@@ -45,8 +45,7 @@ from feed.ticks import TickError, parse_time
 from indicators.specs import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
 from signals.api.realtime import instrument_param
-from signals.bars import indicator_history as history_service
-from signals.bars import rollup, timescale
+from signals.bars import indicator_history, rollup, timescale
 from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
 from signals.models import InstrumentRecord
@@ -216,8 +215,8 @@ class HistoricalBarsView(HistoryView):
         known_instrument(key)
         start, end = range_params(request, key, tf)
         bars = bar_dicts(get_service().bars(key, tf, start, end))
-        return Response({"instrument_key": key, "timeframe": tf.name, "start_time": history_service.iso(start),
-                         "end_time": history_service.iso(end), "count": len(bars), "bars": bars})
+        return Response({"instrument_key": key, "timeframe": tf.name, "start_time": indicator_history.iso(start),
+                         "end_time": indicator_history.iso(end), "count": len(bars), "bars": bars})
 
 
 class HistoricalIndicatorsView(HistoryView):
@@ -231,12 +230,12 @@ class HistoricalIndicatorsView(HistoryView):
         known_instrument(key)
         start, end = range_params(request, key, tf)
         try:
-            series = history_service.indicator_series(key, tf.name, start, end, specs)
+            series = indicator_history.indicator_series(key, tf.name, start, end, specs)
         except IndicatorConfigError as exc:
             field, message = exc.errors[0] if exc.errors else ("indicators", str(exc))
             raise BadParameter(message, field=field.replace("technical_indicators", "indicators", 1)) from None
-        return Response({"instrument_key": key, "timeframe": tf.name, "start_time": history_service.iso(start),
-                         "end_time": history_service.iso(end), "output_keys": series["output_keys"],
+        return Response({"instrument_key": key, "timeframe": tf.name, "start_time": indicator_history.iso(start),
+                         "end_time": indicator_history.iso(end), "output_keys": series["output_keys"],
                          "warmup_bars": series["warmup_bars"], "warmup_available": series["warmup_available"],
                          "count": len(series["values"]), "values": series["values"]})
 
@@ -249,7 +248,7 @@ class RealtimeIndicatorsView(HistoryView):
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         tf = timeframe_param(request)
-        merged = history_service.merged_latest(history_service.latest_entries(get_redis(), key, tf.name))
+        merged = indicator_history.merged_latest(indicator_history.latest_entries(get_redis(), key, tf.name))
         if merged is None:
             raise NotFound(f"no indicators computed for {key} at timeframe {tf.name} (no config with "
                            "technical_indicators on this interval has run for it recently)")

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from configs.models import ExternalFunction
 from configs.registry import ActiveConfig, registry
-from functions import internal as functions
+from functions import internal as internal_functions
 from functions.sandbox import configure_default_pool, get_default_pool, run_external
 from signals.pipeline.computations.results import Result, result
 from signals.pipeline.context import BatchContext
@@ -44,10 +44,10 @@ def internal(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContex
     for entry in entries:
         name = entry["name"]
         try:
-            call: Any = functions.bind(name, entry.get("parameters") or {})
+            call: Any = internal_functions.bind(name, entry.get("parameters") or {})
         except Exception as exc:  # reported on every tick of the config, like any failed computation
             call = exc
-        bound.append((entry.get("output_key") or name, functions.needs_bars(name), call))
+        bound.append((entry.get("output_key") or name, internal_functions.needs_bars(name), call))
     out: list[list[Result]] = []
     for tick in ticks:
         items: list[Result] = []
