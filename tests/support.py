@@ -36,18 +36,16 @@ def stop_process(proc: subprocess.Popen, kill: bool = False) -> None:
             proc.wait(5)
 
 
-class WorkerProcess:
-    """A real `celery worker` subprocess on the test database and Redis."""
+class CeleryProcess:
+    """A real ``celery`` subprocess (worker or beat) on the test database and Redis, its output kept in ``lines``."""
 
-    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], extra_env: dict[str, str] | None = None):
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
                "DATABASE_URL": worker_database_url(), **(extra_env or {})}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.lines: list[str] = []
-        self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "signal_project", "worker", "-Q", queues, "--pool=solo",
-             "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            [sys.executable, "-m", "celery", "-A", "signal_project", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
@@ -56,16 +54,31 @@ class WorkerProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if " ready." in line or "ready" in line and "celery@" in line:
-                self.ready.set()
+            self.heard(line)
+
+    def heard(self, line: str) -> None:
+        """Called with every output line (after it is kept)."""
+
+    def stop(self, kill: bool = False) -> None:
+        stop_process(self.proc, kill=kill)
+
+
+class WorkerProcess(CeleryProcess):
+    """A `celery worker` (solo pool) on the given queues."""
+
+    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None):
+        self.ready = threading.Event()
+        super().__init__(["worker", "-Q", queues, "--pool=solo", "-n", f"{name}@%h", "-l", "INFO",
+                          "--without-gossip", "--without-mingle", "--without-heartbeat"], extra_env)
+
+    def heard(self, line: str) -> None:
+        if " ready." in line or "ready" in line and "celery@" in line:
+            self.ready.set()
 
     def wait_ready(self, timeout: float = 60) -> None:
         if not self.ready.wait(timeout):
             self.stop()
             raise AssertionError("celery worker did not start:\n" + "".join(self.lines[-40:]))
-
-    def stop(self, kill: bool = False) -> None:
-        stop_process(self.proc, kill=kill)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

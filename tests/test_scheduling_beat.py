@@ -4,10 +4,6 @@ beat and a real worker: created through the config stream, scheduled, run, and s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,30 +18,18 @@ from feed import keys
 from signals.pipeline.batch import process_batch
 from signals.schedule.beat import BeatLock, SingleBeatScheduler
 from tests.factories import normalised, price_config, tick
-from tests.support import ROOT, stop_process, wait_for, worker_database_url
+from tests.support import CeleryProcess, wait_for
 
 SPOT = "NSE@NIFTY@index"
 
 
-class BeatProcess:
-    """A real `celery beat` subprocess with the single-beat scheduler, on the test database and Redis."""
+class BeatProcess(CeleryProcess):
+    """A `celery beat` with the single-beat scheduler (lock TTL 3 s)."""
 
     def __init__(self, tmp: Path, name: str, extra_env: dict[str, str] | None = None):
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
-               "DATABASE_URL": worker_database_url(), "SIGNAL_BEAT_LOCK_TTL_S": "3", **(extra_env or {})}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "signal_project", "beat", "-S", "signals.schedule.beat:SingleBeatScheduler",
-             "-l", "INFO", "--pidfile", str(tmp / f"{name}.pid"), "-s", str(tmp / f"{name}.schedule")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        super().__init__(["beat", "-S", "signals.schedule.beat:SingleBeatScheduler", "-l", "INFO",
+                          "--pidfile", str(tmp / f"{name}.pid"), "-s", str(tmp / f"{name}.schedule")],
+                         {"SIGNAL_BEAT_LOCK_TTL_S": "3", **(extra_env or {})})
 
     def saw(self, text: str) -> bool:
         return any(text in line for line in list(self.lines))
@@ -60,8 +44,6 @@ class BeatProcess:
             raise AssertionError(f"beat never logged {text!r}:\n" + "".join(self.lines[-30:])) from None
         assert self.saw(text), "beat exited:\n" + "".join(self.lines[-30:])
 
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 @pytest.fixture
