@@ -7,8 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
 from configs.validation import NAME_RE, NAME_RULE, ConfigError, validate_config
-from functions.sandbox import check_source
-from functions.sandbox.policy import check_function_name
+from functions.sandbox import check_function_name, check_source
 
 
 class SignalConfig(models.Model):

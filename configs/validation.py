@@ -17,6 +17,7 @@ from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
 from feed.ticks import QUOTE_FIELDS
 from functions import internal as internal_functions
+from functions.sandbox import check_function_name
 from functions.sandbox.limits import (
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_TIMEOUT_S,
@@ -25,20 +26,17 @@ from functions.sandbox.limits import (
     MIN_MEMORY_LIMIT_MB,
     MIN_TIMEOUT_S,
 )
-from functions.sandbox.policy import check_function_name
-from greeks import GREEK_NAMES, MODELS
+from greeks import DEFAULT_MODEL, GREEK_NAMES, MODELS
+from greeks.moneyness import parse_level
 from indicators.specs import validate_indicators
 from indicators.timeframes import parse_timeframe
 
-GREEK_MODELS = MODELS
-PRICE_FIELDS = QUOTE_FIELDS
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _PARAM_IN_MESSAGE = re.compile(r"^parameter '([^']{1,64})'")
 MAX_INDICATORS = 100
 MAX_FUNCTIONS = 50
-_LEVEL_RE = re.compile(r"^(ATM|ITM|OTM|ITM\d{1,2}|OTM\d{1,2}|D\d{1,2})$")
 
 TOP_LEVEL = {
     "name", "version", "instrument_key", "interval", "frequency", "option_greeks", "technical_indicators",
@@ -48,7 +46,7 @@ OUTPUT_DEFAULTS: dict[str, Any] = {
     "redis_list": True, "redis_stream": True, "store_to_database": True, "websocket": True, "cache_ttl_seconds": 300,
 }
 GREEKS_DEFAULTS: dict[str, Any] = {
-    "enabled": True, "model": "black_scholes_merton", "risk_free_rate": 0.065, "dividend_yield": 0.0,
+    "enabled": True, "model": DEFAULT_MODEL, "risk_free_rate": 0.065, "dividend_yield": 0.0,
     "price_fields": ["ltp"], "calculate": list(GREEK_NAMES), "use_indvix": True,
 }
 
@@ -153,11 +151,11 @@ def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
     merged = {**GREEKS_DEFAULTS, **greeks}
     for key in ("enabled", "use_indvix"):
         c.boolean(merged, key, p)
-    if merged["model"] not in GREEK_MODELS:
-        c.add(p + "model", f"must be one of {', '.join(GREEK_MODELS)}")
+    if merged["model"] not in MODELS:
+        c.add(p + "model", f"must be one of {', '.join(MODELS)}")
     c.number(merged, "risk_free_rate", p, -0.05, 1.0)
     c.number(merged, "dividend_yield", p, 0.0, 1.0)
-    for key, allowed in (("price_fields", PRICE_FIELDS), ("calculate", GREEK_NAMES)):
+    for key, allowed in (("price_fields", QUOTE_FIELDS), ("calculate", GREEK_NAMES)):
         values = merged[key]
         if not isinstance(values, list) or not values:
             c.add(p + key, f"must be a non-empty list drawn from {', '.join(allowed)}")
@@ -313,9 +311,11 @@ def _check_moneyness(data: dict[str, Any], out: dict[str, Any], c: _Collector) -
         c.add(p + "levels", "must be a non-empty list such as ['ATM', 'OTM1', 'ITM1', 'D25']")
     else:
         for i, level in enumerate(levels):
-            if not isinstance(level, str) or not _LEVEL_RE.match(level.upper()):
-                c.add(f"{p}levels[{i}]", f"{level!r} is not ATM, ITM, OTM, ITMn, OTMn or Dnn")
-        money["levels"] = [str(level).upper() for level in levels]
+            try:
+                parse_level(level)  # the rule the moneyness views apply
+            except ValueError as exc:
+                c.add(f"{p}levels[{i}]", str(exc))
+        money["levels"] = [str(level).strip().upper() for level in levels]
     out["moneyness"] = money
 
 

@@ -2,8 +2,8 @@
 
 Spot follows a geometric random walk whose volatility is India VIX; VIX mean-reverts; futures are priced at cost
 of carry; every option of a ±N-strike chain over two weekly expiries is priced with Black-Scholes-Merton from a
-volatility smile around VIX. Each tick carries OHLC of the session so far, cumulative volume and OI, in the SPEC
-§3.2 format (a ``data`` field holding JSON).
+volatility smile around VIX. Each tick carries OHLC of the session so far, cumulative volume and OI, in the tick
+format of docs/REFERENCE.md §3.2 (a ``data`` field holding JSON).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from scipy.special import ndtr
 
+from feed import keys
+from greeks.expiry import SECONDS_PER_YEAR
+
 IST = ZoneInfo("Asia/Kolkata")
-YEAR_SECONDS = 365.0 * 86400.0
 
 
 def expiry_instant(expiry: date) -> datetime:
@@ -100,7 +102,7 @@ class NiftySession:
 
     # --- evolution --------------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
-        dt = seconds / YEAR_SECONDS
+        dt = seconds / SECONDS_PER_YEAR
         sigma = self.vix / 100.0
         self.spot *= math.exp((self.r - 0.5 * sigma**2) * dt + sigma * math.sqrt(dt) * self.rng.standard_normal())
         self.vix += 0.5 * (14.0 - self.vix) * dt * 50 + 0.02 * math.sqrt(seconds) * self.rng.standard_normal()
@@ -128,15 +130,15 @@ class NiftySession:
     def round_ticks(self, option_share: float = 1.0) -> list[tuple[str, dict]]:
         """One tick for spot, VIX and each future, plus ticks for a share of the option chain, at ``self.now``."""
         out: list[tuple[str, dict]] = [
-            ("tick_stream:NSE@NIFTY", self._tick("NSE@NIFTY@index", self.spot, 0)),
-            ("tick_stream:NSE@INDVIX", self._tick("NSE@INDVIX@index", self.vix, 0)),
+            (keys.tick_stream("NSE@NIFTY"), self._tick("NSE@NIFTY@index", self.spot, 0)),
+            (keys.tick_stream("NSE@INDVIX"), self._tick("NSE@INDVIX@index", self.vix, 0)),
         ]
         for expiry in self.expiry_dates:
-            t = (expiry_instant(expiry) - self.now).total_seconds() / YEAR_SECONDS
+            t = (expiry_instant(expiry) - self.now).total_seconds() / SECONDS_PER_YEAR
             if t <= 0:
                 continue
             forward = self.spot * math.exp((self.r - self.q) * t)
-            out.append(("tick_stream:NSE@NIFTY",
+            out.append((keys.tick_stream("NSE@NIFTY"),
                         self._tick(f"NSE@NIFTY@futures@{expiry.isoformat()}", forward,
                                    int(self.rng.integers(50, 500)), 10_000_000)))
             sigma = self.smile(self.strikes, forward, t)
@@ -146,7 +148,7 @@ class NiftySession:
                 for strike, price in zip(self.strikes, prices, strict=True):
                     if option_share < 1.0 and self.rng.random() > option_share:
                         continue
-                    out.append(("tick_stream:NSE@NIFTY",
+                    out.append((keys.tick_stream("NSE@NIFTY"),
                                 self._tick(self.option_key(expiry, right, float(strike)), float(price),
                                            int(self.rng.integers(25, 1000)), 500_000)))
         return out
@@ -164,7 +166,3 @@ def encode(tick: dict) -> dict[str, str]:
     """Stream entry fields for a tick: one ``data`` field holding the JSON object."""
     return {"data": json.dumps(tick)}
 
-
-def session_start(day: date | None = None) -> datetime:
-    day = day or datetime.now(IST).date()
-    return datetime.combine(day, time(9, 15), IST).astimezone(UTC)

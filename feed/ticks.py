@@ -16,7 +16,6 @@ import orjson
 from feed.instruments import InstrumentKeyError, parse_instrument_key
 
 QUOTE_FIELDS = ("ltp", "open", "high", "low", "close")  # the prices a Greeks config may price an option from
-PRICE_FIELDS = (*QUOTE_FIELDS, "bid", "ask")
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ltp": ("ltp", "last"),
     "time": ("ltt", "timestamp", "ts_exch"),

@@ -30,12 +30,11 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from greeks import MODELS
+from greeks import DEFAULT_MODEL, MODELS
 from greeks import _kernels as k
 
 """Supported pricing models; ``black_scholes`` is BSM with q = 0, ``black76`` prices options on a future."""
 
-DEFAULT_MODEL = "black_scholes_merton"
 
 
 class Status(enum.IntEnum):
@@ -78,7 +77,8 @@ class SigmaSource(enum.IntEnum):
     FALLBACK = 2
 
 
-SIGMA_SOURCE_NAMES: dict[int, str] = {0: "none", 1: "implied", 2: "indvix"}
+SIGMA_SOURCE_NAMES: dict[int, str] = {SigmaSource.NONE: "none", SigmaSource.IMPLIED: "implied",
+                                       SigmaSource.FALLBACK: "indvix"}
 """sigma_source code → wire name (the fallback volatility is INDVIX in this service)."""
 
 

@@ -220,7 +220,7 @@ SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUT
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
 
 # --- Bars and indicators ------------------------------------------------------------------------------------
-# Redis bar cache (signals/bars/service.py): closed bars per instrument, timeframe and chunk (exchange date).
+# Redis bar cache (signals/bars/chunk_cache.py, read by signals/bars/store.py): closed bars per instrument, timeframe and chunk (exchange date).
 SIGNAL_BARS_CACHE_TTL_S = env_int("SIGNAL_BARS_CACHE_TTL_S", 7 * 86_400)
 SIGNAL_BARS_CACHE_MAX_CHUNKS = env_int("SIGNAL_BARS_CACHE_MAX_CHUNKS", 1500)  # per instrument+timeframe
 SIGNAL_BARS_OPEN_TTL_S = env_int("SIGNAL_BARS_OPEN_TTL_S", 900)  # the still-open bar kept by queue_record
@@ -255,7 +255,7 @@ SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 7)
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json", "ticks-json"]  # ticks-json: tick batches (signals.tasks)
+CELERY_ACCEPT_CONTENT = ["json", "ticks-json"]  # ticks-json: tick batches (signals.ingest.codec)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -111,7 +111,7 @@ class InstrumentRecord(models.Model):
 
 class BarRollup1m(models.Model):
     """One-minute bars of ``signal_ticks`` on plain PostgreSQL: the stand-in for the ``signal_bars_1m`` continuous
-    aggregate, with its columns (read by the same SQL, `signals.bars.service.bars_sql`), kept current by
+    aggregate, with its columns (read by the same SQL, `signals.bars.sql.bars_sql`), kept current by
     `signals.bars.rollup` from the ranges the ``signal_ticks`` trigger records in :class:`RollupPending`."""
 
     pk = models.CompositePrimaryKey("instrument_key", "bucket")

@@ -75,6 +75,11 @@ INVALID = [
      "option_greeks.price_fields[0]"),
     ("bad-moneyness-level", with_(moneyness={"underlying": "NSE@NIFTY@index", "levels": ["ATMX"]}),
      "moneyness.levels[0]"),
+    # the views refuse these, so the config must too
+    ("zero-step-moneyness-level", with_(moneyness={"underlying": "NSE@NIFTY@index", "levels": ["ATM", "OTM0"]}),
+     "moneyness.levels[1]"),
+    ("zero-delta-moneyness-level", with_(moneyness={"underlying": "NSE@NIFTY@index", "levels": ["D0"]}),
+     "moneyness.levels[0]"),
     ("bad-moneyness-underlying", with_(moneyness={"underlying": "NIFTY", "levels": ["ATM"]}), "moneyness.underlying"),
     ("unknown-output-field", with_(output={"kafka": True}), "output.kafka"),
     ("bad-output-ttl", with_(output={"cache_ttl_seconds": -1}), "output.cache_ttl_seconds"),

@@ -102,9 +102,6 @@ def newest(r: Any, config_name: str) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def fresh_external_state() -> None:
-    from signals.pipeline.computations import load_handlers
-
-    load_handlers()
     from signals.pipeline.computations.functions import breaker, sources
 
     sources.clear()

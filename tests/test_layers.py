@@ -19,7 +19,7 @@ ALLOWED = {
     "greeks": set(),
     "indicators": set(),
     "functions": set(),
-    "feed": set(),
+    "feed": {"greeks"},
     "webapi": {"feed"},
     "configs": {"feed", "functions", "greeks", "indicators", "webapi"},
     "signals": {"feed", "functions", "indicators", "greeks", "webapi", "configs"},
@@ -33,12 +33,12 @@ FRAMEWORKS = ("django", "rest_framework", "channels", "celery", "drf_spectacular
 RUNTIME = [
     ("signals.models", "signals.storage", "signals.instrument_registry"),
     ("signals.monitoring",),
+    ("signals.ingest",),  # sends tick batches by task name: it needs none of the rooms that process them
     ("signals.bars",),
     ("signals.options",),
     ("signals.delivery",),
     ("signals.pipeline",),
     ("signals.schedule",),
-    ("signals.ingest",),
     ("signals.tasks",),
     ("signals.api",),
     ("signals.admin", "signals.apps", "signals.management"),

@@ -43,7 +43,8 @@ class PlatformUser:
 
 
 @lru_cache(maxsize=4)
-def _public_key(value: str) -> str:
+def public_key(value: str) -> str:
+    """The RS256 public key: ``value`` itself when it is a PEM, else the text of the file it names."""
     if value.lstrip().startswith("-----BEGIN"):
         return value
     return Path(value).read_text()
@@ -51,7 +52,7 @@ def _public_key(value: str) -> str:
 
 def _verification() -> tuple[Any, list[str]]:
     if settings.SIGNAL_JWT_PUBLIC_KEY:
-        return _public_key(settings.SIGNAL_JWT_PUBLIC_KEY), ["RS256"]
+        return public_key(settings.SIGNAL_JWT_PUBLIC_KEY), ["RS256"]
     return settings.SIGNAL_JWT_SECRET, ["HS256"]
 
 

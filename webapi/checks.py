@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
-from webapi.auth import _public_key
+from webapi.auth import public_key
 
 
 @register()
@@ -21,7 +21,7 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
         errors.append(Error("SIGNAL_JWT_SECRET is shorter than 32 characters (RFC 7518 §3.2)", id="signals.E002"))
     if settings.SIGNAL_JWT_PUBLIC_KEY:
         try:
-            key = _public_key(settings.SIGNAL_JWT_PUBLIC_KEY)
+            key = public_key(settings.SIGNAL_JWT_PUBLIC_KEY)
         except OSError as exc:
             errors.append(Error(f"SIGNAL_JWT_PUBLIC_KEY cannot be read: {exc}", id="signals.E003"))
         else:

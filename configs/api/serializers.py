@@ -13,17 +13,17 @@ from rest_framework import serializers
 from configs.frequency import FrequencyError, parse_frequency
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.scheduling import describe, next_run, task_name
-from configs.validation import GREEK_MODELS, PRICE_FIELDS
-from greeks import GREEK_NAMES
+from feed.ticks import QUOTE_FIELDS
+from greeks import DEFAULT_MODEL, GREEK_NAMES, MODELS
 
 
 # --- the config document (docs/REFERENCE.md §3.3), for the schema -------------------------------------------------------------
 class OptionGreeksSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
-    model = serializers.ChoiceField(list(GREEK_MODELS), default="black_scholes_merton")
+    model = serializers.ChoiceField(list(MODELS), default=DEFAULT_MODEL)
     risk_free_rate = serializers.FloatField(default=0.065)
     dividend_yield = serializers.FloatField(default=0.0)
-    price_fields = serializers.ListField(child=serializers.ChoiceField(list(PRICE_FIELDS)), default=["ltp"])
+    price_fields = serializers.ListField(child=serializers.ChoiceField(list(QUOTE_FIELDS)), default=["ltp"])
     calculate = serializers.ListField(child=serializers.ChoiceField(list(GREEK_NAMES)))
     use_indvix = serializers.BooleanField(default=True)
 

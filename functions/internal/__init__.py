@@ -20,6 +20,7 @@ from functions.internal.registry import (
     needs_bars,
     register,
     spec,
+    unregister,
     validate_params,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "needs_bars",
     "register",
     "spec",
+    "unregister",
     "validate_params",
 ]

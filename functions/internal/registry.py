@@ -13,7 +13,7 @@ Every function has the shared signature ``NAME(tick: dict, bars: list[dict], par
   the still-open bar is merged in, so ``bars[-1]`` is the *current* bar and ``bars[-2]`` the last completed one.
 * ``params`` — the config entry's ``parameters`` merged over the function's declared defaults.
 
-Results follow :func:`functions.sandbox.results.validate_result`: a flat dict of numbers/strings/booleans/``None``;
+Results follow :func:`functions.results.validate_result`: a flat dict of numbers/strings/booleans/``None``;
 ``None`` means "not computable" (missing input, empty window, zero denominator); NaN/±inf never escape.
 
 API: :func:`register` (decorator), :func:`get`, :func:`spec`, :func:`names`, :func:`needs_bars`,
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from functions.sandbox.results import FunctionError, FunctionResult, ResultError, validate_result
+from functions.results import FunctionError, FunctionResult, ResultError, validate_result
 
 __all__ = [
     "FunctionError",
@@ -191,6 +191,11 @@ def spec(name: str) -> FunctionSpec:
 def get(name: str) -> InternalFunction:
     """The registered callable ``name``; raises :class:`UnknownFunctionError` (a ``KeyError``)."""
     return spec(name).func
+
+
+def unregister(name: str) -> None:
+    """Forget a registered function (tests register and drop their own)."""
+    _REGISTRY.pop(name, None)
 
 
 def names() -> list[str]:

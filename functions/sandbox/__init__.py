@@ -16,15 +16,15 @@ worker process (:mod:`.child`, :mod:`.isolation`: separate process, fork per cal
 best-effort privilege drop and network namespace).
 """
 
+from functions.results import FunctionError, FunctionResult, JSONScalar, ResultError, validate_result
 from functions.sandbox.limits import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MEMORY_LIMIT_MB,
     DEFAULT_TIMEOUT_S,
     validate_limits,
 )
-from functions.sandbox.policy import check_source, compile_source
+from functions.sandbox.policy import check_function_name, check_source, compile_source
 from functions.sandbox.pool import ExternalResult, SandboxPool
-from functions.sandbox.results import FunctionError, FunctionResult, JSONScalar, ResultError, validate_result
 from functions.sandbox.rules import ALLOWED_MODULES
 from functions.sandbox.runner import (
     configure_default_pool,
@@ -44,6 +44,7 @@ __all__ = [
     "JSONScalar",
     "ResultError",
     "SandboxPool",
+    "check_function_name",
     "check_source",
     "compile_source",
     "configure_default_pool",

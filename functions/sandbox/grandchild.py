@@ -15,10 +15,10 @@ import traceback
 import types
 from typing import Any
 
+from functions.results import ResultError, encode_result, validate_result
 from functions.sandbox.isolation import die_with_parent, release_memory_slack, set_call_limits
 from functions.sandbox.policy import USER_FILENAME
 from functions.sandbox.protocol import write_all
-from functions.sandbox.results import ResultError, encode_result, validate_result
 from functions.sandbox.user_globals import make_globals
 
 RECURSION_LIMIT = 300

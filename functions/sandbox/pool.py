@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from functions.results import FunctionResult, ResultError, to_jsonable, validate_result
 from functions.sandbox import protocol
 from functions.sandbox.limits import (
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -35,7 +36,6 @@ from functions.sandbox.limits import (
     validate_limits,
 )
 from functions.sandbox.policy import check_function_name
-from functions.sandbox.results import FunctionResult, ResultError, to_jsonable, validate_result
 from functions.sandbox.workers import WorkerFailed, WorkerProcess, spawn_worker
 
 DEFAULT_POOL_SIZE = 2
@@ -48,7 +48,7 @@ BACKSTOP_GRACE_S = 2.0
 class ExternalResult:
     """Outcome of one external-function call.
 
-    Exactly one of ``result`` (a validated flat JSON object, see :func:`functions.sandbox.results.validate_result`)
+    Exactly one of ``result`` (a validated flat JSON object, see :func:`functions.results.validate_result`)
     and ``error`` (a human-readable message) is set.  ``execution_time_ms`` is the wall time of the call as seen by
     the caller (request sent → answer received; excludes waiting for / starting a worker).  ``killed`` is True
     when the process running the user code had to be terminated (wall-clock timeout, CPU limit, crash, output

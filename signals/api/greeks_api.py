@@ -23,11 +23,10 @@ from rest_framework.views import APIView
 from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
-from feed.ticks import QUOTE_FIELDS as PRICE_FIELDS
-from feed.ticks import TickError, parse_time
+from feed.ticks import QUOTE_FIELDS, TickError, parse_time
 from greeks import GREEK_NAMES
 from indicators.timeframes import parse_timeframe
-from signals import instrument_registry as registry
+from signals import instrument_registry
 from signals.options import history as greeks_history
 from signals.options import levels
 from signals.options.chains import ChainSnapshot, load_chain
@@ -67,10 +66,10 @@ def expiry_param(request: Request, underlying: str) -> date:
         expiry = parse_expiry(text)
     except InstrumentKeyError as exc:
         raise BadParameter(str(exc), field="expiry_date") from None
-    if not registry.chain_instruments(underlying, expiry):
-        if not registry.underlying_known(underlying):
+    if not instrument_registry.chain_instruments(underlying, expiry):
+        if not instrument_registry.underlying_known(underlying):
             raise NotFound(f"no instruments known for underlying {underlying}")
-        listed = ", ".join(e.isoformat() for e in registry.expiries(underlying)[:20]) or "none"
+        listed = ", ".join(e.isoformat() for e in instrument_registry.expiries(underlying)[:20]) or "none"
         raise NotFound(f"no options of {underlying} expiring on {expiry.isoformat()} (listed expiries: {listed})")
     return expiry
 
@@ -125,8 +124,8 @@ def time_range(request: Request) -> tuple[datetime, datetime]:
 
 def price_field_param(request: Request) -> str:
     field = request.query_params.get("price_field") or "ltp"
-    if field not in PRICE_FIELDS:
-        raise BadParameter(f"price_field must be one of {', '.join(PRICE_FIELDS)}", field="price_field")
+    if field not in QUOTE_FIELDS:
+        raise BadParameter(f"price_field must be one of {', '.join(QUOTE_FIELDS)}", field="price_field")
     return field
 
 
@@ -145,7 +144,7 @@ TIMEFRAME = OpenApiParameter("timeframe", OpenApiTypes.STR, description="Bucket 
                              "last value per bucket")
 START = OpenApiParameter("start_time", OpenApiTypes.DATETIME, description="ISO-8601 with offset (default end - 1 day)")
 END = OpenApiParameter("end_time", OpenApiTypes.DATETIME, description="ISO-8601 with offset (default now)")
-PRICE_FIELD = OpenApiParameter("price_field", OpenApiTypes.STR, enum=list(PRICE_FIELDS),
+PRICE_FIELD = OpenApiParameter("price_field", OpenApiTypes.STR, enum=list(QUOTE_FIELDS),
                                description="Which price the Greeks were solved from (default ltp)")
 CONFIG_ID = OpenApiParameter("config_id", OpenApiTypes.INT, description="Only rows of this config")
 STRIKE_STEP = OpenApiParameter("strike_step", OpenApiTypes.NUMBER,
@@ -262,7 +261,7 @@ class RealtimeGreeksView(APIView):
         key = option_param(instrument_key).key
         raw = get_redis().get(keys.latest_result("greeks", key))
         if raw is None:
-            if not registry.instrument_known(key):
+            if not instrument_registry.instrument_known(key):
                 raise NotFound(f"unknown instrument {key}")
             raise NotFound(f"no Greeks computed yet for {key} (is a config with option_greeks enabled matching it?)")
         body = json.loads(raw)
@@ -314,7 +313,7 @@ class HistoricalGreeksView(APIView):
         config_id = config_id_param(request)
         limit = settings.SIGNAL_GREEKS_HISTORY_MAX_POINTS
         series = greeks_history.greeks_series(key, tf, start, end, field, config_id, limit + 1)
-        if not series and not registry.instrument_known(key):
+        if not series and not instrument_registry.instrument_known(key):
             raise NotFound(f"unknown instrument {key}")
         return Response({"instrument_key": key, "timeframe": tf.name if tf else None, "price_field": field,
                          "start_time": start.isoformat(), "end_time": end.isoformat(),

@@ -21,7 +21,7 @@ import redis
 from feed import keys
 from feed.instruments import parse_instrument_key
 from feed.latest import LatestStore
-from greeks.engine import DEFAULT_MODEL
+from greeks import DEFAULT_MODEL
 from signals.instrument_registry import chain_instruments
 
 

@@ -26,8 +26,7 @@ from feed import keys
 from feed.instruments import key_matches, parse_instrument_key
 from feed.redis_client import get_redis
 from feed.ticks import parse_time
-from greeks import GREEK_NAMES
-from greeks.engine import DEFAULT_MODEL
+from greeks import DEFAULT_MODEL, GREEK_NAMES
 from greeks.moneyness import atm_strike
 from indicators.sql_buckets import sql_bucket_expression
 from signals import storage

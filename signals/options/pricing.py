@@ -79,7 +79,7 @@ class Priced:
     theta: np.ndarray
     vega: np.ndarray
     rho: np.ndarray
-    status: np.ndarray  # int16 codes, see status_name
+    status: np.ndarray  # int16 codes, named in _STATUS_TEXT
     sigma_source: np.ndarray  # int8: 0 none, 1 implied, 2 indvix
     stale: np.ndarray  # bool
     use_indvix: bool
@@ -87,13 +87,6 @@ class Priced:
 
     def __len__(self) -> int:
         return int(self.status.shape[0])
-
-    def status_name(self, i: int) -> str:
-        return _STATUS_TEXT[int(self.status[i])]
-
-    def sigma_source_name(self, i: int) -> str | None:
-        code = int(self.sigma_source[i])
-        return SIGMA_SOURCE_NAMES[code] if code else None
 
     def reason(self, i: int) -> str | None:
         """Why the figures of row i are null (or came from INDVIX), in words; None for a clean solve."""

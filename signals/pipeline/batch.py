@@ -1,5 +1,6 @@
-"""Processing of one tick batch (one underlying's ticks from one bridge read): store, update latest values, run
-every matching every-tick config, write outputs. Plain function, called by the Celery task and by tests."""
+"""Processing of one tick batch (one underlying's ticks from one bridge read): read what it needs, update latest
+values, run every matching config (every-tick, and every-interval on a bar close), write the outputs, store the
+ticks and results, record open bars. Plain function, called by the Celery task and by tests."""
 
 from __future__ import annotations
 

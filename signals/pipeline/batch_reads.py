@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 import redis
 
-from configs.registry import VERSION_KEY
 from feed import keys, redis_client
 from signals.delivery import fanout
 
@@ -38,7 +37,7 @@ class BatchReads:
 def read_batch(client: redis.Redis, instrument_keys: list[str]) -> BatchReads:
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
     pipe = client.pipeline(transaction=False)
-    pipe.get(VERSION_KEY)
+    pipe.get(keys.configs_version())
     redis_client.script(client, _READ_LUA)(keys=read_batch_keys(instrument_keys), client=pipe)
     if topics and fanout.shares_data_server():
         pipe.pubsub_numsub(*topics)

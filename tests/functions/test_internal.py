@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from functions import internal as functions
+from functions import internal as internal_functions
 from functions.internal import (
     FunctionError,
     InvalidParamsError,
@@ -20,9 +20,8 @@ from functions.internal import (
     ResultError,
     UnknownFunctionError,
     call_internal,
-    registry,
 )
-from functions.sandbox.results import validate_result
+from functions.results import validate_result
 
 approx = pytest.approx
 
@@ -35,32 +34,32 @@ def scratch() -> Iterator[str]:
     """A temporary registration name, removed afterwards."""
     name = "test_scratch_fn"
     yield name
-    registry._REGISTRY.pop(name, None)
+    internal_functions.unregister(name)
 
 
 def test_shipped_functions_are_registered() -> None:
-    assert {"price", "vwap_deviation", "zscore", "oi_change", "put_call_ratio"} <= set(functions.names())
-    assert functions.names() == sorted(functions.names())
-    assert functions.get("zscore") is functions.builtin_functions.zscore
-    assert functions.spec("zscore").description.startswith("Rolling z-score")
-    assert functions.needs_bars("zscore") and not functions.needs_bars("price")
-    assert not functions.needs_bars("put_call_ratio")
+    assert {"price", "vwap_deviation", "zscore", "oi_change", "put_call_ratio"} <= set(internal_functions.names())
+    assert internal_functions.names() == sorted(internal_functions.names())
+    assert internal_functions.get("zscore") is internal_functions.builtin_functions.zscore
+    assert internal_functions.spec("zscore").description.startswith("Rolling z-score")
+    assert internal_functions.needs_bars("zscore") and not internal_functions.needs_bars("price")
+    assert not internal_functions.needs_bars("put_call_ratio")
 
 
 def test_unknown_function() -> None:
     with pytest.raises(UnknownFunctionError) as info:
-        functions.get("nope")
+        internal_functions.get("nope")
     assert isinstance(info.value, KeyError) and isinstance(info.value, FunctionError)
     assert "nope" in str(info.value) and "zscore" in str(info.value)
     with pytest.raises(UnknownFunctionError):
         call_internal("nope", {}, [], {})
-    assert functions.validate_params("nope", {}) == [
-        f"unknown internal function 'nope'; known: {', '.join(functions.names())}"
+    assert internal_functions.validate_params("nope", {}) == [
+        f"unknown internal function 'nope'; known: {', '.join(internal_functions.names())}"
     ]
 
 
 def test_register_decorator_and_call(scratch: str) -> None:
-    @functions.register(scratch, params={"n": Param("int", default=3, minimum=1, maximum=5)})
+    @internal_functions.register(scratch, params={"n": Param("int", default=3, minimum=1, maximum=5)})
     def scratch_fn(
         tick: dict[str, Any], bars: list[dict[str, Any]], params: dict[str, Any]
     ) -> dict[str, Any]:
@@ -68,21 +67,21 @@ def test_register_decorator_and_call(scratch: str) -> None:
         tick["mutated"] = True  # must not leak into the caller's dict
         return {"double": params["n"] * 2, "nan": float("nan")}
 
-    assert scratch in functions.names()
-    assert functions.spec(scratch).description == "Doubles n."
+    assert scratch in internal_functions.names()
+    assert internal_functions.spec(scratch).description == "Doubles n."
     the_tick: dict[str, Any] = {"ltp": 1.0}
     assert call_internal(scratch, the_tick, [], {}) == {"double": 6, "nan": None}
     assert call_internal(scratch, the_tick, [], {"n": 5}) == {"double": 10, "nan": None}
     assert "mutated" not in the_tick
     with pytest.raises(ValueError, match="already registered"):
-        functions.register(scratch)(scratch_fn)
-    functions.register(scratch, replace=True)(scratch_fn)  # explicit replacement is fine
+        internal_functions.register(scratch)(scratch_fn)
+    internal_functions.register(scratch, replace=True)(scratch_fn)  # explicit replacement is fine
     with pytest.raises(ValueError, match="invalid internal function name"):
-        functions.register("Bad Name")
+        internal_functions.register("Bad Name")
 
 
 def test_call_internal_errors(scratch: str) -> None:
-    @functions.register(scratch)
+    @internal_functions.register(scratch)
     def bad(tick: dict[str, Any], bars: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         if params.get("mode") == "raise":
             raise ZeroDivisionError("division by zero")
@@ -99,31 +98,31 @@ def test_call_internal_errors(scratch: str) -> None:
 
 
 def test_validate_params_messages_name_the_parameter() -> None:
-    assert functions.validate_params("zscore", {}) == []
-    assert functions.validate_params("zscore", {"length": 20, "ddof": 0}) == []
-    assert functions.validate_params("zscore", {"length": 1}) == [
+    assert internal_functions.validate_params("zscore", {}) == []
+    assert internal_functions.validate_params("zscore", {"length": 20, "ddof": 0}) == []
+    assert internal_functions.validate_params("zscore", {"length": 1}) == [
         "parameter 'length' must be an integer between 2 and 10000 (got 1)"
     ]
-    assert functions.validate_params("zscore", {"length": 10001})[0].startswith("parameter 'length'")
-    assert functions.validate_params("zscore", {"length": 2.5})[0].startswith(
+    assert internal_functions.validate_params("zscore", {"length": 10001})[0].startswith("parameter 'length'")
+    assert internal_functions.validate_params("zscore", {"length": 2.5})[0].startswith(
         "parameter 'length' must be an int"
     )
-    assert functions.validate_params("zscore", {"length": True})[0].startswith("parameter 'length'")
-    assert functions.validate_params("zscore", {"ddof": 2}) == [
+    assert internal_functions.validate_params("zscore", {"length": True})[0].startswith("parameter 'length'")
+    assert internal_functions.validate_params("zscore", {"ddof": 2}) == [
         "parameter 'ddof' must be one of 0, 1 (got 2)"
     ]
-    assert functions.validate_params("zscore", {"lenght": 5}) == [
+    assert internal_functions.validate_params("zscore", {"lenght": 5}) == [
         "parameter 'lenght' is not accepted by zscore (accepted: ddof, length)"
     ]
-    assert functions.validate_params("price", {"x": 1}) == [
+    assert internal_functions.validate_params("price", {"x": 1}) == [
         "parameter 'x' is not accepted by price (accepted: none)"
     ]
-    assert functions.validate_params("vwap_deviation", {"length": None}) == []
-    assert functions.validate_params("vwap_deviation", {"length": 0})[0].startswith("parameter 'length'")
-    assert functions.validate_params("put_call_ratio", {"chain": "x"})[0].startswith(
+    assert internal_functions.validate_params("vwap_deviation", {"length": None}) == []
+    assert internal_functions.validate_params("vwap_deviation", {"length": 0})[0].startswith("parameter 'length'")
+    assert internal_functions.validate_params("put_call_ratio", {"chain": "x"})[0].startswith(
         "parameter 'chain' must be a list"
     )
-    assert functions.validate_params("zscore", [1]) == ["parameters must be an object"]
+    assert internal_functions.validate_params("zscore", [1]) == ["parameters must be an object"]
 
 
 def test_validate_result_conventions() -> None:

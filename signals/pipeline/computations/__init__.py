@@ -56,11 +56,6 @@ COMPUTATIONS = ordered(
 _SECTIONS = {computation.type: computation.section for computation in COMPUTATIONS}
 
 
-def load_handlers() -> tuple[Computation, ...]:
-    """The computations in run order. Importing this package loads them all; the worker calls this at start."""
-    return COMPUTATIONS
-
-
 def run_config(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContext) -> list[list[Result]]:
     """Every applicable computation of one config for each tick, in tick order."""
     per_tick: list[list[Result]] = [[] for _ in ticks]

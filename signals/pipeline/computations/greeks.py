@@ -28,7 +28,7 @@ from configs.registry import ActiveConfig
 from feed import keys
 from feed.instruments import Instrument, parse_instrument_key
 from feed.latest import HistoryWindow
-from greeks import GREEK_NAMES
+from greeks import DEFAULT_MODEL, GREEK_NAMES
 from signals.delivery import fanout
 from signals.delivery.events import signal_event
 from signals.options.pricing import Priced, expiry_timestamp, price_quotes, underlying_for
@@ -85,7 +85,7 @@ def option_greeks(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchC
     options = [(i, inst) for i, tick in enumerate(ticks) if (inst := option_instrument(tick["instrument_key"]))]
     if not options:
         return [None] * len(ticks)
-    model = section.get("model") or "black_scholes_merton"
+    model = section.get("model") or DEFAULT_MODEL
     fields = list(section.get("price_fields") or ["ltp"])
     calculate = list(section.get("calculate") or GREEK_NAMES)
     output = config.document.get("output") or {}
