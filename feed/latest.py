@@ -75,9 +75,8 @@ class LatestStore:
 
     def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
         """The instrument's tick at or before tick time ``ts`` (epoch seconds) from the recent history, or None."""
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_at_or_before(pipe, instrument_key, ts)
-        return self.found(pipe.execute()[0])
+        return self.found(self.client.zrevrangebyscore(keys.price_history(instrument_key), _bound(ts), "-inf",
+                                                       start=0, num=1))
 
     def get(self, instrument_key: str) -> dict[str, Any] | None:
         """The instrument's newest tick by tick time, or None."""
@@ -110,8 +109,7 @@ class LatestStore:
 
     @staticmethod
     def queue_at_or_before(pipe: Any, instrument_key: str, ts: float, strictly: bool = False) -> None:
-        bound = f"({ts!r}" if strictly else repr(ts)
-        pipe.zrevrangebyscore(keys.price_history(instrument_key), bound, "-inf", start=0, num=1)
+        pipe.zrevrangebyscore(keys.price_history(instrument_key), _bound(ts, strictly), "-inf", start=0, num=1)
 
     @staticmethod
     def decode(raw: bytes | None) -> dict[str, Any] | None:
@@ -120,6 +118,11 @@ class LatestStore:
     @staticmethod
     def found(reply: list[bytes]) -> dict[str, Any] | None:
         return json.loads(reply[0]) if reply else None
+
+
+def _bound(ts: float, strictly: bool = False) -> str:
+    """A sorted-set score bound at tick time ``ts``, exact (``repr``), exclusive when ``strictly``."""
+    return f"({ts!r}" if strictly else repr(ts)
 
 
 class HistoryWindow:
@@ -145,8 +148,8 @@ class HistoryWindow:
         """Queue the reads on ``pipe``; returns how many replies `load` will take."""
         for key, (lo, hi) in self.spans.items():
             name = keys.price_history(key)
-            pipe.zrevrangebyscore(name, f"({lo!r}", "-inf", start=0, num=1)
-            pipe.zrangebyscore(name, repr(lo), repr(hi))
+            pipe.zrevrangebyscore(name, _bound(lo, strictly=True), "-inf", start=0, num=1)
+            pipe.zrangebyscore(name, _bound(lo), _bound(hi))
         return 2 * len(self.spans)
 
     def load(self, replies: list[Any]) -> None:

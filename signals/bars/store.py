@@ -326,9 +326,11 @@ def get_service() -> BarsService:
     return _service
 
 
-def recent_bars(instrument_key: str, timeframe: str, until_ts: float, count: int) -> list[dict[str, Any]]:
+def recent_bars(instrument_key: str, timeframe: str, until_ts: float, count: int,
+                service: BarsService | None = None) -> list[dict[str, Any]]:
     """Recent bars for computations (internal/external functions, docs/REFERENCE.md §3.4): the last ``count`` bars
     of ``timeframe`` up to tick time ``until_ts`` (the last one is the bar containing it, as of that tick), oldest
     first: ``{time (ISO-8601 UTC bar start), open, high, low, close, volume, oi}`` with None where a value is
-    missing (volume before any cumulative volume was seen, oi for spot)."""
-    return bar_dicts(get_service().recent(instrument_key, timeframe, until_ts, count))
+    missing (volume before any cumulative volume was seen, oi for spot). ``service``: a batch's own (default: the
+    process's)."""
+    return bar_dicts((service or get_service()).recent(instrument_key, timeframe, until_ts, count))

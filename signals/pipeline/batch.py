@@ -19,7 +19,6 @@ from feed.instruments import key_matches
 from feed.latest import LatestStore
 from feed.redis_client import get_redis
 from signals import storage
-from signals.bars.store import BarsService
 from signals.delivery import outputs
 from signals.delivery.outputs import Outbox
 from signals.instrument_registry import register_instruments
@@ -51,7 +50,6 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     started = time.perf_counter()
     client = get_redis()
     latest = LatestStore(client)
-    bars = BarsService(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
     reads = read_batch(client, instrument_keys)
     registry.refresh(reads.version)
@@ -59,6 +57,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, reads.held),
                        outbox=Outbox(listened=reads.listened),
                        held_ts={k: tick["ts"] for k, tick in reads.held.items()})
+    bars = ctx.bars_service
 
     matched = [match_configs(ticks, frequency)]
     if frequency == "every_tick":

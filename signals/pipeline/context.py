@@ -35,7 +35,8 @@ class BatchContext:
 
     @cached_property
     def bars_service(self) -> BarsService:
-        """The indicators computation's bars reader, made on first use."""
+        """The batch's bars reader and recorder (the pipeline's open bars, `bars`, the indicators), made on first
+        use."""
         return BarsService(self.client)
 
     def bars(self, instrument_key: str, timeframe: str, until_ts: float, count: int = 200) -> list[dict[str, Any]]:
@@ -46,6 +47,6 @@ class BatchContext:
         cache_key = (instrument_key, timeframe, until_ts)
         found = self.bars_cache.get(cache_key)
         if found is None:
-            found = recent_bars(instrument_key, timeframe, until_ts, count)
+            found = recent_bars(instrument_key, timeframe, until_ts, count, self.bars_service)
             self.bars_cache[cache_key] = found
         return found
