@@ -112,6 +112,9 @@ SIGNAL_INDEX_SYMBOLS = env_list(
 )
 SIGNAL_VIX_KEY = env_str("SIGNAL_VIX_KEY", "NSE@INDVIX@index")
 SIGNAL_UNDERLYING_STALENESS_S = env_float("SIGNAL_UNDERLYING_STALENESS_S", 2.0)
+# An option tick whose underlying (or INDVIX) is stale at its time waits this long in the bridge for a fresh one
+# still on its way on another stream (signals/ingest/waits.py); 0 turns the wait off.
+SIGNAL_UNDERLYING_WAIT_MS = env_int("SIGNAL_UNDERLYING_WAIT_MS", 200)
 
 # --- Stream bridge ------------------------------------------------------------------------------------------
 SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", [keys.tick_stream_pattern()])
@@ -121,9 +124,16 @@ SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
 SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
 SIGNAL_BATCH_MAX_WAIT_MS = env_int("SIGNAL_BATCH_MAX_WAIT_MS", 50)
 SIGNAL_DISCOVERY_INTERVAL_S = env_float("SIGNAL_DISCOVERY_INTERVAL_S", 5.0)
-SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 15.0)
-SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 60_000)
-SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 5)
+# Entries stay pending until a worker has processed and stored their batch (docs/RELIABILITY.md). A bridge sends
+# again the entries idle for SIGNAL_RECLAIM_IDLE_MS whose queue has no task waiting (a worker leases the entries
+# of the batch in its hands, so only a dead worker's batch goes idle), looking every SIGNAL_RECLAIM_INTERVAL_S; an
+# entry sent more than SIGNAL_MAX_DELIVERIES times goes to the dead-letter stream.
+SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 1.0)
+SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 6_000)
+SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 10)
+# A batch meeting a PostgreSQL or Redis outage retries in its worker for up to this long (below the task's soft
+# time limit) before it gives up and leaves its entries to be sent again.
+SIGNAL_TASK_RETRY_BUDGET_S = env_float("SIGNAL_TASK_RETRY_BUDGET_S", 60.0)
 SIGNAL_DEFAULT_QUEUE = env_str("SIGNAL_DEFAULT_QUEUE", "signals")
 # Underlying (EXCHANGE@SYMBOL) -> Celery queue, e.g. "NSE@NIFTY=nifty,NSE@BANKNIFTY=banknifty".
 SIGNAL_QUEUE_ROUTES = env_map("SIGNAL_QUEUE_ROUTES", {})
@@ -132,8 +142,8 @@ SIGNAL_REPUBLISH_PROCESSED = env_bool("SIGNAL_REPUBLISH_PROCESSED", False)
 # --- Outputs ------------------------------------------------------------------------------------------------
 SIGNAL_OUTPUT_LIST_MAXLEN = env_int("SIGNAL_OUTPUT_LIST_MAXLEN", 1000)
 SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
-# A batch's Redis outputs are written once: a redelivered batch (its worker died after writing them) skips them if
-# it comes back within this many seconds (longer than CELERY_VISIBILITY_TIMEOUT plus the restore sweep).
+# How long the markers that a tick entry's or a time-driven run's outputs were written outlive an unfinished batch
+# (a finished batch deletes its entries' markers; the consumer group then says they are done).
 SIGNAL_EMIT_ONCE_TTL_S = env_int("SIGNAL_EMIT_ONCE_TTL_S", 3600)
 SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", keys.config_stream())
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-import redis
 from celery import shared_task
 from celery.signals import task_prerun, worker_init
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
-from redis.exceptions import NoScriptError
+from django.db import close_old_connections
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
@@ -20,21 +18,16 @@ from signals.bars import rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
-from signals.pipeline.batch import process_batch
+from signals.pipeline.attempts import process_until_done
 from signals.schedule.timed import run_schedule
 
-# Connection-level failures of PostgreSQL or Redis: the batch is sent again (to the same queue, backing off up to
-# 30 s) until they pass. Without this a failed task is acknowledged and its ticks, already acknowledged on the tick
-# stream, are lost. Retrying is safe: a batch is idempotent (rows conflict, latest values are last-write-wins, its
-# Redis outputs are written once).
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, NoScriptError)
 
-
-@shared_task(name=PROCESS_TICKS_TASK, autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
-             retry_backoff_max=30, retry_jitter=False, serializer=TICKS_SERIALIZER)
+# No retry through the broker (it may be the Redis that is down): the batch retries in-process, and its stream
+# entries stay pending until it is done (signals/pipeline/attempts.py).
+@shared_task(name=PROCESS_TICKS_TASK, serializer=TICKS_SERIALIZER)
 def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
-    report = process_batch(ticks)
+    report = process_until_done(ticks)
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 
