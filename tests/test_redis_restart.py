@@ -24,10 +24,17 @@ import redis
 from feed import keys
 from tests.factories import create_config, fields, price_config, tick
 from tests.support import ROOT, WorkerProcess, stop_process, wait_for, worker_database_url
-from tests.test_delivery import blocked_inserts
 
 STREAM = "tick_stream:NSE@NIFTY"
+SPOT = "NSE@NIFTY@index"
+FUTURE = "NSE@NIFTY@futures@2025-06-26"
 TICKS = 3000
+
+
+def waiting_inserts(conn: psycopg.Connection, table: str) -> int:
+    """Sessions waiting for a lock while inserting into ``table``."""
+    return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND query LIKE %s", [f'INSERT INTO "{table}"%']).fetchone()[0])
 
 
 def free_port() -> int:
@@ -123,17 +130,19 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(own_redis:
         wait_for(lambda: Tick.objects.count() > TICKS // 4, timeout=60)  # ticks are flowing through
         with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
                 psycopg.connect(worker_database_url(), autocommit=True) as observer:
-            locker.execute("LOCK TABLE signal_ticks IN EXCLUSIVE MODE")
-            wait_for(lambda: blocked_inserts(observer) == 1)  # a batch is in the worker's hands
+            # A batch with an instrument never seen registers it first: hold it there, before its Redis steps.
+            locker.execute("LOCK TABLE signal_instruments IN EXCLUSIVE MODE")
+            data.xadd(STREAM, fields(tick(FUTURE, 24100, at=0.5)))
+            wait_for(lambda: waiting_inserts(observer, "signal_instruments") == 1)
             own_redis.kill()
             time.sleep(0.5)
             locker.rollback()  # the batch goes on, and meets Redis gone
-        time.sleep(3)
+        time.sleep(1.5)
         own_redis.start()  # the same files: everything Redis acknowledged is back
         producer.join(timeout=60)
         assert producer.outage_seen
         try:
-            wait_for(lambda: Tick.objects.count() >= TICKS
+            wait_for(lambda: Tick.objects.count() >= TICKS + 1
                      and data.xpending(STREAM, "signal_service")["pending"] == 0, timeout=90, interval=0.5)
         except AssertionError:
             print("".join(worker.lines[-60:]))
@@ -142,8 +151,10 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(own_redis:
         worker.stop()
         stop_process(bridge)
 
-    assert sorted(Tick.objects.values_list("ltp", flat=True)) == [10_000 + i for i in range(TICKS)]
+    assert Tick.objects.filter(instrument_key=FUTURE).count() == 1
+    assert sorted(Tick.objects.filter(instrument_key=SPOT).values_list("ltp", flat=True)) == [
+        10_000 + i for i in range(TICKS)]
     records = [json.loads(e[1][b"data"]) for e in data.xrange(keys.output_stream("NSE@NIFTY"))]
     assert len({r["record_id"] for r in records}) == len(records), "an output was written twice"
-    assert sorted(r["tick_data"]["ltp"] for r in records) == [10_000 + i for i in range(TICKS)]
+    assert sorted(r["tick_data"]["ltp"] for r in records) == [*(10_000 + i for i in range(TICKS)), 24100]
     assert all(r["config_id"] == config.id for r in records)
