@@ -73,9 +73,10 @@ def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str |
     """Send the records and the outbox to the Redis sinks (and WebSocket listeners) in one round trip; return the
     database rows (``signal_computed``) the records ask for, for :func:`result_rows`.
 
-    A record's stream entry and list item are written once per tick entry: not when consumer ``group`` has
-    acknowledged the entry already, nor when an earlier delivery of it (its batch redelivered, or the entry
-    reclaimed and regrouped into another batch) wrote them and its batch has not finished yet. With ``once`` (a
+    A record's stream entry, list item and ``computed`` event are written once per tick entry (the event only where
+    the channel layer shares the data server): not when consumer ``group`` has acknowledged the entry already, nor
+    when an earlier delivery of it (its batch redelivered, or the entry reclaimed and regrouped into another batch)
+    wrote them and its batch has not finished yet. With ``once`` (a
     time-driven run's period), nothing is written if that run was emitted before (within SIGNAL_EMIT_ONCE_TTL_S).
     All of it runs as one script, so a batch's Redis outputs are written entirely or not at all.
 
@@ -83,14 +84,15 @@ def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str |
     """
     call = EmitCall(group=group)
     events = list(outbox.events)
-    computed_rows = _queue_records(call, records, outbox.listened, events)
+    event_entries: dict[int, int] = {}  # position in events -> tick entry, for the records' own events
+    computed_rows = _queue_records(call, records, outbox.listened, events, event_entries)
     for k, text, ttl in outbox.cache_writes:
         call.sets.append((call.key(k), call.payload(text.encode() if isinstance(text, str) else text), ttl, 0, 0))
     for k, text, ttl, instrument, ts in outbox.guarded_cache_writes:
         call.sets.append((call.key(k), call.payload(text), ttl, call.key(keys.latest_tick(instrument)), ts))
     if fanout.shares_data_server():
-        for channel, message in fanout.targets(events, known=outbox.listened):
-            call.publish(channel, message)
+        for i, channel, message in fanout.targets(events, known=outbox.listened):
+            call.publish(channel, message, event_entries.get(i, 0))
     else:
         fanout.publish(events, known=outbox.listened)
     if call.writes():
@@ -99,8 +101,8 @@ def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str |
     return computed_rows
 
 
-def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, int],
-                   events: list[fanout.Event]) -> list[ComputedRow]:
+def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, int], events: list[fanout.Event],
+                   event_entries: dict[int, int]) -> list[ComputedRow]:
     """Queue each record on its sinks (list, stream, latest-result cache, ``computed`` WebSocket topic); returns its
     database rows."""
     streamed, lists = call.streamed, call.lists
@@ -130,6 +132,7 @@ def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, in
         if output.get("websocket", True):
             group = keys.topic_group("computed", key)
             if not fanout.nobody_listens(group, listened):
+                event_entries[len(events)] = entry
                 events.append((group, signal_event("computed", key, record, record["timestamp"])))
     call.sets.extend((call.key(k), number, ttl, call.key(keys.latest_tick(instrument)), ts)
                      for k, (number, ttl, instrument, ts) in newest.items())
