@@ -65,6 +65,16 @@ def emitted_entries(stream: str) -> str:
     return f"signal:emitted_entries:{stream}"
 
 
+def batch_ticket(symbol_key: str) -> str:
+    """Counter of the tick batches bridges have sent for an underlying: each batch's ticket (its turn)."""
+    return f"signal:turns:{symbol_key}:ticket"
+
+
+def batch_done(symbol_key: str) -> str:
+    """The newest ticket of an underlying whose batch finished: the next one may run."""
+    return f"signal:turns:{symbol_key}:done"
+
+
 def greeks_history_progress(run_id: str) -> str:
     """Hash of a ``compute_greeks`` run's finished chunks: chunk number -> JSON counts."""
     return f"signal:greeks:history:{run_id}"

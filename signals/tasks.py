@@ -25,9 +25,9 @@ from signals.schedule.timed import run_schedule
 # No retry through the broker (it may be the Redis that is down): the batch retries in-process, and its stream
 # entries stay pending until it is done (signals/pipeline/attempts.py).
 @shared_task(name=PROCESS_TICKS_TASK, serializer=TICKS_SERIALIZER)
-def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
-    """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
-    report = process_until_done(ticks)
+def process_ticks(ticks: list[dict[str, Any]], ticket: int | None = None) -> dict[str, int]:
+    """Process one underlying's normalised ticks from one bridge read, in its turn (idempotent on re-delivery)."""
+    report = process_until_done(ticks, ticket)
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 

@@ -24,7 +24,7 @@ class Recorder:
         self.fail = False
         self.client = client
 
-    def __call__(self, ticks: list[dict[str, Any]], queue: str) -> None:
+    def __call__(self, ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
         if self.fail:
             raise ConnectionError("broker down")
         self.sent.append((queue, ticks))
@@ -183,7 +183,7 @@ def test_entries_of_a_dead_consumer_are_reclaimed_and_processed(r: Any) -> None:
     assert pending(r) == 5 and dead_recorder.sent == []
 
     survivor = StreamBridge(r, BridgeSettings.from_django(), consumer="survivor",
-                            send_task=lambda ticks, queue: process_batch(ticks))
+                            send_task=lambda ticks, queue, ticket: process_batch(ticks))
     survivor.discover()
     assert survivor.read() == []  # nothing new: the entries belong to the dead consumer
     time.sleep(0.6)

@@ -16,6 +16,8 @@ from tests.factories import create_config, fields, price_config, tick
 from tests.support import wait_for, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
+# The broker's visibility timeout as in production: the lost message must not be what brings the batch back
+PRODUCTION_VISIBILITY = {"TEST_CELERY_VISIBILITY_TIMEOUT": "300"}
 
 
 def blocked_inserts(conn: psycopg.Connection) -> int:
@@ -40,7 +42,7 @@ def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None
     with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
             psycopg.connect(worker_database_url(), autocommit=True) as observer:
         locker.execute("LOCK TABLE signal_ticks IN EXCLUSIVE MODE")
-        first = start_worker("kill-test", name="doomed")
+        first = start_worker("kill-test", name="doomed", extra_env=PRODUCTION_VISIBILITY)
         assert bridge.handle(bridge.read()) == 20
         wait_for(lambda: blocked_inserts(observer) == 1)
         time.sleep(0.8)  # past SIGNAL_RECLAIM_IDLE_MS: the worker's lease keeps its entries from looking idle
@@ -50,7 +52,7 @@ def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None
 
     assert Tick.objects.count() == 0
     assert r.xpending(STREAM, "signal_service")["pending"] == 20  # only a finished batch acknowledges its entries
-    start_worker("kill-test", name="survivor")
+    start_worker("kill-test", name="survivor", extra_env=PRODUCTION_VISIBILITY)
     time.sleep(0.8)
     # Sent again from the stream at once, not after the broker's visibility timeout for the lost message.
     assert bridge.reclaim() is True

@@ -337,7 +337,7 @@ async def test_demo_feed_end_to_end_through_bridge_worker_api_and_websocket(
 
 def _out_of_order_bridge(r: Any) -> Any:
     return StreamBridge(r, BridgeSettings.from_django(), consumer="c",
-                        send_task=lambda ticks, queue: process_batch(ticks), queue_lengths=lambda qs: [0] * len(qs))
+                        send_task=lambda ticks, queue, ticket: process_batch(ticks), queue_lengths=lambda qs: [0] * len(qs))
 
 
 def _step_until_sent(bridge: Any, r: Any, option: str, seconds: float) -> float:

@@ -30,13 +30,14 @@ from feed import keys
 from feed.redis_client import get_redis
 from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
+from signals.ingest import turns
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.ingest.waits import UnderlyingWaits
 from signals.monitoring import metrics
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, str, dict[str, str]]  # (stream, entry id, fields)
-SendTask = Callable[[list[dict[str, Any]], str], None]
+SendTask = Callable[[list[dict[str, Any]], str, int], None]  # (ticks, queue, ticket)
 
 
 @dataclass
@@ -87,13 +88,15 @@ def broker_queue_lengths(queues: list[str]) -> list[int]:
     return [int(n) for n in pipe.execute()]
 
 
-def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
-    """Publish one batch task; returns once the broker has it (raises if it could not be sent)."""
+def celery_send(ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
+    """Publish one batch task with its turn (`signals.ingest.turns`); returns once the broker has it (raises if it
+    could not be sent)."""
     # Our own argsrepr (the headers' text of the arguments, for logs and monitoring): Celery's default is a
     # truncated repr of the whole batch, an eighth of the bridge's CPU time at 2,000 ticks/s.
     # Sent by name: the bridge needs none of the pipeline's code (nor its memory, nor its collector's work).
-    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], queue=queue, serializer=TICKS_SERIALIZER, retry=True,
-                          argsrepr=batch_repr(ticks), kwargsrepr="{}",
+    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], kwargs={"ticket": ticket}, queue=queue,
+                          serializer=TICKS_SERIALIZER, retry=True, argsrepr=batch_repr(ticks),
+                          kwargsrepr=f"{{'ticket': {ticket}}}",
                           retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
 
 
@@ -231,16 +234,17 @@ class StreamBridge:
         queues = [self.config.queue_for(g) for g in groups]
         waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
         now = time.monotonic()
+        chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
+                  if self._due(symbol_key, queue, waiting, now, force)]
+        if not chosen:
+            return 0
+        tickets = turns.take_tickets(self.client, [symbol_key for symbol_key, _ in chosen])
         sent = 0
-        for symbol_key, queue in zip(groups, queues, strict=True):
+        for (symbol_key, queue), ticket in zip(chosen, tickets, strict=True):
             items = self.buffer[symbol_key]
-            due = (force or not waiting.get(queue, 0) or len(items) >= self.config.batch_size
-                   or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
-            if not due or (not force and self.waits.waiting(symbol_key, now)):
-                continue
             self.waits.forget(symbol_key)
             try:
-                self.send_task([tick for tick, _, _ in items], queue)
+                self.send_task([tick for tick, _, _ in items], queue, ticket)
             except Exception:
                 # The entries stay pending and are sent again once idle for reclaim_idle_ms.
                 log.exception("could not send tick batch; will retry by reclaim", extra={"queue": queue})
@@ -249,6 +253,13 @@ class StreamBridge:
                 sent += len(items)
             del self.buffer[symbol_key], self.buffer_since[symbol_key]
         return sent
+
+    def _due(self, symbol_key: str, queue: str, waiting: dict[str, int], now: float, force: bool) -> bool:
+        if force:
+            return True
+        due = (not waiting.get(queue, 0) or len(self.buffer[symbol_key]) >= self.config.batch_size
+               or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
+        return due and not self.waits.waiting(symbol_key, now)
 
     def reclaim(self) -> bool:
         """Send again the entries pending for longer than ``reclaim_idle_ms`` (their worker died, or their task never

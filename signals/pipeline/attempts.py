@@ -21,6 +21,7 @@ from django.db import InterfaceError, OperationalError, connection
 from redis.exceptions import NoScriptError
 
 from feed.redis_client import get_redis
+from signals.ingest import turns
 from signals.ingest.entries import EntryLease
 from signals.pipeline.batch import BatchReport, process_batch
 
@@ -32,22 +33,44 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, red
                     redis.exceptions.BusyLoadingError)
 
 
-def process_until_done(ticks: list[dict[str, Any]]) -> BatchReport:
-    """`process_batch` the ticks, retrying through outages within the budget; raises what is left."""
+def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -> BatchReport:
+    """`process_batch` the ticks in their underlying's turn (with a bridge's ``ticket``: `signals.ingest.turns`),
+    retrying through outages within the budget; raises what is left."""
+    client = get_redis()
+    symbol_key = ticks[0]["symbol_key"] if ticks and ticket is not None else None
+    lease = EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=settings.SIGNAL_RECLAIM_IDLE_MS / 3000)
+    with lease:
+        if symbol_key is None:
+            return _attempts(ticks)
+        try:
+            turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S))
+        except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
+            log.warning("could not wait for a batch's turn", exc_info=True)
+        try:
+            return _attempts(ticks)
+        finally:
+            _finish(client, symbol_key, ticket)
+
+
+def _finish(client: redis.Redis, symbol_key: str, ticket: int) -> None:
+    try:
+        turns.finish_turn(client, symbol_key, ticket)
+    except redis.RedisError:  # the next batch then waits SIGNAL_TURN_WAIT_S at most
+        log.warning("could not mark a batch's turn done", exc_info=True)
+
+
+def _attempts(ticks: list[dict[str, Any]]) -> BatchReport:
     deadline = time.monotonic() + float(settings.SIGNAL_TASK_RETRY_BUDGET_S)
     delay = 0.2
-    lease = EntryLease(get_redis(), settings.SIGNAL_CONSUMER_GROUP, ticks,
-                       every_s=settings.SIGNAL_RECLAIM_IDLE_MS / 3000)
-    with lease:
-        while True:
-            try:
-                return process_batch(ticks)
-            except TRANSIENT_ERRORS as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("batch waits for its dependencies", extra={"error": f"{type(exc).__name__}: {exc}",
-                                                                        "ticks": len(ticks), "retry_in_s": delay})
-                if isinstance(exc, OperationalError | InterfaceError) and not connection.in_atomic_block:
-                    connection.close()  # a broken connection is not reused; the next query opens a new one
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    while True:
+        try:
+            return process_batch(ticks)
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("batch waits for its dependencies", extra={"error": f"{type(exc).__name__}: {exc}",
+                                                                    "ticks": len(ticks), "retry_in_s": delay})
+            if isinstance(exc, OperationalError | InterfaceError) and not connection.in_atomic_block:
+                connection.close()  # a broken connection is not reused; the next query opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
