@@ -88,12 +88,41 @@ def test_versions_and_aggregate_choice() -> None:
     assert aggregate_for(parse_timeframe("5m"), set()) is None
 
 
-# --- plain PostgreSQL -------------------------------------------------------------------------------------------
+# --- detection: by what works -------------------------------------------------------------------------------
+def _preloaded(cursor: Any) -> bool:
+    cursor.execute("SELECT current_setting('shared_preload_libraries')")
+    return "timescaledb" in [name.strip() for name in cursor.fetchone()[0].split(",")]
+
+
+def _listed(cursor: Any) -> bool:
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return cursor.fetchone() is not None
+
+
+@pytest.mark.django_db
+def test_detection_creates_the_extension_instead_of_trusting_the_listing() -> None:
+    """available() says yes exactly where creating the extension works: listed *and* preloaded. Where it is
+    listed but not preloaded (the files are shared by every cluster of the version), CREATE EXTENSION ends the
+    session with a FATAL error; the probe runs on its own connection, so this one stays usable. CI runs this on
+    both outcomes: on plain PostgreSQL after installing the TimescaleDB files (listed, not preloaded: no) and on
+    the TimescaleDB cluster (yes)."""
+    with connection.cursor() as cursor:
+        listed, preloaded = _listed(cursor), _preloaded(cursor)
+        installed = timescale.installed_version(cursor)
+    works = timescale.available(connection)
+    assert works == (listed and preloaded)
+    with connection.cursor() as cursor:  # the test's own connection survived the probe
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+        assert timescale.installed_version(cursor) == installed  # the probe rolled back what it created
+    assert timescale.apply(connection) == ("timescaledb" if works else "plain")
+
+
 @pytest.mark.django_db
 def test_plain_postgresql_keeps_plain_indexed_tables() -> None:
+    if timescale.available(connection):
+        pytest.skip("TimescaleDB works here: see test_timescaledb_layout")
     with connection.cursor() as cursor:
-        if timescale.available(cursor):
-            pytest.skip("TimescaleDB is available here: see test_timescaledb_layout")
         assert timescale.installed_version(cursor) is None
         assert timescale.existing_aggregates(cursor) == set()
         assert timescale.apply(connection) == "plain"  # what migration 0002 did
@@ -155,9 +184,9 @@ def test_aggregate_queries_and_the_aggregate_read_path_on_look_alikes(timeframe:
 # --- TimescaleDB (runs where the extension exists) ----------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_timescaledb_layout(r: Any) -> None:
+    if not timescale.available(connection):
+        pytest.skip("TimescaleDB does not work in this PostgreSQL (see the detection tests)")
     with connection.cursor() as cursor:
-        if not timescale.available(cursor):
-            pytest.skip("TimescaleDB is not available in this PostgreSQL (pg_available_extensions)")
         assert timescale.apply(connection) == "timescaledb"  # idempotent: migration 0002 already ran it
         version = timescale.installed_version(cursor)
         assert version is not None

@@ -91,10 +91,35 @@ class Policies:
 
 
 # --- detection ----------------------------------------------------------------------------------------------------
-def available(cursor: Any) -> bool:
-    """The extension can be created in this PostgreSQL (``pg_available_extensions``)."""
-    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    return cursor.fetchone() is not None
+def available(connection: Any) -> bool:
+    """TimescaleDB works in ``connection``'s database: creating the extension succeeds, tried on a throwaway
+    connection in a transaction that is rolled back. Being listed in ``pg_available_extensions`` is not enough:
+    the extension files are shared by every cluster of a PostgreSQL version, and where the library is not in
+    ``shared_preload_libraries`` ``CREATE EXTENSION`` fails with a FATAL error that ends the session (hence not
+    on ``connection`` itself)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        if cursor.fetchone() is None:
+            return False
+    try:
+        probe = connection.get_new_connection(connection.get_connection_params())
+    except Exception as exc:  # noqa: BLE001 - no second connection: only the listing is known, which proves nothing
+        log.warning("could not open a connection to try timescaledb (%s): taking it as not available", exc)
+        return False
+    try:
+        with probe.cursor() as cursor:
+            cursor.execute(create_extension_sql())
+            cursor.execute("SELECT count(*) FROM timescaledb_information.hypertables")
+        return True
+    except Exception as exc:  # noqa: BLE001 - whatever stops it (not preloaded, no privilege): not usable here
+        log.info("timescaledb is listed but does not work here: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return False
+    finally:
+        try:
+            probe.rollback()
+            probe.close()
+        except Exception:  # noqa: BLE001, S110 - a session the server ended is closed already
+            pass
 
 
 def installed_version(cursor: Any) -> tuple[int, ...] | None:
@@ -254,15 +279,10 @@ def apply(connection: Any, policies: Policies | None = None, session_open: str |
     session_open = session_open or settings.SESSION_OPEN
     tz = tz or settings.EXCHANGE_TIMEZONE
     with connection.cursor() as cursor:
-        if not available(cursor):
-            log.info("timescaledb is not available: plain PostgreSQL tables and date_bin bars")
+        if not available(connection):
+            log.info("timescaledb does not work here: plain PostgreSQL tables and the one-minute bar rollup")
             return "plain"
-        try:
-            with transaction.atomic(using=connection.alias):
-                cursor.execute(create_extension_sql())
-        except Exception as exc:  # listed but not loadable (e.g. not preloaded): stay on plain PostgreSQL
-            log.warning("timescaledb is listed but could not be created (%s): staying on plain PostgreSQL", exc)
-            return "plain"
+        cursor.execute(create_extension_sql())
         version = installed_version(cursor)
         with_aggregates = supports_caggs(version)
         if not with_aggregates:
