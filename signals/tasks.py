@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
-from signals.bars import rollup
+from signals.bars import cagg_refresh, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
@@ -59,8 +59,8 @@ def refresh_bar_rollup() -> dict[str, Any]:
     Run by celery-beat every ``SIGNAL_ROLLUP_INTERVAL_S``: the plain-PostgreSQL stand-in for a continuous-aggregate
     refresh policy. Readers fold in what is still pending for their instrument themselves, so a late or skipped run
     only costs the next reader a little more; overlapping runs are safe (they take the same per-instrument locks)."""
-    if not rollup.enabled():  # TimescaleDB: the continuous aggregates' own policies refresh them
-        return {"written": 0, "ranges": 0, "enabled": False}
+    if not rollup.enabled():  # TimescaleDB: policies refresh the aggregates, this only what imports left pending
+        return {"written": 0, "ranges": cagg_refresh.refresh_pending(), "enabled": False}
     done = rollup.refresh_pending(max_ranges=int(settings.SIGNAL_ROLLUP_MAX_RANGES),
                                   budget_s=float(settings.SIGNAL_ROLLUP_BUDGET_S))
     return {**done, "enabled": True}

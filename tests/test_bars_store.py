@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from feed import keys
 from indicators.bars import bucket_start, merge_bars, resample_ticks
-from signals.bars import rollup
+from signals.bars import rollup, timescale
 from signals.bars.grid import Alignment, Grid
 from signals.bars.open_bar import OpenBar
 from signals.bars.rows import bar_dicts, bars_frame, merge_open_bar
@@ -51,8 +51,10 @@ def everything(service: BarsService, timeframe: str, key: str = FUTURE) -> pd.Da
 
 
 def sql_on_ticks(ctx: CaptureQueriesContext) -> int:
-    """Queries that aggregate bars: over raw ticks, or over the one-minute rollup (plain PostgreSQL)."""
-    return sum("signal_ticks" in q["sql"] or rollup.TABLE in q["sql"] for q in ctx.captured_queries)
+    """Queries that aggregate bars: over raw ticks, the one-minute rollup (plain PostgreSQL) or a continuous
+    aggregate (TimescaleDB)."""
+    sources = ("signal_ticks", rollup.TABLE, *timescale.CAGGS)
+    return sum(any(source in q["sql"] for source in sources) for q in ctx.captured_queries)
 
 
 def test_grid_agrees_with_indicators_bucket_start() -> None:

@@ -20,7 +20,7 @@ from feed.instruments import InstrumentKeyError, normalise_key, parse_instrument
 from feed.ticks import TickError, parse_tick, parse_time
 from feed.ticks import number as tick_number
 from signals import storage
-from signals.bars import rollup, timescale
+from signals.bars import cagg_refresh, rollup
 from signals.bars.store import get_service
 from signals.instrument_registry import register_instruments
 
@@ -232,10 +232,9 @@ class Command(BaseCommand):
         register_instruments(sorted(report.keys))
         get_service().invalidate(report.keys)
         if report.inserted:
-            lo = min(v[0] for v in report.keys.values())
-            hi = max(v[1] for v in report.keys.values())
-            timescale.refresh_range(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
-            if rollup.enabled():
+            # TimescaleDB: the imported ranges are refreshed now, or after the caller's transaction commits
+            # (until then readers aggregate those ranges from raw ticks)
+            if not cagg_refresh.note(report.keys) and rollup.enabled():
                 rollup.refresh_pending(budget_s=3600.0)
 
     def _report(self, report: Report, path: Path, options: dict[str, Any]) -> None:
