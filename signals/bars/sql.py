@@ -68,11 +68,11 @@ WITH t AS (
   WHERE instrument_key = %(key)s AND time >= %(lo)s AND time < %(hi)s
 ), g AS (
   SELECT bucket, xday,
-         (array_agg(ltp ORDER BY time, source_id))[1] AS open,
+         (array_agg(ltp ORDER BY time, source_id COLLATE "C"))[1] AS open,
          max(ltp) AS high, min(ltp) AS low,
-         (array_agg(ltp ORDER BY time DESC, source_id DESC))[1] AS close,
+         (array_agg(ltp ORDER BY time DESC, source_id COLLATE "C" DESC))[1] AS close,
          max(volume)::float8 AS vmax,
-         ((array_agg(oi ORDER BY time DESC, source_id DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
+         ((array_agg(oi ORDER BY time DESC, source_id COLLATE "C" DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
          max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time,
          min(time) AS first_time, max(time) AS last_time
   FROM t GROUP BY bucket, xday

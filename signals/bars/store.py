@@ -283,10 +283,14 @@ class BarsService:
         """Queue, on ``pipe``, the notes of stored ticks (`signals.bars.tick_record`): move each instrument's
         high-water mark, drop cached chunks that late ticks hit, and update the open bar of every timeframe in use
         (``timeframes``: each instrument's members of `feed.keys.bars_timeframes`, as the pipeline reads them).
+        On TimescaleDB, ticks below the aggregates' watermark are recorded for a refresh (`cagg_refresh.note_late`).
         Queue it after the ticks are stored, with *every* tick of the instruments concerned (a subset would leave
         the open bars short); the pipeline can carry other writes of the batch in the same round trip. The
         script's reply is the number of chunks it dropped."""
         by_key = tick_record.ticks_by_instrument(ticks)
+        # TimescaleDB: ticks below an aggregate's watermark are read from raw ticks until the beat refreshes it
+        cagg_refresh.note_late({key: (min(t["ts"] for t in group), max(t["ts"] for t in group))
+                                for key, group in by_key.items()})
         grids = {key: [self.grid(tf.decode()) for tf in sorted(timeframes.get(key) or ())] for key in by_key}
         cache_ttl = int(settings.SIGNAL_BARS_CACHE_TTL_S)
         for key, key_grids in grids.items():
