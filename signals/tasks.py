@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
-from signals.bars import cagg_refresh, rollup
+from signals.bars import cagg_refresh, retention, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
@@ -64,6 +64,14 @@ def refresh_bar_rollup() -> dict[str, Any]:
     done = rollup.refresh_pending(max_ranges=int(settings.SIGNAL_ROLLUP_MAX_RANGES),
                                   budget_s=float(settings.SIGNAL_ROLLUP_BUDGET_S))
     return {**done, "enabled": True}
+
+
+@shared_task(name="signals.enforce_retention", time_limit=900, soft_time_limit=840)
+def enforce_retention() -> dict[str, int]:
+    """Retention as the settings say (`signals.bars.retention`): TimescaleDB's policies brought in line with them,
+    or, on plain PostgreSQL, expired rows deleted a bounded piece at a time within ``SIGNAL_RETENTION_BUDGET_S``
+    (the next run goes on). Run by celery-beat every ``SIGNAL_RETENTION_INTERVAL_S``."""
+    return retention.enforce(budget_s=float(settings.SIGNAL_RETENTION_BUDGET_S))
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)

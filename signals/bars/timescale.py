@@ -1,10 +1,10 @@
 """TimescaleDB when the extension exists, plain PostgreSQL otherwise (docs/REFERENCE.md §3.5, §5; issue 5 storage).
 
-With TimescaleDB (``timescaledb`` in ``pg_available_extensions`` and loadable):
+With TimescaleDB (where creating the extension works, :func:`available`):
 
 * ``signal_ticks``, ``signal_computed`` and ``signal_greeks`` become hypertables on ``time`` (their composite
   primary keys all contain ``time``), with compression (segmented by instrument) and retention policies;
-* continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m``, ``_1h`` (buckets aligned to the session open) and
+* continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m`` (buckets aligned to the session open) and
   ``_1d`` (exchange days) over ``signal_ticks``, with real-time aggregation (``materialized_only = false``) and
   refresh policies. Their columns: ``instrument_key, bucket, open, high, low, close, vmax`` (the largest
   cumulative day volume seen in the bucket; per-bar volume is derived from it, see `signals.bars.sql`),
@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 
 MIN_CAGG_VERSION = (2, 15)
 
+#: A bucket's bar from its ticks, the same SQL on every path (the aggregates here, the rollup, and in substance the
+#: raw-tick query of `signals.bars.sql`): ticks ordered by time, ticks of one instant by source id in byte order
+#: (``COLLATE "C"``, whatever the database's collation; Python's ``str`` order, which the Redis open bar and the
+#: tests' pandas reference follow). Ordered ``array_agg`` rather than TimescaleDB's ``first``/``last``: those take
+#: one ordering value, and a row of (time, source id) breaks the parallel refresh of an aggregate ("input of
+#: anonymous composite types is not implemented").
+TICK_AGGREGATES = """(array_agg(ltp ORDER BY time, source_id COLLATE "C"))[1] AS open,
+       max(ltp) AS high, min(ltp) AS low,
+       (array_agg(ltp ORDER BY time DESC, source_id COLLATE "C" DESC))[1] AS close,
+       max(volume)::float8 AS vmax,
+       ((array_agg(oi ORDER BY time DESC, source_id COLLATE "C" DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
+       max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time,
+       min(time) AS first_time, max(time) AS last_time, count(*) AS ticks"""
+
 #: Hypertables: table -> (chunk interval, compression segment-by, compression order-by).
 HYPERTABLES: dict[str, tuple[str, str, str]] = {
     "signal_ticks": ("1 day", "instrument_key", "time DESC, source_id"),
@@ -51,9 +65,11 @@ CAGGS: dict[str, str] = {
     "signal_bars_1m": "1m",
     "signal_bars_5m": "5m",
     "signal_bars_15m": "15m",
-    "signal_bars_1h": "1h",
     "signal_bars_1d": "1d",
 }
+#: Aggregates of earlier layouts, dropped by :func:`teardown_statements`: ``signal_bars_1h`` was refreshed and never
+#: read (an hour bucket from 23:15 mixes two exchange days' cumulative volumes; 1h bars come from the 15m one).
+RETIRED_CAGGS = ("signal_bars_1h",)
 
 #: Refresh policy per aggregate: (start_offset, end_offset, schedule_interval). The window must span at least two
 #: buckets; late ticks inside it are re-materialised by the next run, newer data is served by real-time aggregation.
@@ -61,33 +77,39 @@ CAGG_POLICIES: dict[str, tuple[str, str, str]] = {
     "signal_bars_1m": ("3 days", "1 minute", "1 minute"),
     "signal_bars_5m": ("3 days", "5 minutes", "5 minutes"),
     "signal_bars_15m": ("7 days", "15 minutes", "15 minutes"),
-    "signal_bars_1h": ("14 days", "1 hour", "30 minutes"),
     "signal_bars_1d": ("30 days", "1 day", "1 hour"),
 }
 
 
 @dataclass(frozen=True)
 class Policies:
-    """Retention and compression ages (days) per hypertable; from settings in production."""
+    """Retention and compression ages (days) per hypertable, from the settings ``SIGNAL_TICKS_RETENTION_DAYS``,
+    ``SIGNAL_COMPUTED_RETENTION_DAYS``, ``SIGNAL_GREEKS_RETENTION_DAYS`` and ``SIGNAL_COMPRESS_AFTER_DAYS``. The
+    defaults are the service's storage plan: history kept five years, compressed after a day. 0 turns a policy off
+    (kept forever, never compressed)."""
 
-    ticks_retention_days: int = 365
-    computed_retention_days: int = 180
-    greeks_retention_days: int = 365
-    compress_after_days: int = 7
+    ticks_retention_days: int = 1826
+    computed_retention_days: int = 1826
+    greeks_retention_days: int = 1826
+    compress_after_days: int = 1
 
     @classmethod
     def from_settings(cls) -> Policies:
         return cls(
-            ticks_retention_days=int(getattr(settings, "SIGNAL_TICKS_RETENTION_DAYS", cls.ticks_retention_days)),
-            computed_retention_days=int(getattr(settings, "SIGNAL_COMPUTED_RETENTION_DAYS",
-                                                cls.computed_retention_days)),
-            greeks_retention_days=int(getattr(settings, "SIGNAL_GREEKS_RETENTION_DAYS", cls.greeks_retention_days)),
-            compress_after_days=int(getattr(settings, "SIGNAL_COMPRESS_AFTER_DAYS", cls.compress_after_days)),
+            ticks_retention_days=int(settings.SIGNAL_TICKS_RETENTION_DAYS),
+            computed_retention_days=int(settings.SIGNAL_COMPUTED_RETENTION_DAYS),
+            greeks_retention_days=int(settings.SIGNAL_GREEKS_RETENTION_DAYS),
+            compress_after_days=int(settings.SIGNAL_COMPRESS_AFTER_DAYS),
         )
 
     def retention(self, table: str) -> int:
         return {"signal_ticks": self.ticks_retention_days, "signal_computed": self.computed_retention_days,
                 "signal_greeks": self.greeks_retention_days}[table]
+
+    @staticmethod
+    def retention_setting(table: str) -> str:
+        return {"signal_ticks": "SIGNAL_TICKS_RETENTION_DAYS", "signal_computed": "SIGNAL_COMPUTED_RETENTION_DAYS",
+                "signal_greeks": "SIGNAL_GREEKS_RETENTION_DAYS"}[table]
 
 
 # --- detection ----------------------------------------------------------------------------------------------------
@@ -206,19 +228,11 @@ def plain_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column:
 
 
 def cagg_select_sql(timeframe: str, session_open: str | dtime, tz: str) -> str:
-    """The aggregate's query (also runnable on plain PostgreSQL given first/last/time_bucket look-alikes, which is
-    how the tests check it where TimescaleDB is missing)."""
+    """The aggregate's query (also runnable on plain PostgreSQL given a ``time_bucket`` look-alike, which is how
+    the tests check it where TimescaleDB is missing)."""
     bucket = cagg_bucket_sql(timeframe, session_open, tz)
-    return (
-        "SELECT instrument_key, "
-        f"{bucket} AS bucket, "
-        "first(ltp, time) AS open, max(ltp) AS high, min(ltp) AS low, last(ltp, time) AS close, "
-        "max(volume)::float8 AS vmax, "
-        "last(oi, time) FILTER (WHERE oi IS NOT NULL) AS oi, "
-        "max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time, "
-        "min(time) AS first_time, max(time) AS last_time, count(*) AS ticks "
-        "FROM signal_ticks GROUP BY instrument_key, bucket"
-    )
+    return (f"SELECT instrument_key, {bucket} AS bucket,\n       {TICK_AGGREGATES}\n"
+            "FROM signal_ticks GROUP BY instrument_key, bucket")
 
 
 def cagg_create_sql(name: str, timeframe: str, session_open: str | dtime, tz: str) -> str:
@@ -249,8 +263,12 @@ def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
     statements = [create_extension_sql(), *drop_trigger_sql()]
     for table, (chunk, segment_by, order_by) in HYPERTABLES.items():
         statements.append(hypertable_sql(table, chunk))
-        statements.extend(compression_sql(table, segment_by, order_by, policies.compress_after_days))
-        statements.append(retention_sql(table, policies.retention(table)))
+        alter, compress_policy = compression_sql(table, segment_by, order_by, policies.compress_after_days)
+        statements.append(alter)  # compression stays enabled (chunks may be compressed); the policy is optional
+        if policies.compress_after_days > 0:
+            statements.append(compress_policy)
+        if policies.retention(table) > 0:
+            statements.append(retention_sql(table, policies.retention(table)))
     if with_aggregates:
         for name, timeframe in CAGGS.items():
             statements.append(cagg_create_sql(name, timeframe, session_open, tz))
@@ -260,7 +278,7 @@ def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
 
 def teardown_statements() -> list[str]:
     """Undo what can be undone: the aggregates and policies (hypertables stay hypertables; their data is intact)."""
-    statements = [f"DROP MATERIALIZED VIEW IF EXISTS {name} CASCADE" for name in reversed(list(CAGGS))]
+    statements = [f"DROP MATERIALIZED VIEW IF EXISTS {name} CASCADE" for name in (*reversed(CAGGS), *RETIRED_CAGGS)]
     for table in HYPERTABLES:
         statements.append(f"SELECT remove_retention_policy({_literal(table)}, if_exists => true)")
         statements.append(f"SELECT remove_compression_policy({_literal(table)}, if_exists => true)")
@@ -303,6 +321,17 @@ def apply(connection: Any, policies: Policies | None = None, session_open: str |
     return "timescaledb"
 
 
+def reapply(connection: Any) -> str:
+    """Rebuild the layout of a database already on TimescaleDB: drop the aggregates (those of earlier layouts too)
+    and the policies, then :func:`apply` (aggregates with the current definitions, materialised over the existing
+    ticks; policies from the current settings). Plain PostgreSQL is left alone. Outside a transaction block."""
+    with connection.cursor() as cursor:
+        if installed_version(cursor) is None:
+            return "plain"
+    remove(connection)
+    return apply(connection)
+
+
 def _compression_enabled(cursor: Any) -> set[str]:
     cursor.execute("SELECT hypertable_name FROM timescaledb_information.hypertables WHERE compression_enabled")
     return {row[0] for row in cursor.fetchall()}
@@ -316,12 +345,13 @@ def remove(connection: Any) -> None:
             cursor.execute(statement)
 
 
-def refresh_range(start: datetime, end: datetime, using: str = "default") -> list[str]:
-    """Re-materialise every aggregate over ``[start, end]`` widened by two days each side (a refresh only covers
+def refresh_range(start: datetime, end: datetime, using: str = "default",
+                  margin: timedelta = timedelta(days=2)) -> list[str]:
+    """Re-materialise every aggregate over ``[start, end]`` widened by ``margin`` each side (a refresh only covers
     whole buckets, the largest being a day), e.g. after a history import into old chunks. Returns the aggregates
     refreshed; nothing on plain PostgreSQL. Must run outside a transaction block."""
-    lo = (start - timedelta(days=2)).isoformat()
-    hi = (end + timedelta(days=2)).isoformat()
+    lo = (start - margin).isoformat()
+    hi = (end + margin).isoformat()
     connection = connections[using]
     with connection.cursor() as cursor:
         names = existing_aggregates(cursor)
