@@ -37,6 +37,12 @@ def test_policies_come_from_the_settings(settings: Any) -> None:
     assert not any(s.startswith("SELECT add_compression_policy") for s in statements)  # 0: off
     assert retention.cutoff(0) is None
     assert retention.cutoff(30, NOW) == NOW - timedelta(days=30)
+    from signals.tasks import enforce_retention
+
+    entry = settings.CELERY_BEAT_SCHEDULE["enforce-retention"]
+    assert entry["task"] == enforce_retention.name == "signals.enforce_retention"
+    assert entry["schedule"] == settings.SIGNAL_RETENTION_INTERVAL_S
+    assert settings.CELERY_TASK_ROUTES[enforce_retention.name]["queue"] == entry["options"]["queue"]
 
 
 @pytest.mark.django_db
@@ -63,6 +69,10 @@ def test_plain_postgresql_deletes_expired_rows_in_steps(r: Any) -> None:
             assert cursor.fetchone()[0] == 0
     assert_same_bars(bars_frame(BarsService(r).bars(FUTURE, "5m", 0, 2e9)), reference_bars(kept, "5m"))
     assert retention.enforce(timescale.Policies(0, 0, 0, 0), now=NOW)["signal_ticks"] == 0  # 0 keeps forever
+    from signals.tasks import enforce_retention
+
+    # the beat task's body, in this test's transaction (Celery's own call would recycle the connection)
+    assert enforce_retention() == {"signal_ticks": 0, "signal_computed": 0, "signal_greeks": 0}
 
 
 def _jobs() -> dict[tuple[str, str], str]:
@@ -98,7 +108,7 @@ def test_timescaledb_policies_follow_the_settings(r: Any) -> None:
         assert jobs[("signal_ticks", "policy_retention")] == "300 days"
         assert ("signal_greeks", "policy_retention") not in jobs
         assert {jobs[(t, "policy_compression")] for t in timescale.HYPERTABLES} == {"45 days"}
-        assert retention.sync_policies(timescale.Policies(300, 1826, 0, 45)) == []  # in line: nothing to do
+        assert retention.enforce(timescale.Policies(300, 1826, 0, 45)) == {"policies": 0}  # in line: nothing to do
         # rows older than every refresh policy's window (so no background refresh moves a watermark over them)
         today = datetime.now(UTC).date()
         expired = make_ticks(session_days(today - timedelta(days=420), 1), seed=31, mean_gap_s=300)

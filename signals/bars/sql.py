@@ -2,11 +2,11 @@
 or the one-minute rollup into bars of any timeframe, and the choice of the aggregate to read.
 
 The TimescaleDB continuous aggregates (``signal_bars_1m/5m/15m/1d``, `signals.bars.timescale`) are re-bucketed to
-the requested size (7m from 1m, 30m from 15m, 1w from 1d…); the 1h aggregate is not used because a 23:15–00:15
-bucket would mix two exchange days' cumulative volumes. The one-minute rollup (`signals.bars.rollup`) has the same
-columns and is read by the same SQL. Over raw ticks, bars are bucketed exactly as `indicators.bars.bucket_start`.
-``open``/``close`` are the first/last ticks by time, ties broken by ``source_id`` (the continuous aggregates break
-ties by time only; the rollup by ``source_id`` too).
+the requested size (7m from 1m, 30m from 15m, 1h from 15m, 1w from 1d…; there is no 1h aggregate, since a
+23:15–00:15 bucket would mix two exchange days' cumulative volumes). The one-minute rollup (`signals.bars.rollup`)
+has the same columns and is read by the same SQL. Over raw ticks, bars are bucketed exactly as
+`indicators.bars.bucket_start`. ``open``/``close`` are the first/last ticks by time, ticks of one instant ordered by
+``source_id`` in byte order, as in the aggregates and the rollup (`timescale.TICK_AGGREGATES`).
 """
 
 from __future__ import annotations
