@@ -5,7 +5,9 @@ the last test, which needs the extension (skipped where it is not available)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -238,6 +240,17 @@ def test_timescaledb_layout(r: Any) -> None:
         got = bars_frame(service.bars(FUTURE, timeframe, lo, hi))
         assert_same_bars(got, reference_bars(with_late, timeframe))
         assert (got["low"] == 1.0).any()
+    # bit for bit: every aggregate read equals the raw-tick query (ties, volume runs, OI and its time included)
+    from signals.bars.grid import Alignment
+    from signals.bars.sql import query_bars
+
+    align = Alignment(dtime(9, 15), IST)
+    day_lo = datetime.combine(days[0] - timedelta(days=1), dtime(0), ZoneInfo(IST)).timestamp()
+    day_hi = datetime.combine(days[-1] + timedelta(days=2), dtime(0), ZoneInfo(IST)).timestamp()
+    for timeframe in ("1m", "5m", "15m", "1h", "1d"):
+        source = aggregate_for(parse_timeframe(timeframe), set(timescale.CAGGS))
+        raw = query_bars(timeframe, align, FUTURE, day_lo, day_hi, "raw")
+        assert len(raw) > 2 and query_bars(timeframe, align, FUTURE, day_lo, day_hi, source) == raw
     # the same over compressed chunks (what the compression policy makes of them after a day)
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM "
