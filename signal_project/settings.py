@@ -258,11 +258,16 @@ SIGNAL_INDICATOR_WARMUP_MAX = env_int("SIGNAL_INDICATOR_WARMUP_MAX", 5000)
 # History API limits.
 SIGNAL_HISTORY_MAX_BARS = env_int("SIGNAL_HISTORY_MAX_BARS", 50_000)
 SIGNAL_HISTORY_DEFAULT_BARS = env_int("SIGNAL_HISTORY_DEFAULT_BARS", 500)
-# TimescaleDB policies (used by migration 0002 when the extension exists).
-SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 365)
-SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 180)
-SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 365)
-SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 7)
+# Retention (days; 0 keeps forever) of ticks, computed results and Greeks, and the age at which TimescaleDB
+# compresses chunks (0: never): five years, compressed after a day. TimescaleDB enforces them with its policies (the
+# retention task below brings the policies in line with these values), plain PostgreSQL with the retention task's
+# chunked deletes (signals/bars/retention.py). import_history refuses ticks older than the tick retention.
+SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 1826)
+SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 1826)
+SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 1826)
+SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 1)
+SIGNAL_RETENTION_INTERVAL_S = env_float("SIGNAL_RETENTION_INTERVAL_S", 3600.0)
+SIGNAL_RETENTION_BUDGET_S = env_float("SIGNAL_RETENTION_BUDGET_S", 300.0)
 
 # --- Celery: every CELERY_* setting, last because it names the queues and intervals set above ---------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
@@ -283,6 +288,7 @@ CELERY_TASK_ROUTES = {
     "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
     "signals.greeks_history_chunk": {"queue": SIGNAL_GREEKS_HISTORY_QUEUE},
     "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
+    "signals.enforce_retention": {"queue": SIGNAL_ROLLUP_QUEUE},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -317,6 +323,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "signals.refresh_bar_rollup",
         "schedule": SIGNAL_ROLLUP_INTERVAL_S,
         "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
+    },
+    "enforce-retention": {
+        "task": "signals.enforce_retention",
+        "schedule": SIGNAL_RETENTION_INTERVAL_S,
+        "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": SIGNAL_RETENTION_INTERVAL_S},
     },
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True

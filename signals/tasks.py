@@ -14,7 +14,7 @@ from django.db import close_old_connections
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
-from signals.bars import rollup
+from signals.bars import cagg_refresh, retention, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
@@ -52,11 +52,19 @@ def refresh_bar_rollup() -> dict[str, Any]:
     Run by celery-beat every ``SIGNAL_ROLLUP_INTERVAL_S``: the plain-PostgreSQL stand-in for a continuous-aggregate
     refresh policy. Readers fold in what is still pending for their instrument themselves, so a late or skipped run
     only costs the next reader a little more; overlapping runs are safe (they take the same per-instrument locks)."""
-    if not rollup.enabled():  # TimescaleDB: the continuous aggregates' own policies refresh them
-        return {"written": 0, "ranges": 0, "enabled": False}
+    if not rollup.enabled():  # TimescaleDB: policies refresh the aggregates, this only what imports left pending
+        return {"written": 0, "ranges": cagg_refresh.refresh_pending(), "enabled": False}
     done = rollup.refresh_pending(max_ranges=int(settings.SIGNAL_ROLLUP_MAX_RANGES),
                                   budget_s=float(settings.SIGNAL_ROLLUP_BUDGET_S))
     return {**done, "enabled": True}
+
+
+@shared_task(name="signals.enforce_retention", time_limit=900, soft_time_limit=840)
+def enforce_retention() -> dict[str, int]:
+    """Retention as the settings say (`signals.bars.retention`): TimescaleDB's policies brought in line with them,
+    or, on plain PostgreSQL, expired rows deleted a bounded piece at a time within ``SIGNAL_RETENTION_BUDGET_S``
+    (the next run goes on). Run by celery-beat every ``SIGNAL_RETENTION_INTERVAL_S``."""
+    return retention.enforce(budget_s=float(settings.SIGNAL_RETENTION_BUDGET_S))
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)
