@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
-from feed.ticks import QUOTE_FIELDS, TickError, parse_time
+from feed.ticks import QUOTE_FIELDS
 from greeks import GREEK_NAMES
 from indicators.timeframes import parse_timeframe
 from signals import instrument_registry
@@ -31,6 +31,7 @@ from signals.options import history as greeks_history
 from signals.options import levels
 from signals.options.chains import ChainSnapshot, load_chain
 from webapi.errors import BadParameter, NotFound
+from webapi.params import int_param, time_param
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
 
@@ -105,16 +106,7 @@ def timeframe_param(request: Request, default: str | None) -> Any:
 
 
 def time_range(request: Request) -> tuple[datetime, datetime]:
-    def parse(name: str) -> datetime | None:
-        text = request.query_params.get(name)
-        if not text:
-            return None
-        try:
-            return parse_time(text)
-        except TickError as exc:
-            raise BadParameter(f"{name}: {exc}", field=name) from None
-
-    start, end = parse("start_time"), parse("end_time")
+    start, end = time_param(request, "start_time"), time_param(request, "end_time")
     end = end or (start + DEFAULT_HISTORY_SPAN if start else datetime.now(UTC))
     start = start or end - DEFAULT_HISTORY_SPAN
     if start >= end:
@@ -130,12 +122,7 @@ def price_field_param(request: Request) -> str:
 
 
 def config_id_param(request: Request) -> int | None:
-    text = request.query_params.get("config_id")
-    if not text:
-        return None
-    if not text.isdigit():
-        raise BadParameter("config_id must be a config's numeric id", field="config_id")
-    return int(text)
+    return int_param(request, "config_id", 1, 2**31 - 1)
 
 
 # --- schema -----------------------------------------------------------------------------------------------------
