@@ -98,6 +98,13 @@ def test_the_admin_form_shows_an_error_on_the_field_for_hostile_documents(admin_
     assert config.revision == 1 and SignalConfig.objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_the_admin_search_refuses_nul_with_a_400(admin_client: Any) -> None:
+    response = admin_client.get(CHANGELIST + "?q=a%00b")
+    assert response.status_code == 400 and json.loads(response.content)["error"]["field"] == "q"
+    assert admin_client.get(CHANGELIST + "?q=ab").status_code == 200
+
+
 # --- the config stream ---------------------------------------------------------------------------------------------
 @pytest.mark.django_db
 @pytest.mark.parametrize(("fields", "reason"), [
