@@ -30,7 +30,7 @@ from greeks import DEFAULT_MODEL, GREEK_NAMES, MODELS
 from greeks.moneyness import parse_level
 from indicators.specs import validate_indicators
 from indicators.timeframes import parse_timeframe
-from webapi.limits import LimitError, check_document
+from webapi.limits import LimitError, check_date, check_document
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -330,8 +330,9 @@ def _check_moneyness(data: dict[str, Any], out: dict[str, Any], c: _Collector) -
     expiry = money.get("expiry")
     if expiry is not None:
         try:
-            money["expiry"] = parse_expiry(str(expiry)).isoformat() if not isinstance(expiry, date) else expiry
-        except InstrumentKeyError as exc:
+            parsed = expiry if isinstance(expiry, date) else parse_expiry(str(expiry))
+            money["expiry"] = check_date(parsed).isoformat()
+        except (InstrumentKeyError, LimitError) as exc:
             c.add(p + "expiry", str(exc))
     levels = money.get("levels", ["ATM"])
     if not isinstance(levels, list) or not levels:

@@ -99,23 +99,30 @@ def test_a_token_whose_sub_holds_nul_is_401(make_token: Any) -> None:
 
 
 # --- times outside what the code can convert -------------------------------------------------------------------
-@pytest.mark.parametrize("query", [
-    "end_time=0001-01-01T00:00:01Z", "start_time=9999-12-31T23:59:59-14:00", "end_time=9999-12-31T23:59:59-14:00",
-    "timeframe=1M&start_time=0001-01-01T00:00:00Z", "start_time=1e300", "end_time=2100-01-01T00:00:00Z",
-])
+OUTSIDE = ["end_time=0001-01-01T00:00:01Z", "start_time=9999-12-31T23:59:59-14:00", "end_time=9999-12-31T23:59:59-14:00",
+           "timeframe=1M&start_time=0001-01-01T00:00:00Z", "start_time=1e300", "end_time=2100-01-01T00:00:00Z",
+           "start_time=1969-12-31T23:59:59Z"]
+AT_THE_EDGES = ["timeframe=1M&end_time=1970-01-01T00:00:01Z", "timeframe=1w&end_time=1970-01-02T00:00:00Z",
+                "start_time=1970-01-01T00:00:00Z", "start_time=2099-12-31T23:00:00Z"]
+
+
+@pytest.mark.parametrize("query", OUTSIDE + AT_THE_EDGES)
 @pytest.mark.parametrize("route", ["historical/bars/NSE@NIFTY@index?timeframe=1m&",
                                    "historical/greeks/" + OPTION + "?",
                                    "historical/moneyness/NSE@NIFTY@index/atm-iv?expiry_date=2025-06-26&"])
-def test_times_outside_the_documented_range_are_400(api: APIClient, route: str, query: str) -> None:
+def test_times_outside_the_documented_range_are_400_and_at_its_edges_never_500(api: APIClient, route: str,
+                                                                               query: str) -> None:
     from signals.models import InstrumentRecord
 
     InstrumentRecord.objects.get_or_create(key="NSE@NIFTY@index", defaults={"exchange": "NSE", "symbol": "NIFTY",
                                                                             "product": "index"})
     response = api.get(API + route + query)
-    assert response.status_code in (400, 404), response.content[:300]
-    error = envelope(response, response.status_code)
-    if response.status_code == 400:
-        assert error["field"] in ("start_time", "end_time", "expiry_date", "timeframe")
+    if query in OUTSIDE:
+        error = envelope(response, 400, "bad_parameter")
+        assert error["field"] in ("start_time", "end_time")
+    elif response.status_code != 200:  # inside the range: data, none, or a range too large, never a crash
+        assert response.status_code in (400, 404), response.content[:300]
+        envelope(response, response.status_code)
 
 
 # --- deep nesting and size ---------------------------------------------------------------------------------------
@@ -223,3 +230,13 @@ def test_the_schema_documents_every_error_status_in_the_envelope() -> None:
         assert parameter["schema"]["type"] == "integer"
     moneyness = schema["components"]["schemas"]["ConfigDocument"]["properties"]["moneyness"]
     assert "nullable" not in json.dumps(moneyness)
+
+
+@pytest.mark.parametrize("expiry", ["0001-01-01", "9999-12-31", "1969-12-31"])
+def test_expiries_outside_the_documented_range_are_400(api: APIClient, expiry: str) -> None:
+    for route in ("option-chain/NSE@NIFTY@index", "realtime/moneyness/NSE@NIFTY@index/atm-iv",
+                  "realtime/moneyness/NSE@NIFTY@index/greeks/ATM"):
+        error = envelope(api.get(API + route, {"expiry_date": expiry}), 400, "bad_parameter")
+        assert error["field"] == "expiry_date"
+    document = price_config(moneyness={"underlying": "NSE@NIFTY@index", "expiry": expiry, "levels": ["ATM"]})
+    assert envelope(api.post(CONFIGS, document, format="json"), 400, "invalid")["field"] == "moneyness.expiry"

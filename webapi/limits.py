@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 # Deeper than any config needs (a config is 4 levels deep; indicator parameters add one or two), far below the
@@ -118,6 +118,14 @@ def check_time(value: datetime, field: str | None = None) -> datetime:
     """A time within [EARLIEST_TIME, LATEST_TIME)."""
     if not EARLIEST_TIME <= value < LATEST_TIME:
         raise LimitError(f"must be between {EARLIEST_TIME.isoformat()} and {LATEST_TIME.isoformat()} "
+                         "(exclusive)", field)
+    return value
+
+
+def check_date(value: date, field: str | None = None) -> date:
+    """A date (an expiry) within the same range as times."""
+    if not EARLIEST_TIME.date() <= value < LATEST_TIME.date():
+        raise LimitError(f"must be between {EARLIEST_TIME.date().isoformat()} and {LATEST_TIME.date().isoformat()} "
                          "(exclusive)", field)
     return value
 

@@ -31,6 +31,7 @@ from signals.options import history as greeks_history
 from signals.options import levels
 from signals.options.chains import ChainSnapshot, load_chain
 from webapi.errors import BadParameter, NotFound
+from webapi.limits import LimitError, check_date
 from webapi.params import int_param, time_param
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
@@ -64,8 +65,8 @@ def expiry_param(request: Request, underlying: str) -> date:
     if not text:
         raise BadParameter("expiry_date is required (e.g. 2025-06-26)", field="expiry_date")
     try:
-        expiry = parse_expiry(text)
-    except InstrumentKeyError as exc:
+        expiry = check_date(parse_expiry(text))
+    except (InstrumentKeyError, LimitError) as exc:
         raise BadParameter(str(exc), field="expiry_date") from None
     if not instrument_registry.chain_instruments(underlying, expiry):
         if not instrument_registry.underlying_known(underlying):
