@@ -166,7 +166,9 @@ class SignalConfigAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SignalConfig]) -> None:
         with transaction.atomic(), bulk_changes(changed_by=request.user.get_username()):
-            queryset.delete()
+            # locked first, like one config's delete: a concurrent change waits, then finds them gone
+            ids = list(queryset.select_for_update().order_by("pk").values_list("pk", flat=True))
+            SignalConfig.objects.filter(pk__in=ids).delete()
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[SignalConfig], enabled: bool) -> None:
         outcome = changes.set_enabled(queryset, enabled, changed_by=request.user.get_username())
