@@ -152,3 +152,13 @@ def test_ids_must_be_ascii_integers(text: str) -> None:
 
 def test_ascii_integers_are_read() -> None:
     assert ascii_int("42") == 42 and ascii_int(" 7 ") == 7
+
+
+@pytest.mark.parametrize("document", [[1] * 120_000, {f"k{i}": "v" * 10 for i in range(12_000)}, ["x" * 250_000]])
+def test_the_size_limit_counts_about_what_the_json_takes(document: Any) -> None:
+    encoded = json.dumps(document, separators=(",", ":"))
+    assert len(encoded) < MAX_BODY_BYTES
+    check_document(document)
+    assert parse_json(encoded) == document
+    with pytest.raises(LimitError, match="larger than"):
+        check_document([document, document])

@@ -62,28 +62,33 @@ def check_document(value: Any, field: str = "", max_depth: int = MAX_DEPTH,
     Iterative, so a document nested far deeper than the limit is refused without recursion; it stops at the first
     problem and never walks more than about ``max_bytes`` worth of values.
     """
-    budget = max_bytes
+    budget = max_bytes  # counted as the compact JSON encoding would take, near enough
     stack: list[tuple[Any, str, int]] = [(value, field, 1)]
     while stack:
         item, path, depth = stack.pop()
         if depth > max_depth:
             raise LimitError(f"nested deeper than {max_depth} levels", path or None, "too_deep")
-        budget -= 8
         if isinstance(item, dict):
+            budget -= 2
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise LimitError("object keys must be strings", path or None)
                 _check_storable(key, path)
-                budget -= len(key)
+                budget -= len(key) + 4
                 stack.append((child, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(item, list | tuple):
+            budget -= 2 + len(item)
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
         elif isinstance(item, str):
             _check_storable(item, path)
-            budget -= len(item)
+            budget -= len(item) + 2
         elif isinstance(item, float) and not math.isfinite(item):
             raise LimitError("numbers must be finite (no NaN or Infinity)", path or None)
-        elif item is not None and not isinstance(item, bool | int | float):
+        elif isinstance(item, bool | int | float) or item is None:
+            # an int's digits from its bits: str() refuses ints of more than 4,300 digits
+            budget -= 5 if isinstance(item, bool) or item is None else \
+                item.bit_length() * 3 // 10 + 1 if isinstance(item, int) else 8
+        else:
             raise LimitError(f"{type(item).__name__} is not a JSON value", path or None)
         if budget < 0:
             raise LimitError(f"larger than {max_bytes} bytes", path or None, "too_large")
