@@ -154,6 +154,14 @@ def test_a_body_over_the_size_limit_is_400_without_reading_it_all(api: APIClient
     assert str(MAX_BODY_BYTES) in error["message"]
 
 
+def test_a_body_over_djangos_upload_limit_is_400_too(api: APIClient, settings: Any) -> None:
+    body = json.dumps(price_config(**{f"unknown_key_{i}": i for i in range(150_000)}))
+    assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = api.post(CONFIGS, body, content_type="application/json")
+    envelope(response, 400, "too_large")
+    assert len(response.content) < 500
+
+
 def test_many_unknown_keys_give_a_bounded_error(api: APIClient) -> None:
     document = price_config(**{f"unknown_{i}": 1 for i in range(5000)})
     response = api.post(CONFIGS, document, format="json")

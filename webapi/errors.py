@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 from rest_framework.views import set_rollback
 
-from webapi.limits import MAX_LISTED_ERRORS, MAX_MESSAGE_CHARS, LimitError
+from webapi.limits import MAX_BODY_BYTES, MAX_LISTED_ERRORS, MAX_MESSAGE_CHARS, LimitError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def validation_body(detail: Any, total: int | None = None) -> dict[str, Any]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, LimitError):
         exc = BadParameter.from_limit(exc)
+    elif isinstance(exc, RequestDataTooBig):
+        # DRF reads JSON bodies through request.body, which refuses more than DATA_UPLOAD_MAX_MEMORY_SIZE first
+        exc = BadParameter(f"the body is larger than {MAX_BODY_BYTES} bytes", code="too_large")
     response = drf_handler(exc, context)
     if response is None:
         # A bug: logged with its traceback, answered in the same envelope as every other error.
