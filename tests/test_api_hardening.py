@@ -190,6 +190,10 @@ def test_limit_and_offset_of_the_wrong_type_are_400(api: APIClient, query: str) 
 
 
 # --- every error is JSON ---------------------------------------------------------------------------------------------
+def test_a_client_that_accepts_no_json_gets_a_json_406(api: APIClient) -> None:
+    envelope(api.get(CONFIGS, HTTP_ACCEPT="text/html"), 406, "not_acceptable")
+
+
 def test_unknown_routes_are_json_404(api: APIClient) -> None:
     envelope(api.get("/api/v2/nothing-here"), 404, "not_found")
     envelope(APIClient().get("/no/such/page"), 404, "not_found")
@@ -223,7 +227,7 @@ def test_the_schema_documents_every_error_status_in_the_envelope() -> None:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            expected = {"400", "401", "429"} | ({"403"} if method in ("post", "put", "patch", "delete") else set())
+            expected = {"400", "401", "406", "429"} | ({"403"} if method in ("post", "put", "patch", "delete") else set())
             expected |= {"404"} if "{" in path else set()
             expected |= {"415"} if "requestBody" in operation else set()
             assert expected <= set(responses), (method, path, sorted(responses))

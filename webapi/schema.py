@@ -23,7 +23,7 @@ ERROR_SCHEMA = {
         "properties": {
             "code": {"type": "string", "description": "bad_parameter, invalid, bad_json, too_deep, too_large, "
                                                       "not_authenticated, authentication_failed, "
-                                                      "permission_denied, not_found, method_not_allowed, "
+                                                      "permission_denied, not_found, method_not_allowed, not_acceptable, "
                                                       "unsupported_media_type, in_use, conflict, throttled"},
             "message": {"type": "string"},
             "field": {"type": "string", "description": "the parameter or the path of the first failing field, "
@@ -37,6 +37,7 @@ ERROR_SCHEMA = {
 _ALWAYS = {
     "400": "bad parameter or body",
     "401": "missing, malformed or expired token",
+    "406": "the Accept header allows no application/json",
     "429": "over the per-user request rate (SIGNAL_API_RATE)",
 }
 _WRITES = {"403": "the token lacks the signals:write scope"}
