@@ -130,3 +130,21 @@ def test_hostile_stream_messages_are_dead_lettered_and_the_consumer_goes_on(r: A
     ((_, dead),) = r.xrange(settings.dead_letter_stream)
     assert reason in dead[b"error"].decode(), dead[b"error"]
     assert list(SignalConfig.objects.values_list("name", flat=True)) == ["after"]
+
+
+async def test_a_bug_in_a_handler_costs_one_error_frame_not_the_socket(make_token: Any, monkeypatch: Any) -> None:
+    from signals.delivery import consumers
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(consumers, "resolve", broken)
+    communicator = WebsocketCommunicator(application, f"/ws/v2/signals/?token={make_token()}")
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "authenticated"
+    await communicator.send_to(text_data=json.dumps(SUBSCRIBE))
+    error = await communicator.receive_json_from(timeout=3)
+    assert error["type"] == "error" and error["code"] == "internal" and "a bug" not in error["message"]
+    await communicator.send_to(text_data=json.dumps({"type": "ping"}))
+    assert (await communicator.receive_json_from(timeout=3))["type"] == "pong"
+    await communicator.disconnect()
