@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test test-timescale lint check bench clean
+.PHONY: run install services migrate test test-timescale lint check bench fuzz clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -61,6 +61,11 @@ lint: install
 	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py spectacular --validate \
 		--fail-on-warn --file /dev/null
+
+# schemathesis over the OpenAPI schema against the web app on a free port, its own database and demo data
+# (tests/fuzz/run.py); FUZZ_SEED repeats a run, FUZZ_MAX_EXAMPLES bounds the cases per operation.
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run
 
 bench: install
 	NUMBA_NUM_THREADS=1 $(BIN)/python -m bench.greeks

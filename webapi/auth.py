@@ -16,6 +16,8 @@ import jwt
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from webapi.limits import text_problem
+
 
 class TokenError(Exception):
     pass
@@ -78,6 +80,9 @@ def decode_token(token: str) -> PlatformUser:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise TokenError("invalid token: sub must be a non-empty string")
+    problem = text_problem(sub)
+    if problem:  # the sub is stored as the author of changes
+        raise TokenError(f"invalid token: sub {problem}")
     scopes = frozenset(str(claims.get("scope") or "").split())
     return PlatformUser(sub=sub, scopes=scopes, claims=claims)
 
