@@ -12,11 +12,13 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 mkdir -p .run
 
+updated=
 need() {  # need COMMAND DEBIAN-PACKAGE: install the package if the command is missing and we may
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing $2 (for $1)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"; } >/dev/null
+    [ -n "$updated" ] || { apt-get update -qq >/dev/null && updated=1; } || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null || true
   fi
   command -v "$1" >/dev/null 2>&1
 }
@@ -36,16 +38,20 @@ need promtool prometheus || { echo "deploy-check: no promtool (Debian package pr
 promtool check rules deploy/monitoring/alerts.rules.yaml
 (cd deploy/monitoring && promtool test rules alerts.test.yaml)
 
+# (each check on a line of its own: set -e does not stop at a failure inside an && list)
 if docker compose version >/dev/null 2>&1; then
-  docker compose config -q && echo "docker-compose.yml: valid (docker compose config)"
+  docker compose config -q
+  echo "docker-compose.yml: valid (docker compose config)"
 elif need docker-compose docker-compose; then
-  docker-compose config -q && echo "docker-compose.yml: valid (docker-compose config)"
+  docker-compose config -q
+  echo "docker-compose.yml: valid (docker-compose config)"
 else
   echo "docker-compose.yml: not checked (no docker compose CLI)"
 fi
 
 if docker info >/dev/null 2>&1; then
-  docker build -q -t signal-service:deploy-check . && echo "Dockerfile: built signal-service:deploy-check"
+  docker build -q -t signal-service:deploy-check .
+  echo "Dockerfile: built signal-service:deploy-check"
 else
   echo "Dockerfile: not built (no Docker engine runs here)"
 fi
