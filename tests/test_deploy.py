@@ -4,12 +4,14 @@ ScaledObject per queue the bridge routes to, resources and probes everywhere, th
 from __future__ import annotations
 
 import copy
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from django.conf import settings
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from signal_project.env import env_map, env_str
@@ -168,3 +170,20 @@ def test_the_image_runs_as_a_non_root_user_and_warms_the_numba_cache() -> None:
     assert len(stages) == 2 and " AS build" in stages[0]
     assert "USER 10001:10001" in dockerfile and "warm_up()" in dockerfile.split("USER 10001:10001")[1]
     assert Path(ROOT / ".dockerignore").read_text().count(".venv") == 1
+
+
+def test_the_commands_check_what_ci_checks(rendered: list[dict[str, Any]], routed: Any, tmp_path: Path) -> None:
+    out = StringIO()
+    call_command("render_deploy", "--check", stdout=out)
+    assert out.getvalue().strip() == "deploy/generated is up to date"
+    manifests = tmp_path / "deploy.yaml"
+    manifests.write_text(yaml.safe_dump_all(rendered))
+    call_command("check_deploy", str(manifests), stdout=out)
+    assert f"{len(rendered)} manifests valid" in out.getvalue()
+
+    bypassed = copy.deepcopy(rendered)
+    beat = of_kind(bypassed, "Deployment")["signal-beat"]["spec"]["template"]["spec"]["containers"][0]
+    beat["command"][beat["command"].index("-S") + 1] = "django_celery_beat.schedulers:DatabaseScheduler"
+    manifests.write_text(yaml.safe_dump_all(bypassed))
+    with pytest.raises(CommandError, match="not -S signals.schedule.beat:SingleBeatScheduler"):
+        call_command("check_deploy", str(manifests))
