@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test test-timescale lint check bench fuzz clean
+.PHONY: run install services migrate test test-timescale lint check bench fuzz clean deploy-render deploy-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -66,6 +66,14 @@ lint: install
 # (tests/fuzz/run.py); FUZZ_SEED repeats a run, FUZZ_MAX_EXAMPLES bounds the cases per operation.
 fuzz: install
 	$(BIN)/python -m tests.fuzz.run
+
+# deploy/generated/ from deploy/routes.env (a worker Deployment + KEDA ScaledObject per queue) and the alert rules.
+deploy-render: install
+	set -a && . deploy/routes.env && set +a && $(BIN)/python manage.py render_deploy
+
+# deploy/ validated without a cluster: kustomize, schemas, policy, promtool, compose, the image (deploy/check.sh).
+deploy-check: install
+	PY=$(BIN)/python bash deploy/check.sh
 
 bench: install
 	NUMBA_NUM_THREADS=1 $(BIN)/python -m bench.greeks

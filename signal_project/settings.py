@@ -183,6 +183,13 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "webapi.schema.document_errors"],
 }
 
+# --- Process endpoints: each long-running process (bridge, worker, beat, config consumer) serves /metrics,
+# /healthz and /readyz on this port (feed/probes.py); 0 serves none (the demo's web aggregates a shared
+# PROMETHEUS_MULTIPROC_DIR instead). /healthz fails once the process's loop has not turned for MAX_AGE seconds.
+SIGNAL_METRICS_PORT = env_int("SIGNAL_METRICS_PORT", 0)
+SIGNAL_METRICS_HOST = env_str("SIGNAL_METRICS_HOST", "0.0.0.0")
+SIGNAL_HEARTBEAT_MAX_AGE_S = env_float("SIGNAL_HEARTBEAT_MAX_AGE_S", 60.0)
+
 # --- Logging: one JSON object per line on stdout, for every process -----------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
@@ -294,6 +301,8 @@ CELERY_TASK_ROUTES = {
     "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
     "signals.enforce_retention": {"queue": SIGNAL_ROLLUP_QUEUE},
 }
+# The worker's own endpoint and heartbeat (a bootstep on its event loop); beat imports it too, and ignores it.
+CELERY_IMPORTS = ("signals.monitoring.worker_endpoint",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
