@@ -171,7 +171,7 @@ def ticks_before(times: dict[str, float], inclusive: bool = False) -> dict[str, 
         cursor.execute(
             f"SELECT k.key, t.time, {names} FROM unnest(%s::text[], %s::timestamptz[]) AS k(key, at) "
             f"CROSS JOIN LATERAL (SELECT * FROM signal_ticks t WHERE t.instrument_key = k.key AND t.time {op} k.at "
-            "ORDER BY t.time DESC, t.source_id DESC LIMIT 1) t",
+            "ORDER BY t.time DESC, t.source_id COLLATE \"C\" DESC LIMIT 1) t",
             [list(times), [to_datetime(ts) for ts in times.values()]])
         rows = cursor.fetchall()
     found = {}
