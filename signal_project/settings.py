@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from feed import keys
 from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str
@@ -301,6 +302,20 @@ CELERY_TASK_ROUTES = {
     "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
     "signals.enforce_retention": {"queue": SIGNAL_ROLLUP_QUEUE},
 }
+
+
+def quorum_queues(broker_url: str) -> list[Queue] | None:
+    """On RabbitMQ (an ``amqp://`` broker), every queue the service sends to as a quorum queue: replicated, and a
+    message a dead worker held goes back to the queue at once (its connection closes; there is no visibility
+    timeout). None on Redis (Celery's default queues)."""
+    if broker_url.split("://", 1)[0] not in ("amqp", "amqps", "pyamqp"):
+        return None
+    names = {SIGNAL_DEFAULT_QUEUE, *SIGNAL_QUEUE_ROUTES.values(), SIGNAL_SCHEDULED_QUEUE, SIGNAL_GREEKS_HISTORY_QUEUE,
+             SIGNAL_ROLLUP_QUEUE}
+    return [Queue(name, routing_key=name, queue_arguments={"x-queue-type": "quorum"}) for name in sorted(names)]
+
+
+CELERY_TASK_QUEUES = quorum_queues(CELERY_BROKER_URL)
 # The worker's own endpoint and heartbeat (a bootstep on its event loop); beat imports it too, and ignores it.
 CELERY_IMPORTS = ("signals.monitoring.worker_endpoint",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("SIGNAL_JWT_SECRET", "test-jwt-secret-0123456789abcdef-xyz")
 
 from signal_project.settings import *  # noqa: E402,F403
-from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_int, env_str  # noqa: E402
+from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_int, env_str, quorum_queues  # noqa: E402
 
 # SIGNAL_TEST_SLOT (0-5) gives concurrent test runs on one machine their own database and Redis databases.
 _SLOT = int(os.environ.get("SIGNAL_TEST_SLOT", "0"))
@@ -16,6 +16,7 @@ if not 0 <= _SLOT <= 5:
     raise ValueError("SIGNAL_TEST_SLOT must be 0-5")
 REDIS_URL = env_str("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - 2 * _SLOT}")
 CELERY_BROKER_URL = env_str("TEST_CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{14 - 2 * _SLOT}")
+CELERY_TASK_QUEUES = quorum_queues(CELERY_BROKER_URL)
 DATABASES["default"]["TEST"] = {"NAME": "test_signal_service" + (f"_{_SLOT}" if _SLOT else "")}
 CHANNEL_LAYER_URL = REDIS_URL
 CHANNEL_LAYER_PREFIX = f"signal-test{_SLOT}-asgi"
@@ -28,7 +29,7 @@ CACHES = {
     }
 }
 SIGNAL_JWT_SECRET = os.environ["SIGNAL_JWT_SECRET"]
-SIGNAL_RECLAIM_IDLE_MS = 500
+SIGNAL_RECLAIM_IDLE_MS = env_int("TEST_SIGNAL_RECLAIM_IDLE_MS", 500)
 SIGNAL_BLOCK_MS = 50
 # A short visibility timeout, except where a test needs production's (TEST_CELERY_VISIBILITY_TIMEOUT)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("TEST_CELERY_VISIBILITY_TIMEOUT", 6),

@@ -157,6 +157,14 @@ def test_missing_jwt_secret_fails_the_system_check(settings: Any) -> None:
     assert [e.msg for e in signal_settings(None) if e.is_serious()] == ["REDIS_URL must be a redis:// URL, got 'http://nope'"]
 
 
+def test_the_broker_may_be_redis_or_rabbitmq_and_nothing_else(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+    assert not [e for e in signal_settings(None) if e.is_serious()]
+    settings.CELERY_BROKER_URL = "sqs://queue"
+    assert [e.msg for e in signal_settings(None) if e.is_serious()] == [
+        "CELERY_BROKER_URL must be a redis:// or amqp:// URL, got 'sqs://queue'"]
+
+
 def test_bad_environment_values_are_refused_naming_the_variable(monkeypatch: Any) -> None:
     monkeypatch.setenv("SIGNAL_BATCH_SIZE", "lots")
     with pytest.raises(ImproperlyConfigured, match="SIGNAL_BATCH_SIZE"):

@@ -27,10 +27,14 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
         else:
             if "PUBLIC KEY" not in key:
                 errors.append(Error("SIGNAL_JWT_PUBLIC_KEY is not a PEM public key", id="signals.E003"))
-    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_LAYER_URL"):
+    for name in ("REDIS_URL", "CHANNEL_LAYER_URL"):
         value = getattr(settings, name)
         if not value.startswith(("redis://", "rediss://", "unix://")):
             errors.append(Error(f"{name} must be a redis:// URL, got {value!r}", id="signals.E004"))
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://",
+                                                  "pyamqp://")):
+        errors.append(Error(f"CELERY_BROKER_URL must be a redis:// or amqp:// URL, got "
+                            f"{settings.CELERY_BROKER_URL!r}", id="signals.E004"))
     if settings.DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
         errors.append(Error("DATABASE_URL must point at PostgreSQL (postgres://...)", id="signals.E005"))
     for name in ("SIGNAL_BATCH_SIZE", "SIGNAL_OUTPUT_LIST_MAXLEN", "SIGNAL_OUTPUT_STREAM_MAXLEN",

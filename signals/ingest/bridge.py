@@ -27,13 +27,12 @@ from celery import current_app
 from django.conf import settings
 
 from feed import keys
-from feed.redis_client import get_redis
 from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
 from signals.ingest import turns
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.ingest.waits import UnderlyingWaits
-from signals.monitoring import metrics
+from signals.monitoring import broker, metrics
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, str, dict[str, str]]  # (stream, entry id, fields)
@@ -80,14 +79,6 @@ def default_consumer_name() -> str:
     return f"bridge-{socket.gethostname()}-{os.getpid()}"
 
 
-def broker_queue_lengths(queues: list[str]) -> list[int]:
-    """Tasks waiting in each Celery queue (the Redis broker keeps a queue as a list of its name)."""
-    pipe = get_redis(settings.CELERY_BROKER_URL).pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(queue)
-    return [int(n) for n in pipe.execute()]
-
-
 def celery_send(ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
     """Publish one batch task with its turn (`signals.ingest.turns`); returns once the broker has it (raises if it
     could not be sent)."""
@@ -113,7 +104,7 @@ class StreamBridge:
 
     def __init__(self, client: redis.Redis, config: BridgeSettings, consumer: str | None = None,
                  send_task: SendTask = celery_send,
-                 queue_lengths: Callable[[list[str]], list[int]] = broker_queue_lengths):
+                 queue_lengths: Callable[[list[str]], list[int]] = broker.queue_lengths):
         self.client = client
         self.config = config
         self.consumer = consumer or default_consumer_name()

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from feed import keys
 from feed.redis_client import get_redis
 from feed.streams import text
+from signals.monitoring.broker import queue_lengths
 
 METRICS_KEY = keys.stream_metrics()
 
@@ -39,9 +40,9 @@ def collect_stream_metrics() -> dict[str, float]:
                 values[f"lag|{stream}"] = float(group.get("lag") or 0)
                 values[f"pending|{stream}"] = float(group.get("pending") or 0)
     values[f"length|{settings.SIGNAL_DEAD_LETTER_STREAM}"] = float(client.xlen(settings.SIGNAL_DEAD_LETTER_STREAM))
-    broker = get_redis(settings.CELERY_BROKER_URL)
-    for queue in queue_names():
-        values[f"queue|{queue}"] = float(broker.llen(queue))
+    queues = queue_names()
+    for queue, waiting in zip(queues, queue_lengths(queues), strict=True):
+        values[f"queue|{queue}"] = float(waiting)
     values["updated|"] = time.time()
     pipe = client.pipeline()
     pipe.delete(METRICS_KEY)

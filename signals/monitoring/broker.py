@@ -1,0 +1,76 @@
+"""Tasks waiting in Celery queues, on either broker: the bridge holds a batch while its queue has one (issue 2),
+and `/metrics` reports them.
+
+On Redis a queue is a list (``LLEN``); on RabbitMQ, a passive ``queue.declare`` answers the count of messages ready
+for delivery (a message a worker holds unacknowledged is not waiting). A queue that does not exist yet holds none.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import amqp
+from django.conf import settings
+from kombu.utils.url import url_to_parts
+
+from feed.redis_client import get_redis
+
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_local = threading.local()  # one RabbitMQ connection per thread and URL
+
+
+def uses_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in AMQP_SCHEMES
+
+
+def queue_lengths(queues: list[str]) -> list[int]:
+    """Tasks waiting in each of ``queues`` on the Celery broker."""
+    url = settings.CELERY_BROKER_URL
+    if uses_amqp(url):
+        return _amqp_lengths(url, queues)
+    pipe = get_redis(url).pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue)
+    return [int(n) for n in pipe.execute()]
+
+
+def _amqp_lengths(url: str, queues: list[str]) -> list[int]:
+    try:
+        return _counts(_amqp_connection(url), queues)
+    except (OSError, amqp.exceptions.ConnectionError):  # a dropped connection: once more on a new one
+        _local.connections.pop(url, None)
+        return _counts(_amqp_connection(url), queues)
+
+
+def _counts(connection: amqp.Connection, queues: list[str]) -> list[int]:
+    counts = []
+    channel = connection.channel()
+    try:
+        for queue in queues:
+            try:
+                counts.append(int(channel.queue_declare(queue, passive=True).message_count))
+            except amqp.exceptions.NotFound:  # the broker closed the channel: open another for the rest
+                counts.append(0)
+                channel = connection.channel()
+    finally:
+        if channel.is_open:
+            channel.close()
+    return counts
+
+
+def _amqp_connection(url: str) -> amqp.Connection:
+    connections = getattr(_local, "connections", None)
+    if connections is None:
+        connections = _local.connections = {}
+    found = connections.get(url)
+    if found is None or not found.connected:
+        found = connections[url] = _connect(url)
+    return found
+
+
+def _connect(url: str) -> amqp.Connection:
+    _, host, port, user, password, vhost, _ = url_to_parts(url)
+    connection = amqp.Connection(host=f"{host or '127.0.0.1'}:{port or 5672}", userid=user or "guest",
+                                 password=password or "guest", virtual_host=vhost or "/", connect_timeout=5)
+    connection.connect()
+    return connection
