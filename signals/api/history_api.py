@@ -44,7 +44,7 @@ from feed.redis_client import get_redis
 from feed.ticks import TickError, parse_time
 from indicators.specs import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
-from signals.api.realtime import instrument_param
+from signals.api.realtime import SOURCE_FIELD, UNAVAILABLE, instrument_param, latest_or_stored
 from signals.bars import indicator_history, rollup, timescale
 from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
@@ -165,7 +165,7 @@ INDICATORS_PARAM = OpenApiParameter(
     description='JSON list in the config\'s technical_indicators form, e.g. [{"name": "rsi", "parameters": '
                 '{"length": 14}, "output_key": "rsi_14"}, {"name": "macd"}]')
 ERRORS = {400: OpenApiResponse(description='bad parameter: {"error": {"code", "message", "field"}}'),
-          404: OpenApiResponse(description="instrument never seen")}
+          404: OpenApiResponse(description="instrument never seen"), 503: UNAVAILABLE}
 
 BAR_FIELDS = {
     "time": serializers.DateTimeField(help_text="bar start"), "open": serializers.FloatField(),
@@ -193,6 +193,7 @@ RealtimeIndicatorsSerializer = inline_serializer("RealtimeIndicators", {
     "bar_time": serializers.DateTimeField(help_text="start of the bar evaluated"),
     "values": serializers.DictField(child=serializers.FloatField(allow_null=True)),
     "configs": serializers.ListField(child=serializers.DictField()),
+    "source": SOURCE_FIELD,
 })
 TimeframesSerializer = inline_serializer("AvailableTimeframes", {
     "instrument_key": serializers.CharField(),
@@ -244,15 +245,18 @@ class RealtimeIndicatorsView(HistoryView):
     @extend_schema(summary="Latest indicator values of an instrument and timeframe",
                    parameters=[KEY_PARAM, TIMEFRAME_PARAM],
                    responses={200: RealtimeIndicatorsSerializer, 400: ERRORS[400],
-                              404: OpenApiResponse(description="no indicators computed for it at this timeframe")})
+                              404: OpenApiResponse(description="no indicators computed for it at this timeframe"),
+                              503: UNAVAILABLE})
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         tf = timeframe_param(request)
-        merged = indicator_history.merged_latest(indicator_history.latest_entries(get_redis(), key, tf.name))
+        entries, source = latest_or_stored(lambda: indicator_history.latest_entries(get_redis(), key, tf.name),
+                                           lambda: indicator_history.stored_entries(key, tf.name))
+        merged = indicator_history.merged_latest(entries)
         if merged is None:
             raise NotFound(f"no indicators computed for {key} at timeframe {tf.name} (no config with "
                            "technical_indicators on this interval has run for it recently)")
-        return Response(merged)
+        return Response({**merged, "source": source})
 
 
 class AvailableTimeframesView(HistoryView):
