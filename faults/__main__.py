@@ -13,6 +13,7 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,8 @@ def warm_up(suite: Suite, publisher: Publisher) -> None:
 def main() -> int:
     args = arguments()
     scenarios = by_name([n for n in args.scenarios.split(",") if n])
+    # SIGTERM (CI cancelling, a timeout) ends the run through the cleanup below, like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="signal-faults-"))
     workdir.chmod(0o755)  # PostgreSQL runs as its own user below it
     cleanup: list = []

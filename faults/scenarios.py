@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -57,6 +58,30 @@ def kill_bridge(suite: Suite) -> str:
 
 
 def kill_worker(suite: Suite) -> str:
+    """The worker's main process only: its pool children are orphaned; what they do then is part of the test.
+    Any still running after 10 s are killed, so they cannot outlive the scenario."""
+    pool = children(suite.stack["worker"].pid)
+    note = _kill_and_wait_back(suite, "worker")
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and any(_running(pid) for pid in pool):
+        time.sleep(0.2)
+    left = [pid for pid in pool if _running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    if left:
+        return f"{note}; {len(left)} orphaned pool children still running after 10 s were killed"
+    return f"{note}; its {len(pool)} pool children exited within {time.monotonic() - started:.1f} s"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def kill_worker_group(suite: Suite) -> str:
     # the whole worker, as when its container dies: the main process and its pool children
     return _kill_and_wait_back(suite, "worker", group=True)
 
@@ -123,7 +148,8 @@ def none(suite: Suite) -> str:
 SCENARIOS = [
     Scenario("baseline", "none", none),
     Scenario("bridge-kill", "SIGKILL of the bridge", kill_bridge),
-    Scenario("worker-kill", "SIGKILL of the worker (main process and pool)", kill_worker),
+    Scenario("worker-kill", "SIGKILL of the worker's main process", kill_worker),
+    Scenario("worker-group-kill", "SIGKILL of the whole worker (main process and pool children)", kill_worker_group),
     Scenario("worker-child-kill", "SIGKILL of one worker pool child", kill_worker_child),
     Scenario("web-kill", "SIGKILL of web", kill_web),
     Scenario("beat-kill", "SIGKILL of beat", kill_beat),
