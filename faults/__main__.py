@@ -68,6 +68,18 @@ def manage(env: dict[str, str], *command: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def revision() -> str:
+    """The commit measured (``+`` when the work tree has changes), for the results' heading."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {commit}{'+' if dirty else ''}"
+
+
 def watchdog(minutes: float, cleanup: list) -> None:
     def expire() -> None:
         print(f"faults: watchdog: still running after {minutes:g} min; stopping everything", flush=True)
@@ -146,7 +158,7 @@ def _run_suite(args: argparse.Namespace, scenarios: list, workdir: Path, cleanup
         results.append(result)
         print(report.table([result]).splitlines()[-1], flush=True)
     print("\n" + report.table(results) + "\n\n" + report.notes(results), flush=True)
-    settings = (f"{args.rate:g} ticks/s, {args.flow:g} s of flow per scenario, fault after 4 s; "
+    settings = (f"{revision()}; {args.rate:g} ticks/s, {args.flow:g} s of flow per scenario, fault after 4 s; "
                 + ", ".join(f"{k}={v}" for k, v in SUITE_SETTINGS.items()))
     if args.docs:
         report.write_docs(Path(args.docs), results, settings)
