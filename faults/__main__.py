@@ -43,6 +43,7 @@ def arguments() -> argparse.Namespace:
                         help="comma-separated scenario names (default: all)")
     parser.add_argument("--rate", type=float, default=500.0, help="ticks per second (default 500)")
     parser.add_argument("--flow", type=float, default=12.0, help="seconds of ticks per scenario (default 12)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario (the worst is reported)")
     parser.add_argument("--settle-timeout", type=float, default=60.0, help="seconds to wait for the sinks")
     parser.add_argument("--max-minutes", type=float, default=20.0, help="watchdog: end everything after this")
     parser.add_argument("--docs", default=str(ROOT / "docs" / "RELIABILITY.md"),
@@ -153,12 +154,14 @@ def _run_suite(args: argparse.Namespace, scenarios: list, workdir: Path, cleanup
                     list_cap=int(SUITE_SETTINGS["SIGNAL_OUTPUT_LIST_MAXLEN"]))
     results: list[Result] = []
     for scenario in scenarios:
-        print(f"faults: {scenario.name}: {scenario.fault}", flush=True)
-        result = run(scenario, suite, publisher, configs, timing, token)
-        results.append(result)
-        print(report.table([result]).splitlines()[-1], flush=True)
+        for _ in range(args.repeat):
+            print(f"faults: {scenario.name}: {scenario.fault}", flush=True)
+            result = run(scenario, suite, publisher, configs, timing, token)
+            results.append(result)
+            print(report.table([result]).splitlines()[-1], flush=True)
     print("\n" + report.table(results) + "\n\n" + report.notes(results), flush=True)
-    settings = (f"{revision()}; {args.rate:g} ticks/s, {args.flow:g} s of flow per scenario, fault after 4 s; "
+    settings = (f"{revision()}; {args.rate:g} ticks/s, {args.flow:g} s of flow per scenario, fault after 4 s, "
+                f"{args.repeat} run(s) each; "
                 + ", ".join(f"{k}={v}" for k, v in SUITE_SETTINGS.items()))
     if args.docs:
         report.write_docs(Path(args.docs), results, settings)

@@ -36,7 +36,19 @@ def table(results: list[Result]) -> str:
 
 
 def notes(results: list[Result]) -> str:
-    return "\n".join(f"- **{r.scenario.name}** ({r.scenario.fault}): {r.note}." for r in results)
+    lines = [f"- **{r.scenario.name}** ({r.scenario.fault}): {r.note}." for r in results]
+    return "\n".join(lines) + "\n\nWorst settle per scenario: " + worst_settle(results) + "."
+
+
+def worst_settle(results: list[Result]) -> str:
+    """Each scenario's longest settle over its runs ("not settled" if any run did not)."""
+    worst: dict[str, float | None] = {}
+    for r in results:
+        name = r.scenario.name
+        if name in worst and worst[name] is None:
+            continue
+        worst[name] = None if r.settle_s is None else max(r.settle_s, worst.get(name) or 0.0)
+    return ", ".join(f"{name} {'not settled' if s is None else f'{s:.1f} s'}" for name, s in worst.items())
 
 
 def write_docs(path: Path, results: list[Result], settings: str) -> None:

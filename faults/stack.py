@@ -102,7 +102,6 @@ class Stack:
         (ROOT / ".run").mkdir(exist_ok=True)  # the beat's pidfile
         self.processes = {name: Process(name, commands[name], env, logdir) for name in PROCESSES}
         self.restart_delay_s = restart_delay_s
-        self.paused: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
 
@@ -116,13 +115,13 @@ class Stack:
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.2):
-            for name, process in self.processes.items():
-                if name in self.paused or process.alive():
+            for process in self.processes.values():
+                if process.alive():
                     continue
                 if not process.expect_exit:
                     process.unexpected_exits += 1
                 time.sleep(self.restart_delay_s)
-                if not self._stop.is_set() and name not in self.paused:
+                if not self._stop.is_set():
                     process.start()
 
     def restart_counts(self) -> dict[str, int]:

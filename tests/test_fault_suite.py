@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from faults import sinks
 from faults.publisher import SentTick
+from faults.report import worst_settle
+from faults.run import Result
+from faults.scenarios import SCENARIOS
 from faults.stack import PROCESSES, procfile
 
 CALL = "NSE@NIFTY@options@2025-06-26@call@24000"
@@ -50,3 +53,12 @@ def test_a_capped_output_list_is_expected_to_hold_only_the_newest_records() -> N
     configs = [sinks.Config(1, "NSE@NIFTY@*"), sinks.Config(2, "NSE@NIFTY@options@*")]
     kept = sinks.newest_in_list(ticks, configs, cap=6)  # two records a tick: the newest three ticks
     assert kept == {(c, CALL, ms) for c in (1, 2) for ms in (8000, 9000, 10000)}
+
+
+def test_the_worst_settle_of_repeated_runs_is_reported() -> None:
+    bridge, redis_restart = SCENARIOS[1], SCENARIOS[-1]
+    runs = [Result(bridge, "", 10, [], 3.0, {}), Result(bridge, "", 10, [], 11.5, {}),
+            Result(redis_restart, "", 10, [], 2.0, {}), Result(redis_restart, "", 10, [], None, {}),
+            Result(redis_restart, "", 10, [], 4.0, {})]
+    assert worst_settle(runs) == "bridge-kill 11.5 s, redis-restart not settled"
+    assert not runs[3].ok and runs[0].ok
