@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test lint check bench faults clean
+.PHONY: run install services migrate test test-timescale lint check bench fuzz faults clean deploy-render deploy-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -39,11 +39,41 @@ run: migrate
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The storage, bars, history, rollup, Greeks-history, import and pipeline tests again, on TimescaleDB: a PostgreSQL
+# cluster of its own with the extension preloaded, installed and started by TIMESCALEDB_INSTALL (the install script
+# of a TimescaleDB build for this machine's PostgreSQL; it takes the port, is idempotent and prints DATABASE_URL).
+TIMESCALEDB_INSTALL ?=
+TIMESCALEDB_PORT ?= 5433
+# test_timescale.py last: it refreshes the aggregates over recent days, which moves their watermark there (the
+# other tests store 2024-2025 ticks directly, below it, where only a refresh would bring them into the aggregates).
+TIMESCALE_TESTS := tests/test_ticks.py tests/test_bars_grid.py tests/test_bars_store.py tests/test_bar_rollup.py \
+	tests/test_retention.py tests/test_history_api.py tests/test_import_history.py tests/test_greeks_history.py \
+	tests/test_pipeline.py tests/test_indicators_pipeline.py tests/test_greeks_pipeline.py tests/test_timescale.py
+test-timescale: install
+	@test -n "$(TIMESCALEDB_INSTALL)" -a -x "$(TIMESCALEDB_INSTALL)" || \
+		{ echo "TIMESCALEDB_INSTALL must name the TimescaleDB install script (got '$(TIMESCALEDB_INSTALL)')"; exit 1; }
+	url=$$("$(TIMESCALEDB_INSTALL)" $(TIMESCALEDB_PORT) | tee /dev/stderr | sed -n 's/^DATABASE_URL=//p'); \
+		test -n "$$url" || { echo "$(TIMESCALEDB_INSTALL) printed no DATABASE_URL"; exit 1; }; \
+		echo "TimescaleDB run on $$url"; DATABASE_URL=$$url $(BIN)/python -m pytest $(TIMESCALE_TESTS) $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=signal_project.settings_test $(BIN)/python manage.py spectacular --validate \
 		--fail-on-warn --file /dev/null
+
+# schemathesis over the OpenAPI schema against the web app on a free port, its own database and demo data
+# (tests/fuzz/run.py); FUZZ_SEED repeats a run, FUZZ_MAX_EXAMPLES bounds the cases per operation.
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run
+
+# deploy/generated/ from deploy/routes.env (a worker Deployment + KEDA ScaledObject per queue) and the alert rules.
+deploy-render: install
+	set -a && . deploy/routes.env && set +a && $(BIN)/python manage.py render_deploy
+
+# deploy/ validated without a cluster: kustomize, schemas, policy, promtool, compose, the image (deploy/check.sh).
+deploy-check: install
+	PY=$(BIN)/python bash deploy/check.sh
 
 bench: install
 	NUMBA_NUM_THREADS=1 $(BIN)/python -m bench.greeks

@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
@@ -21,6 +21,7 @@ from configs.api.serializers import configs_using
 from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.receivers import bulk_changes
 from configs.scheduling import describe, exchange_tz, next_run
+from webapi.limits import MAX_BODY_BYTES, LimitError, parse_json
 
 MONOSPACE = {"style": "font-family: ui-monospace, monospace; font-size: 12px; width: 95%;", "spellcheck": "false"}
 TEMPLATE_DOCUMENT = {
@@ -32,11 +33,32 @@ TEMPLATE_DOCUMENT = {
 
 
 class PrettyJSONField(forms.JSONField):
+    """The document as indented JSON; text too large, too deep or holding NUL is an error on the field."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            return parse_json(value)
+        except LimitError as exc:
+            where = f"{exc.field}: " if exc.field else ""
+            raise forms.ValidationError(f"{where}{exc}", code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return parse_json(data)
+        except LimitError:
+            return forms.fields.InvalidJSONInput(data[:MAX_BODY_BYTES])
+
     def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value  # shown back as typed, with the error
         if isinstance(value, str):
             try:
-                value = json.loads(value)
-            except ValueError:
+                value = parse_json(value)
+            except LimitError:
                 return value
         return json.dumps(value, indent=2, ensure_ascii=False)
 
@@ -130,14 +152,23 @@ class SignalConfigAdmin(admin.ModelAdmin):
         return text
 
     def save_model(self, request: HttpRequest, obj: SignalConfig, form: Any, change: bool) -> None:
-        obj.save(changed_by=request.user.get_username())
+        if not change:
+            obj.save(changed_by=request.user.get_username())
+            return
+        try:  # under the row lock, like the API: a config deleted meanwhile is not recreated
+            changes.update_config(obj, {**obj.config, "enabled": obj.enabled},
+                                  changed_by=request.user.get_username())
+        except changes.ConfigGone:
+            raise Http404(f"config {obj.pk} was deleted meanwhile") from None
 
     def delete_model(self, request: HttpRequest, obj: SignalConfig) -> None:
         changes.delete_config(obj, changed_by=request.user.get_username())
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SignalConfig]) -> None:
         with transaction.atomic(), bulk_changes(changed_by=request.user.get_username()):
-            queryset.delete()
+            # locked first, like one config's delete: a concurrent change waits, then finds them gone
+            ids = list(queryset.select_for_update().order_by("pk").values_list("pk", flat=True))
+            SignalConfig.objects.filter(pk__in=ids).delete()
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[SignalConfig], enabled: bool) -> None:
         outcome = changes.set_enabled(queryset, enabled, changed_by=request.user.get_username())

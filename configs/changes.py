@@ -3,10 +3,12 @@ the config, its revision and the beat schedule together (see configs/receivers.p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -16,11 +18,19 @@ from configs.scheduling import sync_schedules
 from configs.validation import ConfigError
 
 
+class ConfigGone(LookupError):
+    """The config was deleted (by a concurrent request) before this change could lock it."""
+
+
+class ConfigConflict(ConfigError):
+    """Another change won a race for the same name; the stored configs are as that change left them."""
+
+
 def create_config(document: Any, changed_by: str = "", action: str = "create") -> SignalConfig:
     """Validate and store a new config; raises `ConfigError` (a name in use is an error on ``name``)."""
     if not isinstance(document, dict):
         raise ConfigError([("config", "must be a JSON object")])
-    with transaction.atomic():
+    with _name_race():
         config = SignalConfig()
         config.set_document(document)
         _check_name_free(config)
@@ -28,14 +38,17 @@ def create_config(document: Any, changed_by: str = "", action: str = "create") -
     return config
 
 
-def update_config(config: SignalConfig, document: Any, changed_by: str = "", action: str = "update") -> SignalConfig:
-    """Replace a config's document (its name and enabled flag come from the document; a missing name keeps the
-    current one). Raises `ConfigError`; the stored config is unchanged then."""
+def update_config(config: SignalConfig, document: Any, changed_by: str = "", action: str = "update",
+                  merge: bool = False) -> SignalConfig:
+    """Replace a config's document, or with ``merge`` only its top-level fields in ``document`` (its name and
+    enabled flag come from the document; a missing name keeps the current one). The row is locked first, so
+    concurrent changes of one config apply one after the other. Raises `ConfigError` (the stored config is
+    unchanged then) or `ConfigGone`."""
     if not isinstance(document, dict):
         raise ConfigError([("config", "must be a JSON object")])
-    document = {"name": config.name, **document}
-    with transaction.atomic():
-        locked = SignalConfig.objects.select_for_update().get(pk=config.pk)
+    with _name_race():
+        locked = lock_config(config.pk)
+        document = {"name": locked.name, **(locked.config if merge else {}), **document}
         locked.set_document(document)
         _check_name_free(locked)
         locked.save(changed_by=changed_by, action=action)
@@ -43,9 +56,32 @@ def update_config(config: SignalConfig, document: Any, changed_by: str = "", act
 
 
 def delete_config(config: SignalConfig, changed_by: str = "") -> None:
+    """Delete under the row lock: a change waiting for the lock then finds no config (`ConfigGone`) instead of
+    adding a revision after the delete has detached the others. Raises `ConfigGone` if already deleted."""
     with transaction.atomic():
-        config._changed_by = changed_by  # read by the post_delete hook for the revision
-        config.delete()
+        locked = lock_config(config.pk)
+        locked._changed_by = changed_by  # read by the post_delete hook for the revision
+        locked.delete()
+
+
+def lock_config(config_id: Any) -> SignalConfig:
+    """The config row, locked until the surrounding transaction ends; `ConfigGone` when there is none."""
+    locked = SignalConfig.objects.select_for_update().filter(pk=config_id).first()
+    if locked is None:
+        raise ConfigGone(f"no config with id {config_id}")
+    return locked
+
+
+@contextmanager
+def _name_race() -> Iterator[None]:
+    """A transaction in which losing a race for a unique name is a `ConfigConflict`, not a database error."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError as exc:
+        if "signalconfig_name" not in str(exc):  # the unique name; anything else is a bug to report
+            raise
+        raise ConfigConflict([("name", "another change took this name at the same moment; retry")]) from None
 
 
 def same_document(config: SignalConfig, document: dict[str, Any]) -> bool:

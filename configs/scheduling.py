@@ -177,3 +177,24 @@ def describe(frequency_text: str, interval: str) -> str:
     if frequency.kind == "every_interval":
         return f"on each {interval} bar close (by tick time)"
     return f"beat entry {task_name(frequency.schedule_key)} ({settings.EXCHANGE_TIMEZONE})"
+
+
+def schedule_period(frequency: Frequency, now: datetime) -> str:
+    """The schedule period a run at ``now`` (aware) belongs to, as text: runs of one period are one run.
+
+    An interval schedule fires at least ``seconds`` apart, so each run falls in its own ``seconds``-long slice of
+    epoch time; a crontab's period is its latest firing minute at or before ``now`` (in exchange time), which a
+    retried or redelivered run still finds."""
+    if frequency.kind == "interval" and frequency.seconds:
+        return f"{frequency.schedule_key}@{int(now.timestamp() // frequency.seconds)}"
+    assert frequency.cron is not None
+    minute, hour, day_of_month, month_of_year, day_of_week = frequency.cron
+    cron = crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                   day_of_week=day_of_week)
+    at = now.astimezone(exchange_tz()).replace(second=0, microsecond=0)
+    for _ in range(8 * 24 * 60):  # a week and a day back covers every weekly schedule
+        if (at.minute in cron.minute and at.hour in cron.hour and at.day in cron.day_of_month
+                and at.month in cron.month_of_year and (at.weekday() + 1) % 7 in cron.day_of_week):
+            break
+        at -= timedelta(minutes=1)
+    return f"{frequency.schedule_key}@{at.strftime('%Y-%m-%dT%H:%M')}"

@@ -17,7 +17,6 @@ call one at a time, and `run(should_stop)` for the management command, which sto
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -35,6 +34,7 @@ from configs.models import SignalConfig
 from configs.validation import ConfigError
 from feed.streams import id_order, text
 from feed.ticks import decode_fields
+from webapi.limits import LimitError, parse_json, text_problem
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
@@ -85,16 +85,23 @@ def parse_message(fields: dict[str, str]) -> tuple[str, dict[str, Any], str]:
     raw = fields.get("config_json")
     if raw is None or raw == "":
         raise InvalidMessage("config_json: is required (the config as a JSON string)")
+    if not isinstance(raw, str | bytes):
+        raise InvalidMessage("config_json: must be the config as a JSON string")
     try:
-        document = json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessage(f"config_json: not valid JSON: {exc}") from None
+        document = parse_json(raw)
+    except LimitError as exc:
+        where = f"config_json.{exc.field}" if exc.field else "config_json"
+        raise InvalidMessage(f"{where}: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidMessage("config_json: must be a JSON object")
     name = document.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidMessage("config_json.name: must be a string")
     if action in ("update", "delete") and (not isinstance(name, str) or not name):
         raise InvalidMessage(f"config_json.name: is required to {action} a config (configs are found by name)")
     changed_by = str(fields.get("changed_by") or "config-stream")[:150]
+    if text_problem(changed_by):
+        raise InvalidMessage(f"changed_by: {text_problem(changed_by)}")
     return action, document, changed_by
 
 

@@ -30,6 +30,7 @@ from greeks import DEFAULT_MODEL, GREEK_NAMES, MODELS
 from greeks.moneyness import parse_level
 from indicators.specs import validate_indicators
 from indicators.timeframes import parse_timeframe
+from webapi.limits import LimitError, check_date, check_document
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -37,6 +38,7 @@ _OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _PARAM_IN_MESSAGE = re.compile(r"^parameter '([^']{1,64})'")
 MAX_INDICATORS = 100
 MAX_FUNCTIONS = 50
+MAX_KEPT_ERRORS = 100
 
 TOP_LEVEL = {
     "name", "version", "instrument_key", "interval", "frequency", "option_greeks", "technical_indicators",
@@ -52,9 +54,13 @@ GREEKS_DEFAULTS: dict[str, Any] = {
 
 
 class ConfigError(ValueError):
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+    """``errors`` lists at most MAX_KEPT_ERRORS problems; ``total`` counts them all."""
+
+    def __init__(self, errors: list[tuple[str, str]], total: int | None = None):
+        self.errors = errors[:MAX_KEPT_ERRORS]
+        self.total = max(total or 0, len(errors))
+        more = f" (and {self.total - len(self.errors)} more)" if self.total > len(self.errors) else ""
+        super().__init__("; ".join(f"{field}: {message}" for field, message in self.errors[:10]) + more)
 
     def as_dict(self) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
@@ -66,9 +72,13 @@ class ConfigError(ValueError):
 class _Collector:
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
+        self.total = 0
 
     def add(self, field: str, message: str) -> None:
-        self.errors.append((field, message))
+        # a document of thousands of bad keys must not make an error of megabytes
+        self.total += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append((field, message))
 
     def unknown(self, data: dict[str, Any], allowed: set[str], prefix: str) -> None:
         for key in sorted(set(data) - allowed):
@@ -85,10 +95,20 @@ class _Collector:
         elif not low <= value <= high:
             self.add(f"{prefix}{key}", f"must be between {low} and {high}")
 
-    def object(self, data: dict[str, Any], key: str) -> dict[str, Any] | None:
+    def integer(self, data: dict[str, Any], key: str, prefix: str, low: int, high: int) -> None:
         value = data.get(key)
-        if value is None:
+        if isinstance(value, float) and value.is_integer():
+            data[key] = value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(f"{prefix}{key}", "must be an integer")
+        elif not low <= value <= high:
+            self.add(f"{prefix}{key}", f"must be between {low} and {high}")
+
+    def object(self, data: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """The object under ``key``; None when absent. null is refused like any other non-object."""
+        if key not in data:
             return None
+        value = data[key]
         if not isinstance(value, dict):
             self.add(key, "must be an object")
             return None
@@ -132,12 +152,19 @@ def _check_identity(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
 
 def _check_schedule(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:
     interval = data.get("interval", "1m")
+    if not isinstance(interval, str):
+        c.add("interval", "must be a timeframe such as 1m, 5m, 1h, 1d")
+    else:
+        try:
+            out["interval"] = parse_timeframe(interval).name
+        except ValueError as exc:
+            c.add("interval", str(exc))
+    frequency = data.get("frequency", "every_tick")
+    if not isinstance(frequency, str):
+        c.add("frequency", "must be a string such as every_tick, 5m or daily@09:15")
+        return
     try:
-        out["interval"] = parse_timeframe(interval).name
-    except ValueError as exc:
-        c.add("interval", str(exc))
-    try:
-        out["frequency"] = parse_frequency(data.get("frequency", "every_tick")).text
+        out["frequency"] = parse_frequency(frequency).text
     except FrequencyError as exc:
         c.add("frequency", str(exc))
 
@@ -151,7 +178,7 @@ def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
     merged = {**GREEKS_DEFAULTS, **greeks}
     for key in ("enabled", "use_indvix"):
         c.boolean(merged, key, p)
-    if merged["model"] not in MODELS:
+    if not isinstance(merged["model"], str) or merged["model"] not in MODELS:
         c.add(p + "model", f"must be one of {', '.join(MODELS)}")
     c.number(merged, "risk_free_rate", p, -0.05, 1.0)
     c.number(merged, "dividend_yield", p, 0.0, 1.0)
@@ -161,7 +188,7 @@ def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
             c.add(p + key, f"must be a non-empty list drawn from {', '.join(allowed)}")
             continue
         for i, value in enumerate(values):
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:
                 c.add(f"{p}{key}[{i}]", f"{value!r} is not one of {', '.join(allowed)}")
         if isinstance(values, list) and len(set(map(repr, values))) != len(values):
             c.add(p + key, "must not repeat a value")
@@ -174,7 +201,7 @@ def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
 
 def _pattern_product(pattern: str | None) -> str | None:
     """The product a normalised key or pattern is limited to, or None when it can match several products."""
-    if not pattern or pattern == "*":
+    if not isinstance(pattern, str) or not pattern or pattern == "*":
         return None
     parts = pattern.split("@")
     if parts[-1] == "*":
@@ -251,7 +278,7 @@ def _check_external(
         entry.setdefault("timeout", DEFAULT_TIMEOUT_S)
         entry.setdefault("memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB)
         c.number(entry, "timeout", p, MIN_TIMEOUT_S, MAX_TIMEOUT_S)
-        c.number(entry, "memory_limit_mb", p, MIN_MEMORY_LIMIT_MB, MAX_MEMORY_LIMIT_MB)
+        c.integer(entry, "memory_limit_mb", p, MIN_MEMORY_LIMIT_MB, MAX_MEMORY_LIMIT_MB)
     out["external_functions"] = entries
 
 
@@ -303,8 +330,9 @@ def _check_moneyness(data: dict[str, Any], out: dict[str, Any], c: _Collector) -
     expiry = money.get("expiry")
     if expiry is not None:
         try:
-            money["expiry"] = parse_expiry(str(expiry)).isoformat() if not isinstance(expiry, date) else expiry
-        except InstrumentKeyError as exc:
+            parsed = expiry if isinstance(expiry, date) else parse_expiry(str(expiry))
+            money["expiry"] = check_date(parsed).isoformat()
+        except (InstrumentKeyError, LimitError) as exc:
             c.add(p + "expiry", str(exc))
     levels = money.get("levels", ["ATM"])
     if not isinstance(levels, list) or not levels:
@@ -325,7 +353,7 @@ def _check_output(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> N
     merged = {**OUTPUT_DEFAULTS, **given}
     for key in ("redis_list", "redis_stream", "store_to_database", "websocket"):
         c.boolean(merged, key, "output.")
-    c.number(merged, "cache_ttl_seconds", "output.", 1, 86_400 * 7)
+    c.integer(merged, "cache_ttl_seconds", "output.", 1, 86_400 * 7)
     out["output"] = merged
 
 
@@ -337,6 +365,10 @@ def validate_config(data: Any, *, function_exists: Callable[[str], bool] | None 
     """
     if not isinstance(data, dict):
         raise ConfigError([("config", "must be a JSON object")])
+    try:
+        check_document(data)  # before anything walks it: deepcopy and JSON encoding recurse
+    except LimitError as exc:
+        raise ConfigError([(exc.field or "config", str(exc))]) from None
     data = copy.deepcopy(data)
     c = _Collector()
     c.unknown(data, TOP_LEVEL, "")
@@ -350,12 +382,13 @@ def validate_config(data: Any, *, function_exists: Callable[[str], bool] | None 
     _check_function_names(out, c)
     _check_moneyness(data, out, c)
     _check_output(data, out, c)
+    if c.errors:
+        raise ConfigError(c.errors, c.total)
     computations = (
         out.get("option_greeks", {}).get("enabled") or out["technical_indicators"] or out["internal_functions"]
         or out["external_functions"] or out.get("moneyness")
     )
-    if not c.errors and not computations:
-        c.add("config", "enables no computation: add option_greeks, technical_indicators, functions or moneyness")
-    if c.errors:
-        raise ConfigError(c.errors)
+    if not computations:
+        raise ConfigError([("config", "enables no computation: add option_greeks, technical_indicators, functions "
+                                      "or moneyness")])
     return out

@@ -53,9 +53,26 @@ def stream_metrics() -> str:
     return "signal:metrics:streams"
 
 
-def emitted_batch(batch_id: str) -> str:
-    """Marker that a tick batch's outputs were written (so a redelivered batch does not write them twice)."""
-    return f"signal:emitted:{batch_id}"
+def emitted_once(run_id: str) -> str:
+    """Marker that a time-driven run's outputs were written (so a retried or repeated run of the same schedule
+    period does not write them twice)."""
+    return f"signal:emitted:{run_id}"
+
+
+def emitted_entries(stream: str) -> str:
+    """Hash of a tick stream's entries whose outputs were written and which are not yet acknowledged (entry id ->
+    1): a batch redelivered, or its entries reclaimed and regrouped, writes each entry's outputs once."""
+    return f"signal:emitted_entries:{stream}"
+
+
+def batch_ticket(symbol_key: str) -> str:
+    """Counter of the tick batches bridges have sent for an underlying: each batch's ticket (its turn)."""
+    return f"signal:turns:{symbol_key}:ticket"
+
+
+def batch_done(symbol_key: str) -> str:
+    """The newest ticket of an underlying whose batch finished: the next one may run."""
+    return f"signal:turns:{symbol_key}:done"
 
 
 def greeks_history_progress(run_id: str) -> str:

@@ -159,6 +159,18 @@ class HistoryWindow:
             self.entries[key] = entries
             self.times[key] = [entry["ts"] for entry in entries]
 
+    def missing(self) -> dict[str, float]:
+        """Instrument key -> the batch's first tick time, for each instrument with no history at or before it
+        (Redis lost it, or the instrument never ticked): the caller may `fill` them from elsewhere."""
+        return {key: lo for key, (lo, _) in self.spans.items() if self.at_or_before(key, lo) is None}
+
+    def fill(self, found: dict[str, dict[str, Any]]) -> None:
+        """Add one older entry (a tick dict with ``ts`` and the price fields) per instrument, before its history."""
+        for key, tick in found.items():
+            entry = {field: tick.get(field) for field in ("ts", "ltp", "open", "high", "low", "close")}
+            self.entries[key] = [entry, *self.entries.get(key, [])]
+            self.times[key] = [entry["ts"], *self.times.get(key, [])]
+
     def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
         times = self.times.get(instrument_key)
         if not times:

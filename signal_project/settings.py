@@ -42,6 +42,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "webapi.middleware.StorableTextMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -112,6 +113,9 @@ SIGNAL_INDEX_SYMBOLS = env_list(
 )
 SIGNAL_VIX_KEY = env_str("SIGNAL_VIX_KEY", "NSE@INDVIX@index")
 SIGNAL_UNDERLYING_STALENESS_S = env_float("SIGNAL_UNDERLYING_STALENESS_S", 2.0)
+# An option tick whose underlying (or INDVIX) is stale at its time waits this long in the bridge for a fresh one
+# still on its way on another stream (signals/ingest/waits.py); 0 turns the wait off.
+SIGNAL_UNDERLYING_WAIT_MS = env_int("SIGNAL_UNDERLYING_WAIT_MS", 200)
 
 # --- Stream bridge ------------------------------------------------------------------------------------------
 SIGNAL_STREAM_PATTERNS = env_list("SIGNAL_STREAM_PATTERNS", [keys.tick_stream_pattern()])
@@ -121,9 +125,19 @@ SIGNAL_BATCH_SIZE = env_int("SIGNAL_BATCH_SIZE", 1000)
 SIGNAL_BLOCK_MS = env_int("SIGNAL_BLOCK_MS", 200)
 SIGNAL_BATCH_MAX_WAIT_MS = env_int("SIGNAL_BATCH_MAX_WAIT_MS", 50)
 SIGNAL_DISCOVERY_INTERVAL_S = env_float("SIGNAL_DISCOVERY_INTERVAL_S", 5.0)
-SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 15.0)
-SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 60_000)
-SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 5)
+# Entries stay pending until a worker has processed and stored their batch (docs/RELIABILITY.md). A bridge sends
+# again the entries idle for SIGNAL_RECLAIM_IDLE_MS whose queue has no task waiting (a worker leases the entries
+# of the batch in its hands, so only a dead worker's batch goes idle), looking every SIGNAL_RECLAIM_INTERVAL_S; an
+# entry sent more than SIGNAL_MAX_DELIVERIES times goes to the dead-letter stream.
+SIGNAL_RECLAIM_INTERVAL_S = env_float("SIGNAL_RECLAIM_INTERVAL_S", 1.0)
+SIGNAL_RECLAIM_IDLE_MS = env_int("SIGNAL_RECLAIM_IDLE_MS", 6_000)
+SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 10)
+# A batch meeting a PostgreSQL or Redis outage retries in its worker for up to this long (below the task's soft
+# time limit) before it gives up and leaves its entries to be sent again.
+SIGNAL_TASK_RETRY_BUDGET_S = env_float("SIGNAL_TASK_RETRY_BUDGET_S", 60.0)
+# One underlying's batches run one at a time, in the order sent; a batch waits at most this long for an earlier
+# one that never finishes (signals/ingest/turns.py).
+SIGNAL_TURN_WAIT_S = env_float("SIGNAL_TURN_WAIT_S", 10.0)
 SIGNAL_DEFAULT_QUEUE = env_str("SIGNAL_DEFAULT_QUEUE", "signals")
 # Underlying (EXCHANGE@SYMBOL) -> Celery queue, e.g. "NSE@NIFTY=nifty,NSE@BANKNIFTY=banknifty".
 SIGNAL_QUEUE_ROUTES = env_map("SIGNAL_QUEUE_ROUTES", {})
@@ -132,8 +146,8 @@ SIGNAL_REPUBLISH_PROCESSED = env_bool("SIGNAL_REPUBLISH_PROCESSED", False)
 # --- Outputs ------------------------------------------------------------------------------------------------
 SIGNAL_OUTPUT_LIST_MAXLEN = env_int("SIGNAL_OUTPUT_LIST_MAXLEN", 1000)
 SIGNAL_OUTPUT_STREAM_MAXLEN = env_int("SIGNAL_OUTPUT_STREAM_MAXLEN", 100_000)
-# A batch's Redis outputs are written once: a redelivered batch (its worker died after writing them) skips them if
-# it comes back within this many seconds (longer than CELERY_VISIBILITY_TIMEOUT plus the restore sweep).
+# How long the markers that a tick entry's or a time-driven run's outputs were written outlive an unfinished batch
+# (a finished batch deletes its entries' markers; the consumer group then says they are done).
 SIGNAL_EMIT_ONCE_TTL_S = env_int("SIGNAL_EMIT_ONCE_TTL_S", 3600)
 SIGNAL_CONFIG_STREAM = env_str("SIGNAL_CONFIG_STREAM", keys.config_stream())
 
@@ -156,6 +170,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapi.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only: form and multipart bodies turn every field into a list, which no config or function can be
+    "DEFAULT_PARSER_CLASSES": ["webapi.parsers.BoundedJSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -166,7 +182,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "webapi.schema.document_errors"],
 }
+
+# --- Process endpoints: each long-running process (bridge, worker, beat, config consumer) serves /metrics,
+# /healthz and /readyz on this port (feed/probes.py); 0 serves none (the demo's web aggregates a shared
+# PROMETHEUS_MULTIPROC_DIR instead). /healthz fails once the process's loop has not turned for MAX_AGE seconds.
+SIGNAL_METRICS_PORT = env_int("SIGNAL_METRICS_PORT", 0)
+SIGNAL_METRICS_HOST = env_str("SIGNAL_METRICS_HOST", "0.0.0.0")
+SIGNAL_HEARTBEAT_MAX_AGE_S = env_float("SIGNAL_HEARTBEAT_MAX_AGE_S", 60.0)
 
 # --- Logging: one JSON object per line on stdout, for every process -----------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -247,11 +271,16 @@ SIGNAL_INDICATOR_WARMUP_MAX = env_int("SIGNAL_INDICATOR_WARMUP_MAX", 5000)
 # History API limits.
 SIGNAL_HISTORY_MAX_BARS = env_int("SIGNAL_HISTORY_MAX_BARS", 50_000)
 SIGNAL_HISTORY_DEFAULT_BARS = env_int("SIGNAL_HISTORY_DEFAULT_BARS", 500)
-# TimescaleDB policies (used by migration 0002 when the extension exists).
-SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 365)
-SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 180)
-SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 365)
-SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 7)
+# Retention (days; 0 keeps forever) of ticks, computed results and Greeks, and the age at which TimescaleDB
+# compresses chunks (0: never): five years, compressed after a day. TimescaleDB enforces them with its policies (the
+# retention task below brings the policies in line with these values), plain PostgreSQL with the retention task's
+# chunked deletes (signals/bars/retention.py). import_history refuses ticks older than the tick retention.
+SIGNAL_TICKS_RETENTION_DAYS = env_int("SIGNAL_TICKS_RETENTION_DAYS", 1826)
+SIGNAL_COMPUTED_RETENTION_DAYS = env_int("SIGNAL_COMPUTED_RETENTION_DAYS", 1826)
+SIGNAL_GREEKS_RETENTION_DAYS = env_int("SIGNAL_GREEKS_RETENTION_DAYS", 1826)
+SIGNAL_COMPRESS_AFTER_DAYS = env_int("SIGNAL_COMPRESS_AFTER_DAYS", 1)
+SIGNAL_RETENTION_INTERVAL_S = env_float("SIGNAL_RETENTION_INTERVAL_S", 3600.0)
+SIGNAL_RETENTION_BUDGET_S = env_float("SIGNAL_RETENTION_BUDGET_S", 300.0)
 
 # --- Celery: every CELERY_* setting, last because it names the queues and intervals set above ---------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
@@ -272,7 +301,10 @@ CELERY_TASK_ROUTES = {
     "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
     "signals.greeks_history_chunk": {"queue": SIGNAL_GREEKS_HISTORY_QUEUE},
     "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
+    "signals.enforce_retention": {"queue": SIGNAL_ROLLUP_QUEUE},
 }
+# The worker's own endpoint and heartbeat (a bootstep on its event loop); beat imports it too, and ignores it.
+CELERY_IMPORTS = ("signals.monitoring.worker_endpoint",)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -306,6 +338,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "signals.refresh_bar_rollup",
         "schedule": SIGNAL_ROLLUP_INTERVAL_S,
         "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
+    },
+    "enforce-retention": {
+        "task": "signals.enforce_retention",
+        "schedule": SIGNAL_RETENTION_INTERVAL_S,
+        "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": SIGNAL_RETENTION_INTERVAL_S},
     },
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True

@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("SIGNAL_JWT_SECRET", "test-jwt-secret-0123456789abcdef-xyz")
 
 from signal_project.settings import *  # noqa: E402,F403
-from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_str  # noqa: E402
+from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_int, env_str  # noqa: E402
 
 # SIGNAL_TEST_SLOT (0-5) gives concurrent test runs on one machine their own database and Redis databases.
 _SLOT = int(os.environ.get("SIGNAL_TEST_SLOT", "0"))
@@ -30,7 +30,9 @@ CACHES = {
 SIGNAL_JWT_SECRET = os.environ["SIGNAL_JWT_SECRET"]
 SIGNAL_RECLAIM_IDLE_MS = 500
 SIGNAL_BLOCK_MS = 50
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6, "unacked_restore_interval": 1,
+# A short visibility timeout, except where a test needs production's (TEST_CELERY_VISIBILITY_TIMEOUT)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("TEST_CELERY_VISIBILITY_TIMEOUT", 6),
+                                   "unacked_restore_interval": 1,
                                    "unacked_restore_throttle": 1, "socket_timeout": 10, "socket_connect_timeout": 5}
 # Tests serve no static files; WhiteNoise would only warn that STATIC_ROOT (made by collectstatic) is missing.
 MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]

@@ -17,3 +17,8 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[],
                                                      authentication_classes=[]), name="redoc"),
 ]
+
+handler400 = "webapi.errors.handler400"
+handler403 = "webapi.errors.handler403"
+handler404 = "webapi.errors.handler404"
+handler500 = "webapi.errors.handler500"

@@ -156,3 +156,28 @@ def store_ticks(ticks: Iterable[dict[str, Any]]) -> int:
 
 def store_greeks(rows: list[dict[str, Any]]) -> int:
     return sum(store(greeks_rows(rows), durable=False))
+
+
+# --- reads of stored ticks, where Redis no longer holds them --------------------------------------------------------
+def ticks_before(times: dict[str, float], inclusive: bool = False) -> dict[str, dict[str, Any]]:
+    """Instrument key -> its newest stored tick before tick time ``times[key]`` (at or before, with ``inclusive``),
+    as a tick dict (``ts`` epoch seconds, ``timestamp`` ISO-8601, the quote fields); instruments with none are
+    left out. Ties of time go to the greatest ``source_id``, the order every bar path uses."""
+    if not times:
+        return {}
+    op = "<=" if inclusive else "<"
+    names = ", ".join(f"t.{c}" for c in TICK_COLUMNS[2:])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT k.key, t.time, {names} FROM unnest(%s::text[], %s::timestamptz[]) AS k(key, at) "
+            f"CROSS JOIN LATERAL (SELECT * FROM signal_ticks t WHERE t.instrument_key = k.key AND t.time {op} k.at "
+            "ORDER BY t.time DESC, t.source_id COLLATE \"C\" DESC LIMIT 1) t",
+            [list(times), [to_datetime(ts) for ts in times.values()]])
+        rows = cursor.fetchall()
+    found = {}
+    for key, when, *values in rows:
+        tick = dict(zip(TICK_COLUMNS[2:], values, strict=True))
+        tick.update(instrument_key=key, ts=when.timestamp(), timestamp=when.astimezone(UTC).isoformat(),
+                    symbol_key="@".join(key.split("@")[:2]))
+        found[key] = tick
+    return found

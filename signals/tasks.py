@@ -7,34 +7,27 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-import redis
 from celery import shared_task
 from celery.signals import task_prerun, worker_init
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
-from redis.exceptions import NoScriptError
+from django.db import close_old_connections
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
-from signals.bars import rollup
+from signals.bars import cagg_refresh, retention, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
 from signals.options.history import run_chunk
-from signals.pipeline.batch import process_batch
+from signals.pipeline.attempts import process_until_done
 from signals.schedule.timed import run_schedule
 
-# Connection-level failures of PostgreSQL or Redis: the batch is sent again (to the same queue, backing off up to
-# 30 s) until they pass. Without this a failed task is acknowledged and its ticks, already acknowledged on the tick
-# stream, are lost. Retrying is safe: a batch is idempotent (rows conflict, latest values are last-write-wins, its
-# Redis outputs are written once).
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, NoScriptError)
 
-
-@shared_task(name=PROCESS_TICKS_TASK, autoretry_for=TRANSIENT_ERRORS, max_retries=None, retry_backoff=1,
-             retry_backoff_max=30, retry_jitter=False, serializer=TICKS_SERIALIZER)
-def process_ticks(ticks: list[dict[str, Any]]) -> dict[str, int]:
-    """Process one underlying's normalised ticks from one bridge read (idempotent on re-delivery)."""
-    report = process_batch(ticks)
+# No retry through the broker (it may be the Redis that is down): the batch retries in-process, and its stream
+# entries stay pending until it is done (signals/pipeline/attempts.py).
+@shared_task(name=PROCESS_TICKS_TASK, serializer=TICKS_SERIALIZER)
+def process_ticks(ticks: list[dict[str, Any]], ticket: int | None = None) -> dict[str, int]:
+    """Process one underlying's normalised ticks from one bridge read, in its turn (idempotent on re-delivery)."""
+    report = process_until_done(ticks, ticket)
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 
@@ -59,11 +52,19 @@ def refresh_bar_rollup() -> dict[str, Any]:
     Run by celery-beat every ``SIGNAL_ROLLUP_INTERVAL_S``: the plain-PostgreSQL stand-in for a continuous-aggregate
     refresh policy. Readers fold in what is still pending for their instrument themselves, so a late or skipped run
     only costs the next reader a little more; overlapping runs are safe (they take the same per-instrument locks)."""
-    if not rollup.enabled():  # TimescaleDB: the continuous aggregates' own policies refresh them
-        return {"written": 0, "ranges": 0, "enabled": False}
+    if not rollup.enabled():  # TimescaleDB: policies refresh the aggregates, this only what imports left pending
+        return {"written": 0, "ranges": cagg_refresh.refresh_pending(), "enabled": False}
     done = rollup.refresh_pending(max_ranges=int(settings.SIGNAL_ROLLUP_MAX_RANGES),
                                   budget_s=float(settings.SIGNAL_ROLLUP_BUDGET_S))
     return {**done, "enabled": True}
+
+
+@shared_task(name="signals.enforce_retention", time_limit=900, soft_time_limit=840)
+def enforce_retention() -> dict[str, int]:
+    """Retention as the settings say (`signals.bars.retention`): TimescaleDB's policies brought in line with them,
+    or, on plain PostgreSQL, expired rows deleted a bounded piece at a time within ``SIGNAL_RETENTION_BUDGET_S``
+    (the next run goes on). Run by celery-beat every ``SIGNAL_RETENTION_INTERVAL_S``."""
+    return retention.enforce(budget_s=float(settings.SIGNAL_RETENTION_BUDGET_S))
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)

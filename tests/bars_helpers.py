@@ -69,13 +69,17 @@ def make_ticks(days: list[date], key: str = FUTURE, seed: int = 7, mean_gap_s: f
 
 
 def ticks_frame(ticks: list[dict[str, Any]]) -> pd.DataFrame:
+    """Ticks in bar order: by time, ticks of one instant by ``source_id`` (Python's str order, the byte order of
+    the service's ``COLLATE "C"``) where they have one."""
     frame = pd.DataFrame({
         "time": pd.to_datetime(np.array([t["ts"] for t in ticks]), unit="s", utc=True),
+        "source_id": [t.get("source_id", "") for t in ticks],
         "ltp": [float(t["ltp"]) for t in ticks],
         "volume": [np.nan if t.get("volume") is None else float(t["volume"]) for t in ticks],
         "oi": [np.nan if t.get("oi") is None else float(t["oi"]) for t in ticks],
     })
-    return frame.sort_values("time", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["time", "source_id"], kind="stable").reset_index(drop=True)
+    return frame.drop(columns="source_id")
 
 
 def _per_bar_volume(frame: pd.DataFrame, days: pd.Series) -> pd.Series:
@@ -175,6 +179,12 @@ def normalised_batch(ticks: list[dict[str, Any]], first_id: int = 1,
     from tests.factories import normalised
 
     return [normalised(body, f"{stream}/{first_id + i}-0") for i, body in enumerate(feed_bodies(ticks))]
+
+
+def with_source_ids(ticks: list[dict[str, Any]], first_id: int = 1,
+                    stream: str = "tick_stream:NSE@NIFTY") -> list[dict[str, Any]]:
+    """The ticks with the source ids :func:`normalised_batch` gives them (for references that order ties by it)."""
+    return [{**t, "source_id": f"{stream}/{first_id + i}-0"} for i, t in enumerate(ticks)]
 
 
 def store(ticks: list[dict[str, Any]], first_id: int = 1) -> int:

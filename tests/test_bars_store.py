@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from feed import keys
 from indicators.bars import bucket_start, merge_bars, resample_ticks
-from signals.bars import rollup
+from signals.bars import rollup, timescale
 from signals.bars.grid import Alignment, Grid
 from signals.bars.open_bar import OpenBar
 from signals.bars.rows import bar_dicts, bars_frame, merge_open_bar
@@ -25,13 +25,14 @@ from tests.bars_helpers import (
     FUTURE,
     as_frame,
     assert_same_bars,
+    feed_bodies,
     make_ticks,
     normalised_batch,
     reference_bars,
     session_days,
     ticks_frame,
 )
-from tests.factories import create_config
+from tests.factories import create_config, normalised
 
 pytestmark = pytest.mark.django_db
 DAYS = [date(2025, 6, 19), date(2025, 6, 20), date(2025, 6, 23), date(2025, 6, 30), date(2025, 7, 1)]
@@ -51,8 +52,10 @@ def everything(service: BarsService, timeframe: str, key: str = FUTURE) -> pd.Da
 
 
 def sql_on_ticks(ctx: CaptureQueriesContext) -> int:
-    """Queries that aggregate bars: over raw ticks, or over the one-minute rollup (plain PostgreSQL)."""
-    return sum("signal_ticks" in q["sql"] or rollup.TABLE in q["sql"] for q in ctx.captured_queries)
+    """Queries that aggregate bars: over raw ticks, the one-minute rollup (plain PostgreSQL) or a continuous
+    aggregate (TimescaleDB)."""
+    sources = ("signal_ticks", rollup.TABLE, *timescale.CAGGS)
+    return sum(any(source in q["sql"] for source in sources) for q in ctx.captured_queries)
 
 
 def test_grid_agrees_with_indicators_bucket_start() -> None:
@@ -226,3 +229,42 @@ def test_many_days_of_one_minute_ticks_across_weekends(r: Any) -> None:
     got = service.recent(FUTURE, "1m", ticks[-1]["ts"], 1000)
     assert_same_bars(bars_frame(got), reference_bars(ticks, "1m").tail(1000).reset_index(drop=True))
     assert len(bar_dicts(got)) == 1000
+
+
+def test_ticks_of_one_instant_order_by_source_id_on_every_path(r: Any) -> None:
+    """One-second ``ltt`` feeds give many ticks the same time. Their order in a bar (open, close, last OI) is by
+    source id in byte order on every path: the Redis open bar tick by tick (across batches, and after a seed from
+    SQL), raw ticks, the rollup or continuous aggregates, and the pandas reference. Byte order differs from arrival
+    order here ("s/10" < "s/7"), so a path that follows arrival fails."""
+    def tick(clock: str, price: float, sid: str, oi: int) -> dict[str, Any]:
+        ts = datetime.fromisoformat(f"2025-06-19T{clock}+05:30").timestamp()
+        return {"instrument_key": FUTURE, "ts": ts, "ltp": price, "volume": int(price), "oi": oi,
+                "source_id": f"tick_stream:NSE@NIFTY/{sid}"}
+
+    batches = [
+        [tick("10:00:05", 100, "5-0", 1)],
+        [tick("10:00:15", 101, "7-0", 2), tick("10:00:15", 102, "10-0", 3)],
+        [tick("10:00:15", 103, "8-0", 4)],
+        [tick("10:00:15", 104, "11-0", 5)],  # arrives last, sorts before 8-0: not the close
+        [tick("10:01:05", 200, "20-0", 6)],
+        [tick("10:01:05", 199, "13-0", 7)],  # arrives later, sorts first: the open
+    ]
+    service = BarsService(r)
+    for n, batch in enumerate(batches):
+        bodies = feed_bodies(batch)
+        process_batch([normalised(body, t["source_id"]) for body, t in zip(bodies, batch, strict=True)])
+        if n == 0:
+            everything(service, "1m")  # seeds the open bar from SQL: its ticks' source ids are not known there
+    ticks = [t for batch in batches for t in batch]
+    expected = reference_bars(ticks, "1m")
+    assert expected[["open", "high", "low", "close", "oi"]].values.tolist() == [
+        [100, 104, 100, 103, 4], [199, 200, 199, 200, 6]]
+    live = OpenBar.from_hash(r.hgetall(keys.bars_open("1m", FUTURE)))
+    assert live is not None and live.seeded
+    assert (live.open, live.close, live.oi) == (199, 200, 6)
+    assert_same_bars(everything(service, "1m"), expected)  # closed bars from SQL, the open one from Redis
+    for sources in (set(), None):  # raw ticks; then the rollup or the continuous aggregates
+        r.flushdb()
+        assert_same_bars(everything(BarsService(r, aggregates=sources), "1m"), expected)
+        assert_same_bars(everything(BarsService(r, aggregates=sources), "5m"), reference_bars(ticks, "5m"))
+    assert_same_bars(bars_frame(BarsService(r).bars(FUTURE, "1m", 0, 2e9)), resample_ticks(ticks_frame(ticks), "1m"))

@@ -9,30 +9,35 @@ from typing import Any
 import pytest
 
 from signals.ingest.bridge import BridgeSettings, StreamBridge
+from signals.ingest.entries import EntryLease, acknowledge
 from tests.factories import fields, tick
 
 STREAM = "tick_stream:NSE@NIFTY"
 
 
 class Recorder:
-    """Collects (queue, ticks) the bridge sends; can be told to fail like an unreachable broker."""
+    """Collects (queue, ticks) the bridge sends; can be told to fail like an unreachable broker. With a client, it
+    also acknowledges the entries it gets, as a worker does once their batch is processed."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: Any = None) -> None:
         self.sent: list[tuple[str, list[dict[str, Any]]]] = []
         self.fail = False
+        self.client = client
 
-    def __call__(self, ticks: list[dict[str, Any]], queue: str) -> None:
+    def __call__(self, ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
         if self.fail:
             raise ConnectionError("broker down")
         self.sent.append((queue, ticks))
+        if self.client is not None:
+            acknowledge(self.client, "signal_service", ticks)
 
     @property
     def ticks(self) -> list[dict[str, Any]]:
         return [t for _, batch in self.sent for t in batch]
 
 
-def make_bridge(r: Any, consumer: str = "c1", **overrides: Any) -> tuple[StreamBridge, Recorder]:
-    recorder = Recorder()
+def make_bridge(r: Any, consumer: str = "c1", processed: bool = True, **overrides: Any) -> tuple[StreamBridge, Recorder]:
+    recorder = Recorder(r if processed else None)
     config = replace(BridgeSettings.from_django(), **overrides)
     return StreamBridge(r, config, consumer=consumer, send_task=recorder), recorder
 
@@ -178,13 +183,53 @@ def test_entries_of_a_dead_consumer_are_reclaimed_and_processed(r: Any) -> None:
     assert pending(r) == 5 and dead_recorder.sent == []
 
     survivor = StreamBridge(r, BridgeSettings.from_django(), consumer="survivor",
-                            send_task=lambda ticks, queue: process_batch(ticks))
+                            send_task=lambda ticks, queue, ticket: process_batch(ticks))
     survivor.discover()
     assert survivor.read() == []  # nothing new: the entries belong to the dead consumer
     time.sleep(0.6)
     assert survivor.reclaim() is True
     assert pending(r) == 0
     assert sorted(Tick.objects.values_list("ltp", flat=True)) == [24000, 24001, 24002, 24003, 24004]
+
+
+def test_sent_entries_stay_pending_until_their_batch_is_processed(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge, recorder = make_bridge(r, processed=False)
+    bridge.discover()
+    assert bridge.handle(bridge.read()) == 1
+    assert pending(r) == 1  # on the broker, but not processed: a lost task is sent again
+    acknowledge(r, "signal_service", recorder.ticks)
+    assert pending(r) == 0
+
+
+def test_idle_entries_are_sent_again_only_when_their_queue_has_no_task_waiting(r: Any) -> None:
+    waiting = {"signals": 1}
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=0), consumer="c", send_task=recorder,
+                          queue_lengths=lambda queues: [waiting.get(q, 0) for q in queues])
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert len(recorder.sent) == 1
+    time.sleep(0.6)  # idle past SIGNAL_RECLAIM_IDLE_MS, but the queue still holds a task: it may be that one
+    assert bridge.reclaim() is False and len(recorder.sent) == 1
+    waiting["signals"] = 0  # the queue drained and the entry is still pending: its task was lost with its worker
+    assert bridge.reclaim() is True
+    assert len(recorder.sent) == 2 and recorder.sent[1][1][0]["source_id"] == recorder.sent[0][1][0]["source_id"]
+    assert r.xpending_range(STREAM, "signal_service", "-", "+", 1)[0]["times_delivered"] == 2
+
+
+def test_a_leased_batch_is_not_sent_again_while_its_worker_holds_it(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge, recorder = make_bridge(r, processed=False)
+    bridge.discover()
+    bridge.handle(bridge.read())
+    with EntryLease(r, "signal_service", recorder.ticks, every_s=0.1):  # the worker waits for PostgreSQL
+        time.sleep(0.8)
+        assert bridge.reclaim() is False
+    time.sleep(0.6)  # the worker died: the lease lapsed
+    assert bridge.reclaim() is True and len(recorder.sent) == 2
+    assert r.xpending_range(STREAM, "signal_service", "-", "+", 1)[0]["times_delivered"] == 2  # leases count none
 
 
 def test_entry_delivered_too_often_is_dead_lettered(r: Any) -> None:
@@ -211,7 +256,7 @@ def test_step_discovers_reads_and_reports_work(r: Any) -> None:
 
 def test_batches_grow_while_the_queue_has_a_task_waiting(r: Any) -> None:
     waiting = {"signals": 1}
-    recorder = Recorder()
+    recorder = Recorder(r)
     bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=60_000, batch_size=5), consumer="c",
                           send_task=recorder, queue_lengths=lambda queues: [waiting.get(q, 0) for q in queues])
     bridge.discover()
@@ -232,7 +277,7 @@ def test_batches_grow_while_the_queue_has_a_task_waiting(r: Any) -> None:
 
 
 def test_held_batch_goes_after_max_wait(r: Any) -> None:
-    recorder = Recorder()
+    recorder = Recorder(r)
     bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=100), consumer="c",
                           send_task=recorder, queue_lengths=lambda queues: [1 for _ in queues])
     bridge.discover()
@@ -245,7 +290,7 @@ def test_held_batch_goes_after_max_wait(r: Any) -> None:
 
 
 def test_stopping_sends_what_is_buffered(r: Any) -> None:
-    recorder = Recorder()
+    recorder = Recorder(r)
     bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=60_000), consumer="c",
                           send_task=recorder, queue_lengths=lambda queues: [1 for _ in queues])
     r.xadd(STREAM, fields(tick()))

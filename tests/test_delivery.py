@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,8 @@ from tests.factories import create_config, fields, price_config, tick
 from tests.support import wait_for, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
+# The broker's visibility timeout as in production: the lost message must not be what brings the batch back
+PRODUCTION_VISIBILITY = {"TEST_CELERY_VISIBILITY_TIMEOUT": "300"}
 
 
 def blocked_inserts(conn: psycopg.Connection) -> int:
@@ -39,16 +42,22 @@ def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None
     with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
             psycopg.connect(worker_database_url(), autocommit=True) as observer:
         locker.execute("LOCK TABLE signal_ticks IN EXCLUSIVE MODE")
-        first = start_worker("kill-test", name="doomed")
+        first = start_worker("kill-test", name="doomed", extra_env=PRODUCTION_VISIBILITY)
         assert bridge.handle(bridge.read()) == 20
-        assert r.xpending(STREAM, "signal_service")["pending"] == 0  # the bridge's part is done
         wait_for(lambda: blocked_inserts(observer) == 1)
+        time.sleep(0.8)  # past SIGNAL_RECLAIM_IDLE_MS: the worker's lease keeps its entries from looking idle
+        assert bridge.reclaim() is False
         first.stop(kill=True)  # SIGKILL mid-task: no chance to ack or requeue
         locker.rollback()
 
     assert Tick.objects.count() == 0
-    start_worker("kill-test", name="survivor")
+    assert r.xpending(STREAM, "signal_service")["pending"] == 20  # only a finished batch acknowledges its entries
+    start_worker("kill-test", name="survivor", extra_env=PRODUCTION_VISIBILITY)
+    time.sleep(0.8)
+    # Sent again from the stream at once, not after the broker's visibility timeout for the lost message.
+    assert bridge.reclaim() is True
     wait_for(lambda: Tick.objects.count() == 20, timeout=40)
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
     wait_for(lambda: ComputedSignal.objects.count() == 20)  # written later in the same batch
     outputs = [json.loads(e[1][b"data"]) for e in r.xrange(keys.output_stream("NSE@NIFTY"))]
     assert sorted(o["tick_data"]["ltp"] for o in outputs) == [24000 + i for i in range(20)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -11,13 +12,14 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 
 from feed import keys
 from feed.simulator import NiftySession, encode
 from signal_project.asgi import application
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from signals.pipeline.batch import process_batch
-from tests.factories import create_config
+from tests.factories import create_config, fields, tick
 from tests.greeks_helpers import (
     EXPIRY,
     SPOT,
@@ -331,3 +333,46 @@ async def test_demo_feed_end_to_end_through_bridge_worker_api_and_websocket(
     assert body["greeks"] == frame["data"]["greeks"] and body["status"] == "ok"
     await ws.disconnect()
     await close_thread_connections()
+
+
+def _out_of_order_bridge(r: Any) -> Any:
+    return StreamBridge(r, BridgeSettings.from_django(), consumer="c",
+                        send_task=lambda ticks, queue, ticket: process_batch(ticks), queue_lengths=lambda qs: [0] * len(qs))
+
+
+def _step_until_sent(bridge: Any, r: Any, option: str, seconds: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds and not r.exists(keys.latest_result("greeks", option)):
+        bridge.step()
+    return time.monotonic() - started
+
+
+@pytest.mark.django_db
+def test_an_option_tick_that_arrives_before_its_underlyings_waits_for_it_and_is_not_stale(r: Any) -> None:
+    create_config(greeks_config())
+    option = option_key("call", 24000)
+    r.xadd("tick_stream:NSE@NIFTY", fields(tick(SPOT, 23900, at=0)))  # a minute old: stale at the option's time
+    r.xadd("tick_stream:NSE@NIFTY-options", fields(tick(option, 120, at=60)))
+    bridge = _out_of_order_bridge(r)
+    bridge.discover()
+    bridge.step()  # reads both ticks; the option (and the spot's batch with it) waits
+    assert not r.exists(keys.latest_result("greeks", option))
+    time.sleep(0.05)
+    r.xadd("tick_stream:NSE@NIFTY", fields(tick(SPOT, 24010, at=59.5)))  # 50 ms later, on another stream
+    _step_until_sent(bridge, r, option, 5)
+    greeks = greeks_of(r, option)["ltp"]
+    assert greeks["underlying_price"] == 24010 and greeks["stale_underlying"] is False
+
+
+@pytest.mark.django_db
+def test_an_option_tick_whose_underlying_does_not_come_is_priced_after_the_wait_and_flagged_stale(r: Any) -> None:
+    create_config(greeks_config())
+    option = option_key("call", 24000)
+    r.xadd("tick_stream:NSE@NIFTY", fields(tick(SPOT, 23900, at=0)))
+    r.xadd("tick_stream:NSE@NIFTY-options", fields(tick(option, 120, at=60)))
+    bridge = _out_of_order_bridge(r)
+    bridge.discover()
+    waited = _step_until_sent(bridge, r, option, 5)
+    greeks = greeks_of(r, option)["ltp"]
+    assert greeks["underlying_price"] == 23900 and greeks["stale_underlying"] is True
+    assert waited >= settings.SIGNAL_UNDERLYING_WAIT_MS / 1000

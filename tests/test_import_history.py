@@ -155,3 +155,78 @@ def test_empty_or_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(CommandError, match="no header"):
         run(tmp_path / "empty.csv")
+
+
+# --- the continuous aggregates after an import (TimescaleDB; plain PostgreSQL checks the same bars) ------------
+def tick_file(tmp_path: Path, ticks: list[dict[str, Any]]) -> Path:
+    rows = [[t["instrument_key"], datetime.fromtimestamp(t["ts"], UTC).isoformat(), t["ltp"], t["volume"] or "",
+             t["oi"] or ""] for t in ticks]
+    return write(tmp_path / "ticks.csv", ["instrument_key", "time", "ltp", "volume", "oi"], rows)
+
+
+def pending_ranges(key: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM signal_bars_rollup_pending WHERE instrument_key = %s", [key])
+        return cursor.fetchone()[0]
+
+
+def test_an_import_inside_a_transaction_reads_raw_ticks_until_refreshed(tmp_path: Path, r: Any) -> None:
+    """Inside a transaction (this test's) the aggregates cannot be refreshed: the range stays pending and the bars
+    service aggregates it from raw ticks, with the same bars."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from signals.bars import cagg_refresh, timescale
+
+    ticks = make_ticks([date(2025, 6, 19)], seed=12, mean_gap_s=30)
+    run(tick_file(tmp_path, ticks), "--no-progress")
+    with CaptureQueriesContext(connection) as queries:
+        got = bars_frame(BarsService(r).bars(FUTURE, "5m", 0, 2e9))
+    assert_same_bars(got, reference_bars(ticks, "5m"))
+    if cagg_refresh.in_use():
+        assert pending_ranges(FUTURE) == 1
+        assert not cagg_refresh.is_current(FUTURE, ticks[0]["ts"], ticks[-1]["ts"])
+        assert cagg_refresh.is_current(FUTURE, ticks[-1]["ts"] + 1, ticks[-1]["ts"] + 86_400)
+        sql = " ".join(q["sql"] for q in queries.captured_queries)
+        assert "FROM signal_ticks" in sql and not any(name in sql for name in timescale.CAGGS)
+        with pytest.raises(RuntimeError, match="transaction block"):
+            cagg_refresh.refresh_pending()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_outside_a_transaction_refreshes_the_aggregates(tmp_path: Path, r: Any) -> None:
+    """Outside a transaction the import refreshes the aggregates itself: nothing stays pending, the one-minute
+    aggregate's materialisation holds every imported minute, and bars are read from the aggregates."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from signals.bars import cagg_refresh, timescale
+    from signals.models import Tick
+
+    key = "NSE@NIFTY@futures@2025-08-28"
+    # a day before every other test's ticks: a refresh leaves the aggregates' watermark after what it materialised,
+    # and ticks stored below a watermark stay out of an aggregate until it is refreshed over them
+    ticks = make_ticks([date(2024, 1, 10)], key=key, seed=13, mean_gap_s=30)
+    try:
+        run(tick_file(tmp_path, ticks), "--no-progress")
+        assert pending_ranges(key) == 0
+        with CaptureQueriesContext(connection) as queries:
+            got = bars_frame(BarsService(r).bars(key, "1m", 0, 2e9))
+        expected = reference_bars(ticks, "1m")
+        assert_same_bars(got, expected)
+        if cagg_refresh.in_use():
+            sql = " ".join(q["sql"] for q in queries.captured_queries)
+            assert "FROM signal_bars_1m" in sql and "FROM signal_ticks" not in sql
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT materialization_hypertable_schema, materialization_hypertable_name "
+                               "FROM timescaledb_information.continuous_aggregates WHERE view_name = 'signal_bars_1m'")
+                table = '"{}"."{}"'.format(*cursor.fetchone())
+                cursor.execute(f"SELECT count(*) FROM {table} WHERE instrument_key = %s", [key])
+                assert cursor.fetchone()[0] == len(expected)
+    finally:  # the flush at the end of the test empties the tables, not the aggregates' materialisation
+        Tick.objects.filter(instrument_key=key).delete()
+        if cagg_refresh.in_use():
+            timescale.refresh_range(datetime.fromtimestamp(ticks[0]["ts"], UTC),
+                                    datetime.fromtimestamp(ticks[-1]["ts"], UTC))

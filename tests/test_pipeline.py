@@ -13,7 +13,7 @@ from signals.delivery import outputs
 from signals.pipeline.batch import match_configs, process_batch, run_grouped
 from signals.pipeline.computations import COMPUTATIONS, ordered
 from signals.pipeline.context import BatchContext
-from tests.factories import create_config, normalised, price_config, tick
+from tests.factories import create_config, fields, normalised, price_config, tick
 
 OPTION = "NSE@NIFTY@options@2025-06-26@call@24000"
 pytestmark = pytest.mark.django_db
@@ -49,16 +49,58 @@ def test_a_batch_overlapping_stored_ticks_stores_only_its_new_ticks_and_their_re
     assert sorted(ComputedSignal.objects.values_list("results__ltp", flat=True)) == [120, 24000, 24010]
 
 
-def test_a_redelivered_batch_writes_its_outputs_once(r: Any) -> None:
+def pending_batch(r: Any, *specs: tuple[str, float, float], stream: str = "tick_stream:NSE@NIFTY") -> list[dict]:
+    """Ticks as a worker gets them: entries XADDed to ``stream`` and read by the consumer group (so pending)."""
+    from django.conf import settings
+
+    ids = [r.xadd(stream, fields(tick(key, ltp, at=at))).decode() for key, ltp, at in specs]
+    r.xgroup_create(stream, settings.SIGNAL_CONSUMER_GROUP, id="0", mkstream=True)
+    r.xreadgroup(settings.SIGNAL_CONSUMER_GROUP, "bridge", {stream: ">"})
+    return [normalised(tick(key, ltp, at=at), f"{stream}/{entry_id}")
+            for (key, ltp, at), entry_id in zip(specs, ids, strict=True)]
+
+
+def test_a_redelivered_batch_writes_its_outputs_once_and_acknowledges_its_entries(r: Any) -> None:
+    from django.conf import settings
+
     create_config(price_config())
-    ticks = batch(("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1))
+    ticks = pending_batch(r, ("NSE@NIFTY@index", 24000, 0), (OPTION, 120, 1))
+    assert r.xpending("tick_stream:NSE@NIFTY", settings.SIGNAL_CONSUMER_GROUP)["pending"] == 2
     process_batch(ticks)
+    assert r.xpending("tick_stream:NSE@NIFTY", settings.SIGNAL_CONSUMER_GROUP)["pending"] == 0
     process_batch(list(reversed(ticks)))  # as Celery redelivers it (order does not matter)
     assert r.xlen(keys.output_stream("NSE@NIFTY")) == 2
     assert r.llen(keys.output_list(OPTION)) == 1
+    assert not r.exists(keys.emitted_entries("tick_stream:NSE@NIFTY"))  # markers live only while a batch is open
 
-    process_batch(batch(("NSE@NIFTY@index", 24000, 0), stream="tick_stream:other"))  # other entries: new outputs
+    process_batch(pending_batch(r, ("NSE@NIFTY@index", 24000, 0), stream="tick_stream:other"))  # new entries
     assert r.xlen(keys.output_stream("NSE@NIFTY")) == 3
+
+
+def test_reclaimed_entries_regrouped_into_other_batches_write_their_outputs_once(r: Any, monkeypatch: Any) -> None:
+    from signals import storage
+
+    config = create_config(price_config())
+    ticks = pending_batch(r, ("NSE@NIFTY@index", 24000, 0), ("NSE@NIFTY@index", 24001, 1),
+                          ("NSE@NIFTY@index", 24002, 2))
+    real_store = storage.store
+
+    def worker_dies(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("worker killed after writing the batch's outputs")
+
+    monkeypatch.setattr(storage, "store", worker_dies)
+    with pytest.raises(SystemExit):
+        process_batch(ticks[:2])
+    monkeypatch.setattr(storage, "store", real_store)
+    assert r.xlen(keys.output_stream("NSE@NIFTY")) == 2  # written, but the entries are still pending
+
+    process_batch([ticks[1], ticks[2]])  # the bridge regrouped the reclaimed entries with a new one
+    process_batch([ticks[0]])
+    records = [json.loads(e[1][b"data"]) for e in r.xrange(keys.output_stream("NSE@NIFTY"))]
+    assert sorted(rec["tick_data"]["ltp"] for rec in records) == [24000, 24001, 24002]
+    assert [json.loads(x)["tick_data"]["ltp"] for x in r.lrange(keys.output_list("NSE@NIFTY@index"), 0, -1)] == [
+        24002, 24001, 24000]
+    assert {rec["record_id"] for rec in records} == {f"{config.id}:{t['source_id']}" for t in ticks}
 
 
 def test_same_time_different_entries_are_both_kept() -> None:
@@ -232,3 +274,49 @@ def test_computations_run_after_the_ones_they_read() -> None:
     assert moneyness.after == ("greeks",)
     with pytest.raises(ValueError, match="runs before"):
         ordered(moneyness, greeks)
+
+
+def test_a_batch_retried_after_a_storage_failure_computes_what_an_undisturbed_run_does(r: Any,
+                                                                                     monkeypatch: Any) -> None:
+    from django.db import OperationalError
+
+    from signals import storage
+    from signals.models import ComputedSignal
+    from signals.pipeline.attempts import process_until_done
+
+    create_config(price_config())
+    create_config(price_config("bank-price", pattern="NSE@BANKNIFTY@*"))
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    process_batch(batch(("NSE@BANKNIFTY@index", 52000, 0), stream="tick_stream:NSE@BANKNIFTY"))
+    real_store, failures = storage.store, []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "store", fails_once)
+    process_until_done(batch(("NSE@NIFTY@index", 24012, 1), stream="tick_stream:retry"))  # latest moved, then failed
+    monkeypatch.setattr(storage, "store", real_store)
+    process_batch(batch(("NSE@BANKNIFTY@index", 52012, 1), stream="tick_stream:calm"))  # the same, undisturbed
+    assert failures == [1]
+
+    def second_result(key: str) -> dict:
+        rows = ComputedSignal.objects.filter(instrument_key=key).order_by("time")
+        return {k: v for k, v in rows[1].results.items() if k not in ("timestamp", "previous_timestamp")}
+
+    retried, calm = second_result("NSE@NIFTY@index"), second_result("NSE@BANKNIFTY@index")
+    assert retried["previous_ltp"] == 24000 and retried["change"] == 12
+    assert (calm["previous_ltp"], calm["change"]) == (52000, 12)
+
+
+def test_underlying_history_lost_by_redis_comes_from_the_stored_ticks(r: Any) -> None:
+    from tests.greeks_helpers import greeks_config, greeks_of
+
+    create_config(greeks_config())
+    process_batch(batch(("NSE@NIFTY@index", 24000, 0)))
+    r.delete(keys.price_history("NSE@NIFTY@index"), keys.latest_tick("NSE@NIFTY@index"))  # a restart without AOF
+    process_batch(batch((OPTION, 120, 1), stream="tick_stream:options"))
+    greeks = greeks_of(r, OPTION)["ltp"]
+    assert greeks["status"] == "ok" and greeks["underlying_price"] == 24000 and greeks["stale_underlying"] is False

@@ -15,10 +15,11 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from configs import changes
 from configs.frequency import parse_frequency
 from configs.models import SignalConfig
-from configs.scheduling import next_run, sync_schedules
+from configs.registry import registry
+from configs.scheduling import next_run, schedule_period, sync_schedules
 from feed import keys
-from signals.pipeline.batch import process_batch
-from signals.schedule.timed import run_schedule
+from signals.pipeline.batch import process_batch, run_configs
+from signals.schedule.timed import latest_ticks, run_schedule
 from tests.factories import create_config, normalised, price_config, tick
 from tests.support import wait_for
 
@@ -171,3 +172,31 @@ def test_scheduled_task_runs_by_name_in_a_real_worker(r: Any, start_worker: Any)
     # The worker takes tasks in order: once the second has written, the first has run, and found nothing enabled.
     wait_for(lambda: records(r, "NSE@BANKNIFTY@index"), timeout=30)
     assert len(records(r, "NSE@NIFTY@index")) == 1
+
+
+def test_schedule_periods_name_the_interval_slice_or_the_latest_cron_firing() -> None:
+    ist = ZoneInfo("Asia/Kolkata")
+    every = parse_frequency("30s")
+    assert schedule_period(every, datetime(2025, 6, 20, 9, 30, 1, tzinfo=ist)) == schedule_period(
+        every, datetime(2025, 6, 20, 9, 30, 29, tzinfo=ist))
+    assert schedule_period(every, datetime(2025, 6, 20, 9, 30, 29, tzinfo=ist)) != schedule_period(
+        every, datetime(2025, 6, 20, 9, 30, 31, tzinfo=ist))
+    daily = parse_frequency("daily@15:30")
+    assert schedule_period(daily, datetime(2025, 6, 20, 16, 5, tzinfo=ist)).endswith("@2025-06-20T15:30")
+    assert schedule_period(daily, datetime(2025, 6, 20, 15, 29, tzinfo=ist)).endswith("@2025-06-19T15:30")
+
+
+@pytest.mark.django_db
+def test_a_retried_time_driven_run_writes_its_period_once(r: Any) -> None:
+
+    create_config(price_config("every-minute", frequency="every_minute"))
+    process_batch([normalised(tick("NSE@NIFTY@index", 24000, at=0), "tick_stream:NSE@NIFTY/1-0")])
+    registry.refresh()
+    configs = registry.by_schedule("every-60s")
+    ticks, previous = latest_ticks(["NSE@NIFTY@index"])
+    first = run_configs(configs, ticks, previous, run="every-60s@1")
+    run_configs(configs, ticks, previous, run="every-60s@1")  # the task retried, or a second beat: same period
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 1
+    run_configs(configs, ticks, previous, run="every-60s@2")  # the next period
+    assert r.llen(keys.output_list("NSE@NIFTY@index")) == 2
+    assert first[0][0]["record_id"].startswith(f"{configs[0].id}:every-60s@1:")

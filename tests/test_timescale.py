@@ -5,7 +5,9 @@ the last test, which needs the extension (skipped where it is not available)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -15,7 +17,15 @@ from signals.bars import timescale
 from signals.bars.rows import bars_frame
 from signals.bars.sql import aggregate_for
 from signals.bars.store import BarsService
-from tests.bars_helpers import FUTURE, assert_same_bars, make_ticks, reference_bars, session_days, store
+from tests.bars_helpers import (
+    FUTURE,
+    assert_same_bars,
+    make_ticks,
+    reference_bars,
+    session_days,
+    store,
+    with_source_ids,
+)
 
 IST = "Asia/Kolkata"
 
@@ -39,8 +49,10 @@ def test_continuous_aggregate_sql() -> None:
                           "timescaledb.materialized_only = false) AS SELECT instrument_key, ")
     assert ("time_bucket(INTERVAL '5 minutes', time, origin => TIMESTAMPTZ '2000-01-03T09:15:00+05:30') AS bucket"
             in sql)
-    for part in ("first(ltp, time) AS open", "last(ltp, time) AS close", "max(volume)::float8 AS vmax",
-                 "last(oi, time) FILTER (WHERE oi IS NOT NULL) AS oi", "GROUP BY instrument_key, bucket"):
+    for part in ('(array_agg(ltp ORDER BY time, source_id COLLATE "C"))[1] AS open',
+                 '(array_agg(ltp ORDER BY time DESC, source_id COLLATE "C" DESC))[1] AS close',
+                 "max(volume)::float8 AS vmax", "FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi",
+                 "GROUP BY instrument_key, bucket"):
         assert part in sql
     assert sql.endswith("WITH NO DATA")
     assert "time_bucket(INTERVAL '1 hour'" not in sql
@@ -64,13 +76,15 @@ def test_setup_statements_cover_every_table_and_aggregate() -> None:
         assert any(s.startswith(f"SELECT create_hypertable('{table}'") for s in statements)
         assert any(s.startswith(f"SELECT add_compression_policy('{table}'") for s in statements)
         assert any(s.startswith(f"SELECT add_retention_policy('{table}'") for s in statements)
-    for name in ("signal_bars_1m", "signal_bars_5m", "signal_bars_15m", "signal_bars_1h", "signal_bars_1d"):
+    for name in ("signal_bars_1m", "signal_bars_5m", "signal_bars_15m", "signal_bars_1d"):
         create = next(i for i, s in enumerate(statements) if f"VIEW IF NOT EXISTS {name} " in s)
         assert statements[create + 1].startswith(f"SELECT add_continuous_aggregate_policy('{name}'")
     without = timescale.setup_statements(timescale.Policies(), "09:15", IST, with_aggregates=False)
     assert not any("MATERIALIZED VIEW" in s for s in without)
-    assert all(s.startswith(("DROP MATERIALIZED VIEW IF EXISTS", "SELECT remove_"))
-               for s in timescale.teardown_statements())
+    assert not any("signal_bars_1h" in s for s in statements)  # never read: not created
+    teardown = timescale.teardown_statements()
+    assert all(s.startswith(("DROP MATERIALIZED VIEW IF EXISTS", "SELECT remove_")) for s in teardown)
+    assert "DROP MATERIALIZED VIEW IF EXISTS signal_bars_1h CASCADE" in teardown  # an earlier layout's
 
 
 def test_versions_and_aggregate_choice() -> None:
@@ -88,12 +102,41 @@ def test_versions_and_aggregate_choice() -> None:
     assert aggregate_for(parse_timeframe("5m"), set()) is None
 
 
-# --- plain PostgreSQL -------------------------------------------------------------------------------------------
+# --- detection: by what works -------------------------------------------------------------------------------
+def _preloaded(cursor: Any) -> bool:
+    cursor.execute("SELECT current_setting('shared_preload_libraries')")
+    return "timescaledb" in [name.strip() for name in cursor.fetchone()[0].split(",")]
+
+
+def _listed(cursor: Any) -> bool:
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return cursor.fetchone() is not None
+
+
+@pytest.mark.django_db
+def test_detection_creates_the_extension_instead_of_trusting_the_listing() -> None:
+    """available() says yes exactly where creating the extension works: listed *and* preloaded. Where it is
+    listed but not preloaded (the files are shared by every cluster of the version), CREATE EXTENSION ends the
+    session with a FATAL error; the probe runs on its own connection, so this one stays usable. CI runs this on
+    both outcomes: on plain PostgreSQL after installing the TimescaleDB files (listed, not preloaded: no) and on
+    the TimescaleDB cluster (yes)."""
+    with connection.cursor() as cursor:
+        listed, preloaded = _listed(cursor), _preloaded(cursor)
+        installed = timescale.installed_version(cursor)
+    works = timescale.available(connection)
+    assert works == (listed and preloaded)
+    with connection.cursor() as cursor:  # the test's own connection survived the probe
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+        assert timescale.installed_version(cursor) == installed  # the probe rolled back what it created
+    assert timescale.apply(connection) == ("timescaledb" if works else "plain")
+
+
 @pytest.mark.django_db
 def test_plain_postgresql_keeps_plain_indexed_tables() -> None:
+    if timescale.available(connection):
+        pytest.skip("TimescaleDB works here: see test_timescaledb_layout")
     with connection.cursor() as cursor:
-        if timescale.available(cursor):
-            pytest.skip("TimescaleDB is available here: see test_timescaledb_layout")
         assert timescale.installed_version(cursor) is None
         assert timescale.existing_aggregates(cursor) == set()
         assert timescale.apply(connection) == "plain"  # what migration 0002 did
@@ -108,14 +151,6 @@ def test_plain_postgresql_keeps_plain_indexed_tables() -> None:
 
 LOOK_ALIKES = """
 CREATE SCHEMA tsemu;
-CREATE TYPE tsemu.tv AS (t timestamptz, v float8);
-CREATE FUNCTION tsemu.first_s(s tsemu.tv, v float8, t timestamptz) RETURNS tsemu.tv IMMUTABLE LANGUAGE sql
-  AS $$ SELECT CASE WHEN s IS NULL OR t < s.t THEN ROW(t, v)::tsemu.tv ELSE s END $$;
-CREATE FUNCTION tsemu.last_s(s tsemu.tv, v float8, t timestamptz) RETURNS tsemu.tv IMMUTABLE LANGUAGE sql
-  AS $$ SELECT CASE WHEN s IS NULL OR t > s.t THEN ROW(t, v)::tsemu.tv ELSE s END $$;
-CREATE FUNCTION tsemu.tv_v(s tsemu.tv) RETURNS float8 IMMUTABLE LANGUAGE sql AS $$ SELECT (s).v $$;
-CREATE AGGREGATE tsemu.first(float8, timestamptz) (SFUNC = tsemu.first_s, STYPE = tsemu.tv, FINALFUNC = tsemu.tv_v);
-CREATE AGGREGATE tsemu.last(float8, timestamptz) (SFUNC = tsemu.last_s, STYPE = tsemu.tv, FINALFUNC = tsemu.tv_v);
 CREATE FUNCTION tsemu.time_bucket(bucket_width interval, ts timestamptz, origin timestamptz) RETURNS timestamptz
   IMMUTABLE LANGUAGE sql AS $$ SELECT date_bin(bucket_width, ts, origin) $$;
 CREATE FUNCTION tsemu.time_bucket(bucket_width interval, ts timestamptz, timezone text) RETURNS timestamptz
@@ -155,9 +190,9 @@ def test_aggregate_queries_and_the_aggregate_read_path_on_look_alikes(timeframe:
 # --- TimescaleDB (runs where the extension exists) ----------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_timescaledb_layout(r: Any) -> None:
+    if not timescale.available(connection):
+        pytest.skip("TimescaleDB does not work in this PostgreSQL (see the detection tests)")
     with connection.cursor() as cursor:
-        if not timescale.available(cursor):
-            pytest.skip("TimescaleDB is not available in this PostgreSQL (pg_available_extensions)")
         assert timescale.apply(connection) == "timescaledb"  # idempotent: migration 0002 already ran it
         version = timescale.installed_version(cursor)
         assert version is not None
@@ -181,14 +216,20 @@ def test_timescaledb_layout(r: Any) -> None:
         assert cursor.fetchone()[0] >= len(timescale.CAGGS)
     # recent days (the retention policy drops chunks older than a year)
     days = session_days(datetime.now(UTC).date() - timedelta(days=20), 3)
-    ticks = make_ticks(days, seed=8)
-    store(ticks)
+    # every 40th tick again at the same instant with another price: ties, ordered by source id on every path
+    # (the tie's id sorts before or after the original's, depending on its digits)
+    plain = with_source_ids(make_ticks(days, seed=8))
+    ties = with_source_ids([{**t, "ltp": t["ltp"] + 3.0, "oi": None if t["oi"] is None else t["oi"] + 7}
+                            for t in plain[::40]], first_id=5_000_000)
+    store(plain)
+    store(ties, first_id=5_000_000)
+    ticks = sorted(plain + ties, key=lambda t: (t["ts"], t["source_id"]))
     first = datetime.fromtimestamp(ticks[0]["ts"], UTC)
     last = datetime.fromtimestamp(ticks[-1]["ts"], UTC)
     timescale.refresh_range(first, last)
-    late_tick = {**ticks[100], "ts": ticks[100]["ts"] + 0.5, "ltp": 1.0}
+    late_tick = {**ticks[100], "ts": ticks[100]["ts"] + 0.5, "ltp": 1.0, "source_id": "tick_stream:NSE@NIFTY/10000000-0"}
     store([late_tick], first_id=10_000_000)  # into a materialised bucket: visible after the next refresh
-    with_late = sorted([*ticks, late_tick], key=lambda t: t["ts"])
+    with_late = sorted([*ticks, late_tick], key=lambda t: (t["ts"], t["source_id"]))
     service = BarsService(r)
     with connection.cursor() as cursor:
         assert "signal_bars_1m" in timescale.existing_aggregates(cursor)
@@ -199,3 +240,72 @@ def test_timescaledb_layout(r: Any) -> None:
         got = bars_frame(service.bars(FUTURE, timeframe, lo, hi))
         assert_same_bars(got, reference_bars(with_late, timeframe))
         assert (got["low"] == 1.0).any()
+    # bit for bit: every aggregate read equals the raw-tick query (ties, volume runs, OI and its time included)
+    from signals.bars.grid import Alignment
+    from signals.bars.sql import query_bars
+
+    align = Alignment(dtime(9, 15), IST)
+    day_lo = datetime.combine(days[0] - timedelta(days=1), dtime(0), ZoneInfo(IST)).timestamp()
+    day_hi = datetime.combine(days[-1] + timedelta(days=2), dtime(0), ZoneInfo(IST)).timestamp()
+    for timeframe in ("1m", "5m", "15m", "1h", "1d"):
+        source = aggregate_for(parse_timeframe(timeframe), set(timescale.CAGGS))
+        raw = query_bars(timeframe, align, FUTURE, day_lo, day_hi, "raw")
+        assert len(raw) > 2 and query_bars(timeframe, align, FUTURE, day_lo, day_hi, source) == raw
+    # the same over compressed chunks (what the compression policy makes of them after a day)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM "
+                       "show_chunks('signal_ticks', older_than => now() - INTERVAL '2 days') c")
+        assert cursor.fetchone()[0] >= 3
+    timescale.refresh_range(first, last)
+    for timeframe in ("1m", "7m", "1d"):
+        r.flushdb()
+        assert_same_bars(bars_frame(service.bars(FUTURE, timeframe, lo, hi)), reference_bars(with_late, timeframe))
+        assert_same_bars(bars_frame(BarsService(r, aggregates=set()).bars(FUTURE, timeframe, lo, hi)),
+                         reference_bars(with_late, timeframe))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipeline_ticks_below_the_watermark_are_read_raw_then_refreshed(r: Any) -> None:
+    """A replay of a past session through the pipeline (or a late tick) lands below the aggregates' watermark,
+    where real-time aggregation does not look: the batch's range is recorded, reads aggregate it from raw ticks,
+    and the beat task's refresh brings it into the aggregates. (Moves the watermark to recent days: keep this file
+    last in a TimescaleDB run.)"""
+    from django.db import connection as conn
+
+    from signals.bars import cagg_refresh
+    from signals.models import Tick
+    from signals.pipeline.batch import process_batch
+    from signals.tasks import refresh_bar_rollup
+    from tests.bars_helpers import normalised_batch
+
+    if not timescale.available(connection) or not cagg_refresh.in_use():
+        pytest.skip("no continuous aggregates here: the rollup's triggers record every write (test_bar_rollup)")
+    recent = make_ticks(session_days(datetime.now(UTC).date() - timedelta(days=10), 1), key="NSE@NIFTY@index",
+                        seed=41, mean_gap_s=600)
+    store(recent, first_id=20_000_000)
+    timescale.refresh_range(datetime.fromtimestamp(recent[0]["ts"], UTC), datetime.fromtimestamp(recent[-1]["ts"], UTC))
+    mark = cagg_refresh.watermark()
+    assert mark is not None and mark > recent[0]["ts"]
+    replay = make_ticks([date(2025, 6, 25)], seed=42, mean_gap_s=60)
+    try:
+        for i in range(0, len(replay), 200):
+            process_batch(normalised_batch(replay[i:i + 200], first_id=30_000_000 + i))
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM signal_bars_rollup_pending WHERE instrument_key = %s", [FUTURE])
+            assert cursor.fetchone()[0] >= len(replay) // 200
+        lo, hi = replay[0]["ts"] - 86_400, replay[-1]["ts"] + 86_400
+        assert not cagg_refresh.is_current(FUTURE, lo, hi)
+        for timeframe in ("5m", "1d"):
+            r.flushdb()
+            assert_same_bars(bars_frame(BarsService(r).bars(FUTURE, timeframe, lo, hi)),
+                             reference_bars(replay, timeframe))
+        assert refresh_bar_rollup.apply().get()["ranges"] >= len(replay) // 200  # the beat task's refresh
+        assert cagg_refresh.is_current(FUTURE, lo, hi)
+        for timeframe in ("5m", "1d"):
+            r.flushdb()
+            assert_same_bars(bars_frame(BarsService(r).bars(FUTURE, timeframe, lo, hi)),
+                             reference_bars(replay, timeframe))
+    finally:
+        Tick.objects.filter(time__lt=datetime.now(UTC) - timedelta(days=400)).delete()
+        timescale.refresh_range(datetime.fromtimestamp(replay[0]["ts"], UTC),
+                                datetime.fromtimestamp(replay[-1]["ts"], UTC))

@@ -17,6 +17,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from webapi.dependencies import REDIS_DOWN
+from webapi.limits import text_problem
 
 
 class TokenError(Exception):
@@ -80,6 +81,9 @@ def decode_token(token: str) -> PlatformUser:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise TokenError("invalid token: sub must be a non-empty string")
+    problem = text_problem(sub)
+    if problem:  # the sub is stored as the author of changes
+        raise TokenError(f"invalid token: sub {problem}")
     scopes = frozenset(str(claims.get("scope") or "").split())
     return PlatformUser(sub=sub, scopes=scopes, claims=claims)
 

@@ -30,8 +30,9 @@ class OptionGreeksSerializer(serializers.Serializer):
 
 class IndicatorSpecSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="a pandas_ta indicator, e.g. rsi, macd, bbands")
-    parameters = serializers.DictField(required=False, help_text="the indicator's pandas_ta keyword arguments")
-    output_key = serializers.CharField(required=False)
+    parameters = serializers.DictField(required=False, allow_null=True,
+                                       help_text="the indicator's pandas_ta keyword arguments (null: none)")
+    output_key = serializers.CharField(required=False, allow_null=True, help_text="null: pandas_ta's column names")
 
 
 class InternalFunctionSpecSerializer(serializers.Serializer):
@@ -51,7 +52,7 @@ class ExternalFunctionSpecSerializer(serializers.Serializer):
 
 class MoneynessSpecSerializer(serializers.Serializer):
     underlying = serializers.CharField(help_text="e.g. NSE@NIFTY@index")
-    expiry = serializers.DateField(required=False)
+    expiry = serializers.DateField(required=False, allow_null=True, help_text="null or absent: the nearest expiry")
     levels = serializers.ListField(child=serializers.CharField(), help_text="ATM, ITMn, OTMn, ITM, OTM, Dnn")
     strike_step = serializers.FloatField(required=False)
 

@@ -8,10 +8,9 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -30,37 +29,31 @@ from configs.models import ConfigRevision, ExternalFunction, SignalConfig
 from configs.validation import ConfigError
 from feed.instruments import InstrumentKeyError, normalise_pattern
 from webapi.errors import BadParameter, NotFound
+from webapi.params import Pagination
 
-ErrorSerializer = inline_serializer("ConfigError", {
-    "error": inline_serializer("ConfigErrorBody", {
-        "code": serializers.CharField(),
-        "message": serializers.CharField(),
-        "field": serializers.CharField(required=False, help_text="path of the first failing field, e.g. "
-                                                                 "technical_indicators[0].parameters.length"),
-        "details": serializers.DictField(required=False, help_text="every failing field path -> its messages"),
-    }),
-})
-ERRORS = {400: ErrorSerializer, 401: OpenApiResponse(description="missing or invalid token"),
-          403: OpenApiResponse(description="the token lacks the signals:write scope")}
-
-
-class Pagination(LimitOffsetPagination):
-    default_limit = 50
-    max_limit = 500
+# Error statuses and their envelope are added to every operation by webapi.schema.document_errors.
+ErrorSerializer = OpenApiResponse(description="no such id")
+ERRORS = {400: OpenApiResponse(description="invalid body or parameter: field names the first failing path, "
+                                           "details lists the failing paths (at most 20), omitted counts the rest")}
+CONFLICT = {409: OpenApiResponse(description="a concurrent change took the same name")}
 
 
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "in_use"
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, field: str | None = None, code: str | None = None):
+        super().__init__(message, code)
         self.field = field
 
 
-def config_invalid(exc: ConfigError) -> exceptions.ValidationError:
+def config_invalid(exc: ConfigError) -> exceptions.APIException:
     """Every failing field path with its messages, in the order found: the first one becomes ``error.field``."""
-    return exceptions.ValidationError(exc.as_dict())
+    if isinstance(exc, changes.ConfigConflict):
+        return Conflict(exc.errors[0][1], field="name", code="conflict")
+    invalid = exceptions.ValidationError(exc.as_dict())
+    invalid.total_errors = exc.total
+    return invalid
 
 
 def author(request: Request) -> str:
@@ -127,7 +120,7 @@ class ConfigListView(GenericAPIView):
         return self.get_paginated_response([represent_config(c) for c in page])
 
     @extend_schema(summary="Create a config", request=ConfigDocumentSerializer,
-                   responses={201: ConfigSerializer, **ERRORS})
+                   responses={201: ConfigSerializer, **ERRORS, **CONFLICT})
     def post(self, request: Request) -> Response:
         try:
             config = changes.create_config(request.data, changed_by=author(request))
@@ -150,30 +143,36 @@ class ConfigDetailView(GenericAPIView):
         return Response(represent_config(self.get_object()))
 
     @extend_schema(summary="Replace a config's document (a new revision)", request=ConfigDocumentSerializer,
-                   responses={200: ConfigSerializer, 404: ErrorSerializer, **ERRORS})
+                   responses={200: ConfigSerializer, 404: ErrorSerializer, **ERRORS, **CONFLICT})
     def put(self, request: Request, pk: int) -> Response:
-        return self._update(request.data)
+        return self._update(request.data, merge=False)
 
     @extend_schema(summary="Change some top-level fields of a config (a new revision)",
-                   request=ConfigPatchSerializer, responses={200: ConfigSerializer, 404: ErrorSerializer, **ERRORS})
+                   request=ConfigPatchSerializer,
+                   responses={200: ConfigSerializer, 404: ErrorSerializer, **ERRORS, **CONFLICT})
     def patch(self, request: Request, pk: int) -> Response:
-        if not isinstance(request.data, dict):
-            raise BadParameter("the body must be a JSON object of config fields", field="config")
-        current = self.get_object()
-        return self._update({**current.config, **request.data}, current)
+        if not isinstance(request.data, dict) or not request.data:
+            raise BadParameter("the body must be a non-empty JSON object of config fields", field="config")
+        return self._update(request.data, merge=True)
 
-    def _update(self, document: Any, config: SignalConfig | None = None) -> Response:
-        config = config or self.get_object()
+    def _update(self, document: Any, merge: bool) -> Response:
+        # the stored document is read under the row lock: concurrent PATCHes each see the one before
         try:
-            updated = changes.update_config(config, document, changed_by=author(self.request))
+            updated = changes.update_config(SignalConfig(pk=self.kwargs["pk"]), document,
+                                            changed_by=author(self.request), merge=merge)
         except ConfigError as exc:
             raise config_invalid(exc) from None
+        except changes.ConfigGone:
+            raise NotFound(f"no config with id {self.kwargs['pk']}") from None
         return Response(represent_config(updated))
 
     @extend_schema(summary="Delete a config (its beat schedule and cached results go with it)",
                    responses={204: None, 404: ErrorSerializer})
     def delete(self, request: Request, pk: int) -> Response:
-        changes.delete_config(self.get_object(), changed_by=author(request))
+        try:
+            changes.delete_config(SignalConfig(pk=pk), changed_by=author(request))
+        except changes.ConfigGone:
+            raise NotFound(f"no config with id {pk}") from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -219,9 +218,11 @@ class FunctionListView(GenericAPIView):
 class FunctionDetailView(GenericAPIView):
     serializer_class = ExternalFunctionSerializer
 
-    def get_object(self) -> ExternalFunction:
+    def get_object(self, lock: bool = False) -> ExternalFunction:
+        """The function; with ``lock``, its row locked until the transaction ends (writes serialise)."""
+        query = ExternalFunction.objects.select_for_update() if lock else ExternalFunction.objects
         try:
-            return ExternalFunction.objects.get(pk=self.kwargs["pk"])
+            return query.get(pk=self.kwargs["pk"])
         except ExternalFunction.DoesNotExist:
             raise NotFound(f"no external function with id {self.kwargs['pk']}") from None
 
@@ -244,8 +245,10 @@ class FunctionDetailView(GenericAPIView):
         return self._update(request, partial=True)
 
     def _update(self, request: Request, partial: bool) -> Response:
+        if not isinstance(request.data, dict) or (partial and not request.data):
+            raise BadParameter("the body must be a non-empty JSON object of function fields", field="function")
         with transaction.atomic():
-            function = self.get_object()
+            function = self.get_object(lock=True)
             serializer = ExternalFunctionSerializer(function, data=request.data, partial=partial)
             serializer.is_valid(raise_exception=True)
             new_name = serializer.validated_data.get("name", function.name)
@@ -262,7 +265,7 @@ class FunctionDetailView(GenericAPIView):
                               409: OpenApiResponse(description="configs still use it")})
     def delete(self, request: Request, pk: int) -> Response:
         with transaction.atomic():
-            function = self.get_object()
+            function = self.get_object(lock=True)
             users = configs_using(function.name)
             if users:
                 raise Conflict(f"{function.name!r} is used by configs {', '.join(users)}; remove it from them first",

@@ -23,15 +23,17 @@ from rest_framework.views import APIView
 from feed import keys
 from feed.instruments import Instrument, InstrumentKeyError, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
-from feed.ticks import QUOTE_FIELDS, TickError, parse_time
+from feed.ticks import QUOTE_FIELDS
 from greeks import GREEK_NAMES
 from indicators.timeframes import parse_timeframe
 from signals import instrument_registry
-from signals.api.realtime import SOURCE_FIELD, UNAVAILABLE, latest_or_stored
+from signals.api.realtime import SOURCE_FIELD, latest_or_stored
 from signals.options import history as greeks_history
 from signals.options import levels, stored
 from signals.options.chains import ChainSnapshot, load_chain
 from webapi.errors import BadParameter, NotFound
+from webapi.limits import LimitError, check_date
+from webapi.params import int_param, time_param
 
 DEFAULT_HISTORY_SPAN = timedelta(days=1)
 
@@ -64,8 +66,8 @@ def expiry_param(request: Request, underlying: str) -> date:
     if not text:
         raise BadParameter("expiry_date is required (e.g. 2025-06-26)", field="expiry_date")
     try:
-        expiry = parse_expiry(text)
-    except InstrumentKeyError as exc:
+        expiry = check_date(parse_expiry(text))
+    except (InstrumentKeyError, LimitError) as exc:
         raise BadParameter(str(exc), field="expiry_date") from None
     if not instrument_registry.chain_instruments(underlying, expiry):
         if not instrument_registry.underlying_known(underlying):
@@ -106,16 +108,7 @@ def timeframe_param(request: Request, default: str | None) -> Any:
 
 
 def time_range(request: Request) -> tuple[datetime, datetime]:
-    def parse(name: str) -> datetime | None:
-        text = request.query_params.get(name)
-        if not text:
-            return None
-        try:
-            return parse_time(text)
-        except TickError as exc:
-            raise BadParameter(f"{name}: {exc}", field=name) from None
-
-    start, end = parse("start_time"), parse("end_time")
+    start, end = time_param(request, "start_time"), time_param(request, "end_time")
     end = end or (start + DEFAULT_HISTORY_SPAN if start else datetime.now(UTC))
     start = start or end - DEFAULT_HISTORY_SPAN
     if start >= end:
@@ -131,12 +124,7 @@ def price_field_param(request: Request) -> str:
 
 
 def config_id_param(request: Request) -> int | None:
-    text = request.query_params.get("config_id")
-    if not text:
-        return None
-    if not text.isdigit():
-        raise BadParameter("config_id must be a config's numeric id", field="config_id")
-    return int(text)
+    return int_param(request, "config_id", 1, 2**31 - 1)
 
 
 # --- schema -----------------------------------------------------------------------------------------------------
@@ -151,7 +139,7 @@ CONFIG_ID = OpenApiParameter("config_id", OpenApiTypes.INT, description="Only ro
 STRIKE_STEP = OpenApiParameter("strike_step", OpenApiTypes.NUMBER,
                                description="ITMn/OTMn in multiples of this step instead of listed strikes")
 ERRORS = {400: OpenApiResponse(description="bad parameter: {error: {code, message, field}}"),
-          404: OpenApiResponse(description="unknown instrument, or nothing computed yet"), 503: UNAVAILABLE}
+          404: OpenApiResponse(description="unknown instrument, or nothing computed yet")}
 
 def _greeks_fields() -> dict[str, serializers.Field]:
     return {name: serializers.FloatField(allow_null=True) for name in GREEK_NAMES}

@@ -23,7 +23,6 @@ range or indicator list answers 400 naming the field; an instrument never seen a
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -41,15 +40,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feed.redis_client import get_redis
-from feed.ticks import TickError, parse_time
 from indicators.specs import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
-from signals.api.realtime import SOURCE_FIELD, UNAVAILABLE, instrument_param, latest_or_stored
+from signals.api.realtime import SOURCE_FIELD, instrument_param, latest_or_stored
 from signals.bars import indicator_history, rollup, timescale
 from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
 from signals.models import InstrumentRecord
 from webapi.errors import BadParameter, NotFound
+from webapi.limits import LimitError, parse_json
+from webapi.params import time_param
 
 # --- parameters -------------------------------------------------------------------------------------------------
 
@@ -65,13 +65,8 @@ def timeframe_param(request: Request) -> Timeframe:
 
 
 def _time_param(request: Request, name: str) -> float | None:
-    text = request.query_params.get(name)
-    if text is None or text.strip() == "":
-        return None
-    try:
-        return parse_time(text.strip()).timestamp()
-    except TickError as exc:
-        raise BadParameter(f"{name}: {exc}", field=name) from None
+    value = time_param(request, name)
+    return None if value is None else value.timestamp()
 
 
 def known_instrument(key: str) -> None:
@@ -124,9 +119,9 @@ def indicators_param(request: Request) -> list[dict[str, Any]]:
         raise BadParameter('indicators is required: a JSON list such as [{"name": "rsi", "parameters": '
                            '{"length": 14}}]', field="indicators")
     try:
-        specs = json.loads(text)
-    except ValueError as exc:
-        raise BadParameter(f"indicators is not valid JSON: {exc}", field="indicators") from None
+        specs = parse_json(text, "indicators")
+    except LimitError as exc:
+        raise BadParameter(f"indicators is not valid: {exc}", field="indicators") from None
     if not isinstance(specs, list) or not specs:
         raise BadParameter("indicators must be a non-empty JSON list of {name, parameters, output_key}",
                            field="indicators")
@@ -165,7 +160,7 @@ INDICATORS_PARAM = OpenApiParameter(
     description='JSON list in the config\'s technical_indicators form, e.g. [{"name": "rsi", "parameters": '
                 '{"length": 14}, "output_key": "rsi_14"}, {"name": "macd"}]')
 ERRORS = {400: OpenApiResponse(description='bad parameter: {"error": {"code", "message", "field"}}'),
-          404: OpenApiResponse(description="instrument never seen"), 503: UNAVAILABLE}
+          404: OpenApiResponse(description="instrument never seen")}
 
 BAR_FIELDS = {
     "time": serializers.DateTimeField(help_text="bar start"), "open": serializers.FloatField(),
@@ -245,8 +240,7 @@ class RealtimeIndicatorsView(HistoryView):
     @extend_schema(summary="Latest indicator values of an instrument and timeframe",
                    parameters=[KEY_PARAM, TIMEFRAME_PARAM],
                    responses={200: RealtimeIndicatorsSerializer, 400: ERRORS[400],
-                              404: OpenApiResponse(description="no indicators computed for it at this timeframe"),
-                              503: UNAVAILABLE})
+                              404: OpenApiResponse(description="no indicators computed for it at this timeframe")})
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         tf = timeframe_param(request)

@@ -23,8 +23,6 @@ TICK_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "as
 SOURCE_FIELD = serializers.ChoiceField(
     choices=["redis", "database"],
     help_text="redis: the latest values the pipeline keeps; database: the newest stored ones (Redis unreachable)")
-UNAVAILABLE = OpenApiResponse(description='a dependency is unreachable (the database, or Redis where no stored value '
-                              'stands in): {"error": {"code": "unavailable", "message"}} with Retry-After')
 T = TypeVar("T")
 
 
@@ -55,8 +53,7 @@ PriceSerializer = inline_serializer("RealtimePrice", {
 class RealtimePriceView(APIView):
     @extend_schema(summary="Latest tick values of an instrument",
                    responses={200: PriceSerializer, 400: OpenApiResponse(description="bad instrument key"),
-                              404: OpenApiResponse(description="no tick seen for this instrument"),
-                              503: UNAVAILABLE})
+                              404: OpenApiResponse(description="no tick seen for this instrument")})
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         tick, source = latest_or_stored(lambda: LatestStore(get_redis()).get(key), lambda: stored.latest_tick(key))

@@ -4,11 +4,25 @@ local track_ttl, open_ttl, cache_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ton
 local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
 local function fmt(x) if x == nil then return '' end return string.format('%.17g', x) end
 local function mx(a, b) if a == nil then return b end if b == nil then return a end if a > b then return a end return b end
-local ts, px, vol, oi, day = {}, {}, {}, {}, {}
+-- source ids in byte order (PostgreSQL's COLLATE "C", Python's str order): Lua's own < follows the locale
+local function before(a, b)
+  for k = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, k), string.byte(b, k)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- (t, s) comes after (bt, bs) in (time, source id) order; nil on a tie with an unknown id (a seeded bar's)
+local function after(t, s, bt, bs)
+  if t ~= bt then return t > bt end
+  if s == '' or bs == '' then return nil end
+  return before(bs, s)
+end
+local ts, px, vol, oi, day, sid = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local o = 5 + (i - 1) * 5
+  local o = 5 + (i - 1) * 6
   ts[i] = tonumber(ARGV[o + 1]); px[i] = tonumber(ARGV[o + 2]); vol[i] = tonumber(ARGV[o + 3])
-  oi[i] = tonumber(ARGV[o + 4]); day[i] = ARGV[o + 5]
+  oi[i] = tonumber(ARGV[o + 4]); day[i] = ARGV[o + 5]; sid[i] = ARGV[o + 6]
 end
 local old = tonumber(redis.call('GET', KEYS[1]))
 local hwm = old
@@ -22,7 +36,7 @@ if late then
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], cache_ttl)
 end
-local tb = 5 + n * 5
+local tb = 5 + n * 6
 local dropped = 0
 for j = 1, m do
   local okey, ukey, ckey = KEYS[2 + 3 * j - 2], KEYS[2 + 3 * j - 1], KEYS[2 + 3 * j]
@@ -47,7 +61,8 @@ for j = 1, m do
   local b = tonumber(st.b)
   local S = {b = b, d = st.d, o = tonumber(st.o), ot = tonumber(st.ot), h = tonumber(st.h), l = tonumber(st.l),
              c = tonumber(st.c), ct = tonumber(st.ct), vm = tonumber(st.vm), vb = tonumber(st.vb),
-             va = tonumber(st.va), oi = tonumber(st.oi), oit = tonumber(st.oit), s = st.s or '0'}
+             va = tonumber(st.va), oi = tonumber(st.oi), oit = tonumber(st.oit), s = st.s or '0',
+             os = st.os or '', cs = st.cs or '', ois = st.ois or ''}
   for i = 1, n do
     if S.b == nil or bk[i] > S.b then
       local vb = nil
@@ -57,14 +72,23 @@ for j = 1, m do
         if old ~= nil and S.s == '1' then s = '1' end
       end
       S = {b = bk[i], d = day[i], o = px[i], ot = ts[i], h = px[i], l = px[i], c = px[i], ct = ts[i],
-           vm = vol[i], vb = vb, va = nil, oi = oi[i], oit = nil, s = s}
-      if oi[i] ~= nil then S.oit = ts[i] end
+           vm = vol[i], vb = vb, va = nil, oi = oi[i], oit = nil, s = s, os = sid[i], cs = sid[i], ois = ''}
+      if oi[i] ~= nil then S.oit = ts[i]; S.ois = sid[i] end
     elseif bk[i] == S.b then
-      if ts[i] < S.ot then S.o = px[i]; S.ot = ts[i] end
-      if ts[i] >= S.ct then S.c = px[i]; S.ct = ts[i] end
+      -- ties in time go by source id; against a seeded tick whose id is unknown the bar is left to SQL (s = 0)
+      local first = after(S.ot, S.os, ts[i], sid[i])
+      if first == nil then S.s = '0' end
+      if first ~= false then S.o = px[i]; S.ot = ts[i]; S.os = sid[i] end
+      local last = after(ts[i], sid[i], S.ct, S.cs)
+      if last == nil then S.s = '0' end
+      if last ~= false then S.c = px[i]; S.ct = ts[i]; S.cs = sid[i] end
       if px[i] > S.h then S.h = px[i] end
       if px[i] < S.l then S.l = px[i] end
-      if oi[i] ~= nil and (S.oit == nil or ts[i] >= S.oit) then S.oi = oi[i]; S.oit = ts[i] end
+      if oi[i] ~= nil then
+        local newer = S.oit == nil or after(ts[i], sid[i], S.oit, S.ois)
+        if newer == nil then S.s = '0' end
+        if newer ~= false then S.oi = oi[i]; S.oit = ts[i]; S.ois = sid[i] end
+      end
       if day[i] == S.d then
         S.vm = mx(S.vm, vol[i])
       elseif day[i] > S.d then
@@ -80,7 +104,7 @@ for j = 1, m do
   end
   redis.call('HSET', okey, 'b', fmt(S.b), 'd', S.d, 'o', fmt(S.o), 'ot', fmt(S.ot), 'h', fmt(S.h), 'l', fmt(S.l),
              'c', fmt(S.c), 'ct', fmt(S.ct), 'vm', fmt(S.vm), 'vb', fmt(S.vb), 'va', fmt(S.va), 'oi', fmt(S.oi),
-             'oit', fmt(S.oit), 's', S.s)
+             'oit', fmt(S.oit), 's', S.s, 'os', S.os, 'cs', S.cs, 'ois', S.ois)
   redis.call('EXPIRE', okey, open_ttl)
 end
 return dropped

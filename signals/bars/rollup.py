@@ -72,21 +72,14 @@ def bucket_sql(column: str = "time") -> str:
     return timescale.plain_bucket_sql("1m", settings.SESSION_OPEN, settings.EXCHANGE_TIMEZONE, column)
 
 
-#: The aggregates of one bucket's ticks, in :data:`COLUMNS` order after the bucket.
-_AGGREGATES = """(array_agg(ltp ORDER BY time, source_id))[1] AS open,
-       max(ltp) AS high, min(ltp) AS low,
-       (array_agg(ltp ORDER BY time DESC, source_id DESC))[1] AS close,
-       max(volume)::float8 AS vmax,
-       ((array_agg(oi ORDER BY time DESC, source_id DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
-       max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time,
-       min(time) AS first_time, max(time) AS last_time, count(*) AS ticks"""
+#: The aggregates of one bucket's ticks, in :data:`COLUMNS` order after the bucket: the continuous aggregates' own.
+_AGGREGATES = timescale.TICK_AGGREGATES
 
 
 def aggregate_sql() -> str:
     """The ``signal_bars_1m`` aggregate's SELECT (`timescale.cagg_select_sql`) for plain PostgreSQL, over every
-    tick: ``time_bucket`` becomes ``date_bin``, ``first``/``last`` by time become ``array_agg`` ordered by time then
-    ``source_id`` (the raw path's tie-break, `signals.bars.sql.bars_sql`). :func:`refresh_sql` computes the same per
-    bucket."""
+    tick: ``time_bucket`` becomes ``date_bin``, the aggregates are the same. :func:`refresh_sql` computes the same
+    per bucket."""
     return f"SELECT instrument_key, {bucket_sql('time')} AS bucket,\n       {_AGGREGATES}\n" \
            "FROM signal_ticks GROUP BY instrument_key, bucket"
 

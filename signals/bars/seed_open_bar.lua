@@ -21,7 +21,7 @@ if b ~= nil and b == A.b then
 end
 redis.call('HSET', KEYS[1], 'b', fmt(A.b), 'd', A.d, 'o', fmt(A.o), 'ot', fmt(A.ot), 'h', fmt(A.h), 'l', fmt(A.l),
            'c', fmt(A.c), 'ct', fmt(A.ct), 'vm', fmt(A.vm), 'vb', fmt(A.vb), 'va', fmt(A.va), 'oi', fmt(A.oi),
-           'oit', fmt(A.oit), 's', '1')
+           'oit', fmt(A.oit), 's', '1', 'os', '', 'cs', '', 'ois', '')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))

@@ -2,11 +2,11 @@
 or the one-minute rollup into bars of any timeframe, and the choice of the aggregate to read.
 
 The TimescaleDB continuous aggregates (``signal_bars_1m/5m/15m/1d``, `signals.bars.timescale`) are re-bucketed to
-the requested size (7m from 1m, 30m from 15m, 1w from 1d…); the 1h aggregate is not used because a 23:15–00:15
-bucket would mix two exchange days' cumulative volumes. The one-minute rollup (`signals.bars.rollup`) has the same
-columns and is read by the same SQL. Over raw ticks, bars are bucketed exactly as `indicators.bars.bucket_start`.
-``open``/``close`` are the first/last ticks by time, ties broken by ``source_id`` (the continuous aggregates break
-ties by time only; the rollup by ``source_id`` too).
+the requested size (7m from 1m, 30m from 15m, 1h from 15m, 1w from 1d…; there is no 1h aggregate, since a
+23:15–00:15 bucket would mix two exchange days' cumulative volumes). The one-minute rollup (`signals.bars.rollup`)
+has the same columns and is read by the same SQL. Over raw ticks, bars are bucketed exactly as
+`indicators.bars.bucket_start`. ``open``/``close`` are the first/last ticks by time, ticks of one instant ordered by
+``source_id`` in byte order, as in the aggregates and the rollup (`timescale.TICK_AGGREGATES`).
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ WITH t AS (
   WHERE instrument_key = %(key)s AND time >= %(lo)s AND time < %(hi)s
 ), g AS (
   SELECT bucket, xday,
-         (array_agg(ltp ORDER BY time, source_id))[1] AS open,
+         (array_agg(ltp ORDER BY time, source_id COLLATE "C"))[1] AS open,
          max(ltp) AS high, min(ltp) AS low,
-         (array_agg(ltp ORDER BY time DESC, source_id DESC))[1] AS close,
+         (array_agg(ltp ORDER BY time DESC, source_id COLLATE "C" DESC))[1] AS close,
          max(volume)::float8 AS vmax,
-         ((array_agg(oi ORDER BY time DESC, source_id DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
+         ((array_agg(oi ORDER BY time DESC, source_id COLLATE "C" DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
          max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time,
          min(time) AS first_time, max(time) AS last_time
   FROM t GROUP BY bucket, xday

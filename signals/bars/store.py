@@ -49,7 +49,7 @@ from django.conf import settings
 from feed import keys, redis_client
 from feed.latest import LatestStore
 from indicators.timeframes import Timeframe, parse_timeframe
-from signals.bars import chunk_cache, open_bar, rollup, sql, tick_record
+from signals.bars import cagg_refresh, chunk_cache, open_bar, rollup, sql, tick_record
 from signals.bars.grid import Alignment, Grid
 from signals.bars.open_bar import OpenBar
 from signals.bars.read_plan import ReadPlan
@@ -232,13 +232,17 @@ class BarsService:
                base_day: date | None, base: float | None) -> list[SqlBar]:
         """Bars for ticks in ``[lo, hi)``: from an aggregate (or the rollup) for the part before the bar containing
         ``until`` (aggregates do not know ``until``), from raw ticks for the rest. The rollup is first brought up
-        to date for the instrument; when it cannot be (or its minutes would not nest in the bars), raw ticks."""
+        to date for the instrument; when it cannot be (or its minutes would not nest in the bars), raw ticks; so
+        too while an aggregate has a pending refresh over the range (`signals.bars.cagg_refresh`)."""
         name = self.source_for(grid.tf)
         split = hi if until is None else min(hi, float(grid.bucket(until)))
         if name == rollup.TABLE and split > lo and not (
                 rollup.covers(self.alignment.session_open, self.alignment.tz, lo, split)
                 and rollup.catch_up(instrument_key)):
             name = None
+        elif name is not None and name != rollup.TABLE and split > lo and not cagg_refresh.is_current(
+                instrument_key, lo, split):
+            name = None  # ticks written below the watermark and not refreshed yet (an import in a transaction)
         if name is None:
             return query_bars(grid.tf, self.alignment, instrument_key, lo, hi, "raw", base_day, base)
         out: list[SqlBar] = []
@@ -279,10 +283,14 @@ class BarsService:
         """Queue, on ``pipe``, the notes of stored ticks (`signals.bars.tick_record`): move each instrument's
         high-water mark, drop cached chunks that late ticks hit, and update the open bar of every timeframe in use
         (``timeframes``: each instrument's members of `feed.keys.bars_timeframes`, as the pipeline reads them).
+        On TimescaleDB, ticks below the aggregates' watermark are recorded for a refresh (`cagg_refresh.note_late`).
         Queue it after the ticks are stored, with *every* tick of the instruments concerned (a subset would leave
         the open bars short); the pipeline can carry other writes of the batch in the same round trip. The
         script's reply is the number of chunks it dropped."""
         by_key = tick_record.ticks_by_instrument(ticks)
+        # TimescaleDB: ticks below an aggregate's watermark are read from raw ticks until the beat refreshes it
+        cagg_refresh.note_late({key: (min(t["ts"] for t in group), max(t["ts"] for t in group))
+                                for key, group in by_key.items()})
         grids = {key: [self.grid(tf.decode()) for tf in sorted(timeframes.get(key) or ())] for key in by_key}
         cache_ttl = int(settings.SIGNAL_BARS_CACHE_TTL_S)
         for key, key_grids in grids.items():

@@ -7,8 +7,9 @@ every timeframe in use (`signals.bars.open_bar` for the hash). It returns the nu
 
 Layout of one instrument's part (the script's inner ``record(KEYS, ARGV)``)
     KEYS: hwm, generation, then per timeframe (open, upto, chunks).
-    ARGV: track_ttl, open_ttl, cache_ttl, n ticks, m timeframes, n × (ts, ltp, volume|"", oi|"", exchange date),
-    then m × n × (bar start, chunk id).
+    ARGV: track_ttl, open_ttl, cache_ttl, n ticks, m timeframes, n × (ts, ltp, volume|"", oi|"", exchange date,
+    source id), then m × n × (bar start, chunk id). Ticks of one instant are ordered by source id (byte order), as
+    everywhere else (`signals.bars.sql`).
 
 The call for many instruments (per-call costs dominate batches of one tick per instrument, as an option chain's
 are): KEYS are every instrument's keys in order; ARGV[1] is a MessagePack array of strings (one separate argument
@@ -50,7 +51,7 @@ def record_call(by_key: dict[str, list[dict[str, Any]]], grids: dict[str, list[G
         args: list[Any] = [track_ttl, open_ttl, cache_ttl, len(group), len(key_grids)]
         for t in group:
             args += [repr(float(t["ts"])), repr(float(t["ltp"])), lua_number(t.get("volume")),
-                     lua_number(t.get("oi")), exchange_day(t["ts"], zone)]
+                     lua_number(t.get("oi")), exchange_day(t["ts"], zone), t.get("source_id", "")]
         tick_keys = [keys.bars_hwm(key), keys.bars_generation(key)]
         for grid in key_grids:
             tick_keys += [keys.bars_open(grid.name, key), keys.bars_upto(grid.name, key),

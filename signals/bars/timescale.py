@@ -1,10 +1,10 @@
 """TimescaleDB when the extension exists, plain PostgreSQL otherwise (docs/REFERENCE.md §3.5, §5; issue 5 storage).
 
-With TimescaleDB (``timescaledb`` in ``pg_available_extensions`` and loadable):
+With TimescaleDB (where creating the extension works, :func:`available`):
 
 * ``signal_ticks``, ``signal_computed`` and ``signal_greeks`` become hypertables on ``time`` (their composite
   primary keys all contain ``time``), with compression (segmented by instrument) and retention policies;
-* continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m``, ``_1h`` (buckets aligned to the session open) and
+* continuous aggregates ``signal_bars_1m``, ``_5m``, ``_15m`` (buckets aligned to the session open) and
   ``_1d`` (exchange days) over ``signal_ticks``, with real-time aggregation (``materialized_only = false``) and
   refresh policies. Their columns: ``instrument_key, bucket, open, high, low, close, vmax`` (the largest
   cumulative day volume seen in the bucket; per-bar volume is derived from it, see `signals.bars.sql`),
@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 
 MIN_CAGG_VERSION = (2, 15)
 
+#: A bucket's bar from its ticks, the same SQL on every path (the aggregates here, the rollup, and in substance the
+#: raw-tick query of `signals.bars.sql`): ticks ordered by time, ticks of one instant by source id in byte order
+#: (``COLLATE "C"``, whatever the database's collation; Python's ``str`` order, which the Redis open bar and the
+#: tests' pandas reference follow). Ordered ``array_agg`` rather than TimescaleDB's ``first``/``last``: those take
+#: one ordering value, and a row of (time, source id) breaks the parallel refresh of an aggregate ("input of
+#: anonymous composite types is not implemented").
+TICK_AGGREGATES = """(array_agg(ltp ORDER BY time, source_id COLLATE "C"))[1] AS open,
+       max(ltp) AS high, min(ltp) AS low,
+       (array_agg(ltp ORDER BY time DESC, source_id COLLATE "C" DESC))[1] AS close,
+       max(volume)::float8 AS vmax,
+       ((array_agg(oi ORDER BY time DESC, source_id COLLATE "C" DESC) FILTER (WHERE oi IS NOT NULL))[1])::float8 AS oi,
+       max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time,
+       min(time) AS first_time, max(time) AS last_time, count(*) AS ticks"""
+
 #: Hypertables: table -> (chunk interval, compression segment-by, compression order-by).
 HYPERTABLES: dict[str, tuple[str, str, str]] = {
     "signal_ticks": ("1 day", "instrument_key", "time DESC, source_id"),
@@ -51,9 +65,11 @@ CAGGS: dict[str, str] = {
     "signal_bars_1m": "1m",
     "signal_bars_5m": "5m",
     "signal_bars_15m": "15m",
-    "signal_bars_1h": "1h",
     "signal_bars_1d": "1d",
 }
+#: Aggregates of earlier layouts, dropped by :func:`teardown_statements`: ``signal_bars_1h`` was refreshed and never
+#: read (an hour bucket from 23:15 mixes two exchange days' cumulative volumes; 1h bars come from the 15m one).
+RETIRED_CAGGS = ("signal_bars_1h",)
 
 #: Refresh policy per aggregate: (start_offset, end_offset, schedule_interval). The window must span at least two
 #: buckets; late ticks inside it are re-materialised by the next run, newer data is served by real-time aggregation.
@@ -61,40 +77,71 @@ CAGG_POLICIES: dict[str, tuple[str, str, str]] = {
     "signal_bars_1m": ("3 days", "1 minute", "1 minute"),
     "signal_bars_5m": ("3 days", "5 minutes", "5 minutes"),
     "signal_bars_15m": ("7 days", "15 minutes", "15 minutes"),
-    "signal_bars_1h": ("14 days", "1 hour", "30 minutes"),
     "signal_bars_1d": ("30 days", "1 day", "1 hour"),
 }
 
 
 @dataclass(frozen=True)
 class Policies:
-    """Retention and compression ages (days) per hypertable; from settings in production."""
+    """Retention and compression ages (days) per hypertable, from the settings ``SIGNAL_TICKS_RETENTION_DAYS``,
+    ``SIGNAL_COMPUTED_RETENTION_DAYS``, ``SIGNAL_GREEKS_RETENTION_DAYS`` and ``SIGNAL_COMPRESS_AFTER_DAYS``. The
+    defaults are the service's storage plan: history kept five years, compressed after a day. 0 turns a policy off
+    (kept forever, never compressed)."""
 
-    ticks_retention_days: int = 365
-    computed_retention_days: int = 180
-    greeks_retention_days: int = 365
-    compress_after_days: int = 7
+    ticks_retention_days: int = 1826
+    computed_retention_days: int = 1826
+    greeks_retention_days: int = 1826
+    compress_after_days: int = 1
 
     @classmethod
     def from_settings(cls) -> Policies:
         return cls(
-            ticks_retention_days=int(getattr(settings, "SIGNAL_TICKS_RETENTION_DAYS", cls.ticks_retention_days)),
-            computed_retention_days=int(getattr(settings, "SIGNAL_COMPUTED_RETENTION_DAYS",
-                                                cls.computed_retention_days)),
-            greeks_retention_days=int(getattr(settings, "SIGNAL_GREEKS_RETENTION_DAYS", cls.greeks_retention_days)),
-            compress_after_days=int(getattr(settings, "SIGNAL_COMPRESS_AFTER_DAYS", cls.compress_after_days)),
+            ticks_retention_days=int(settings.SIGNAL_TICKS_RETENTION_DAYS),
+            computed_retention_days=int(settings.SIGNAL_COMPUTED_RETENTION_DAYS),
+            greeks_retention_days=int(settings.SIGNAL_GREEKS_RETENTION_DAYS),
+            compress_after_days=int(settings.SIGNAL_COMPRESS_AFTER_DAYS),
         )
 
     def retention(self, table: str) -> int:
         return {"signal_ticks": self.ticks_retention_days, "signal_computed": self.computed_retention_days,
                 "signal_greeks": self.greeks_retention_days}[table]
 
+    @staticmethod
+    def retention_setting(table: str) -> str:
+        return {"signal_ticks": "SIGNAL_TICKS_RETENTION_DAYS", "signal_computed": "SIGNAL_COMPUTED_RETENTION_DAYS",
+                "signal_greeks": "SIGNAL_GREEKS_RETENTION_DAYS"}[table]
+
 
 # --- detection ----------------------------------------------------------------------------------------------------
-def available(cursor: Any) -> bool:
-    """The extension can be created in this PostgreSQL (``pg_available_extensions``)."""
-    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    return cursor.fetchone() is not None
+def available(connection: Any) -> bool:
+    """TimescaleDB works in ``connection``'s database: creating the extension succeeds, tried on a throwaway
+    connection in a transaction that is rolled back. Being listed in ``pg_available_extensions`` is not enough:
+    the extension files are shared by every cluster of a PostgreSQL version, and where the library is not in
+    ``shared_preload_libraries`` ``CREATE EXTENSION`` fails with a FATAL error that ends the session (hence not
+    on ``connection`` itself)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        if cursor.fetchone() is None:
+            return False
+    try:
+        probe = connection.get_new_connection(connection.get_connection_params())
+    except Exception as exc:  # noqa: BLE001 - no second connection: only the listing is known, which proves nothing
+        log.warning("could not open a connection to try timescaledb (%s): taking it as not available", exc)
+        return False
+    try:
+        with probe.cursor() as cursor:
+            cursor.execute(create_extension_sql())
+            cursor.execute("SELECT count(*) FROM timescaledb_information.hypertables")
+        return True
+    except Exception as exc:  # noqa: BLE001 - whatever stops it (not preloaded, no privilege): not usable here
+        log.info("timescaledb is listed but does not work here: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return False
+    finally:
+        try:
+            probe.rollback()
+            probe.close()
+        except Exception:  # noqa: BLE001, S110 - a session the server ended is closed already
+            pass
 
 
 def installed_version(cursor: Any) -> tuple[int, ...] | None:
@@ -181,19 +228,11 @@ def plain_bucket_sql(timeframe: str, session_open: str | dtime, tz: str, column:
 
 
 def cagg_select_sql(timeframe: str, session_open: str | dtime, tz: str) -> str:
-    """The aggregate's query (also runnable on plain PostgreSQL given first/last/time_bucket look-alikes, which is
-    how the tests check it where TimescaleDB is missing)."""
+    """The aggregate's query (also runnable on plain PostgreSQL given a ``time_bucket`` look-alike, which is how
+    the tests check it where TimescaleDB is missing)."""
     bucket = cagg_bucket_sql(timeframe, session_open, tz)
-    return (
-        "SELECT instrument_key, "
-        f"{bucket} AS bucket, "
-        "first(ltp, time) AS open, max(ltp) AS high, min(ltp) AS low, last(ltp, time) AS close, "
-        "max(volume)::float8 AS vmax, "
-        "last(oi, time) FILTER (WHERE oi IS NOT NULL) AS oi, "
-        "max(time) FILTER (WHERE oi IS NOT NULL) AS oi_time, "
-        "min(time) AS first_time, max(time) AS last_time, count(*) AS ticks "
-        "FROM signal_ticks GROUP BY instrument_key, bucket"
-    )
+    return (f"SELECT instrument_key, {bucket} AS bucket,\n       {TICK_AGGREGATES}\n"
+            "FROM signal_ticks GROUP BY instrument_key, bucket")
 
 
 def cagg_create_sql(name: str, timeframe: str, session_open: str | dtime, tz: str) -> str:
@@ -224,8 +263,12 @@ def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
     statements = [create_extension_sql(), *drop_trigger_sql()]
     for table, (chunk, segment_by, order_by) in HYPERTABLES.items():
         statements.append(hypertable_sql(table, chunk))
-        statements.extend(compression_sql(table, segment_by, order_by, policies.compress_after_days))
-        statements.append(retention_sql(table, policies.retention(table)))
+        alter, compress_policy = compression_sql(table, segment_by, order_by, policies.compress_after_days)
+        statements.append(alter)  # compression stays enabled (chunks may be compressed); the policy is optional
+        if policies.compress_after_days > 0:
+            statements.append(compress_policy)
+        if policies.retention(table) > 0:
+            statements.append(retention_sql(table, policies.retention(table)))
     if with_aggregates:
         for name, timeframe in CAGGS.items():
             statements.append(cagg_create_sql(name, timeframe, session_open, tz))
@@ -235,7 +278,7 @@ def setup_statements(policies: Policies, session_open: str | dtime, tz: str,
 
 def teardown_statements() -> list[str]:
     """Undo what can be undone: the aggregates and policies (hypertables stay hypertables; their data is intact)."""
-    statements = [f"DROP MATERIALIZED VIEW IF EXISTS {name} CASCADE" for name in reversed(list(CAGGS))]
+    statements = [f"DROP MATERIALIZED VIEW IF EXISTS {name} CASCADE" for name in (*reversed(CAGGS), *RETIRED_CAGGS)]
     for table in HYPERTABLES:
         statements.append(f"SELECT remove_retention_policy({_literal(table)}, if_exists => true)")
         statements.append(f"SELECT remove_compression_policy({_literal(table)}, if_exists => true)")
@@ -254,15 +297,10 @@ def apply(connection: Any, policies: Policies | None = None, session_open: str |
     session_open = session_open or settings.SESSION_OPEN
     tz = tz or settings.EXCHANGE_TIMEZONE
     with connection.cursor() as cursor:
-        if not available(cursor):
-            log.info("timescaledb is not available: plain PostgreSQL tables and date_bin bars")
+        if not available(connection):
+            log.info("timescaledb does not work here: plain PostgreSQL tables and the one-minute bar rollup")
             return "plain"
-        try:
-            with transaction.atomic(using=connection.alias):
-                cursor.execute(create_extension_sql())
-        except Exception as exc:  # listed but not loadable (e.g. not preloaded): stay on plain PostgreSQL
-            log.warning("timescaledb is listed but could not be created (%s): staying on plain PostgreSQL", exc)
-            return "plain"
+        cursor.execute(create_extension_sql())
         version = installed_version(cursor)
         with_aggregates = supports_caggs(version)
         if not with_aggregates:
@@ -283,6 +321,17 @@ def apply(connection: Any, policies: Policies | None = None, session_open: str |
     return "timescaledb"
 
 
+def reapply(connection: Any) -> str:
+    """Rebuild the layout of a database already on TimescaleDB: drop the aggregates (those of earlier layouts too)
+    and the policies, then :func:`apply` (aggregates with the current definitions, materialised over the existing
+    ticks; policies from the current settings). Plain PostgreSQL is left alone. Outside a transaction block."""
+    with connection.cursor() as cursor:
+        if installed_version(cursor) is None:
+            return "plain"
+    remove(connection)
+    return apply(connection)
+
+
 def _compression_enabled(cursor: Any) -> set[str]:
     cursor.execute("SELECT hypertable_name FROM timescaledb_information.hypertables WHERE compression_enabled")
     return {row[0] for row in cursor.fetchall()}
@@ -296,12 +345,13 @@ def remove(connection: Any) -> None:
             cursor.execute(statement)
 
 
-def refresh_range(start: datetime, end: datetime, using: str = "default") -> list[str]:
-    """Re-materialise every aggregate over ``[start, end]`` widened by two days each side (a refresh only covers
+def refresh_range(start: datetime, end: datetime, using: str = "default",
+                  margin: timedelta = timedelta(days=2)) -> list[str]:
+    """Re-materialise every aggregate over ``[start, end]`` widened by ``margin`` each side (a refresh only covers
     whole buckets, the largest being a day), e.g. after a history import into old chunks. Returns the aggregates
     refreshed; nothing on plain PostgreSQL. Must run outside a transaction block."""
-    lo = (start - timedelta(days=2)).isoformat()
-    hi = (end + timedelta(days=2)).isoformat()
+    lo = (start - margin).isoformat()
+    hi = (end + margin).isoformat()
     connection = connections[using]
     with connection.cursor() as cursor:
         names = existing_aggregates(cursor)

@@ -26,6 +26,7 @@ from signals.delivery.events import SignalEvent, data_frame, snapshot_frame
 from signals.delivery.subscriptions import resolve
 from signals.monitoring import metrics
 from webapi.auth import PlatformUser, TokenError, decode_token
+from webapi.limits import MAX_MESSAGE_CHARS, LimitError, parse_json
 
 log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
@@ -70,9 +71,10 @@ class SignalConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            message = json.loads(text_data if text_data is not None else (bytes_data or b"").decode())
-        except (ValueError, UnicodeDecodeError):
-            await self._error("bad_json", "message is not valid JSON")
+            message = parse_json(text_data if text_data is not None else (bytes_data or b""))
+        except LimitError as exc:
+            # too large, too deep, NaN or NUL: the same limits as a REST body (webapi/limits.py)
+            await self._error(exc.code if exc.code != "invalid" else "bad_message", str(exc))
             return
         if not isinstance(message, dict):
             await self._error("bad_message", "message must be a JSON object")
@@ -90,7 +92,12 @@ class SignalConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self._error("unknown_type", "type must be one of auth, subscribe, unsubscribe, snapshot, ping")
             return
-        await handler(message)
+        try:
+            await handler(message)
+        except Exception:
+            # a bug must cost the client one answer, not the socket
+            log.exception("websocket message failed", extra={"type": kind})
+            await self._error("internal", "the message could not be handled; it has been logged")
 
     # --- protocol ---------------------------------------------------------------------------------------------
     async def _authenticate(self, token: str) -> None:
@@ -201,7 +208,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "error", "code": code, "message": message})
+        await self.send_json({"type": "error", "code": code, "message": message[:MAX_MESSAGE_CHARS]})
 
     async def send_json(self, content: Mapping[str, Any]) -> None:
         await self.send(text_data=json.dumps(content))

@@ -5,24 +5,45 @@ if once > 0 and not redis.call('SET', KEYS[once], '1', 'NX', 'EX', c[4]) then
   return 0
 end
 local function payload(j) return ARGV[1 + j] end
-local i = 5
+-- Entries: a record is written only for a tick entry whose outputs no earlier delivery wrote. An entry is done
+-- when the consumer group no longer holds it as pending (its batch finished and acknowledged it), and claimed by
+-- the first delivery to set its field in the stream's marker hash (the ack step deletes the field).
+local group = c[5]
+local fresh = {}
+local i = 7
+for e = 1, c[6] do
+  local stream, id, marker = KEYS[c[i]], c[i + 1], KEYS[c[i + 2]]
+  i = i + 3
+  local pending = true
+  if group ~= '' then
+    local found = redis.pcall('XPENDING', stream, group, id, id, 1)
+    if type(found) == 'table' and found.err == nil then pending = #found > 0 end
+  end
+  fresh[e] = pending and redis.call('HSETNX', marker, id, '1') == 1
+  if fresh[e] then redis.call('EXPIRE', marker, c[4]) end
+end
+local function wanted(e) return e == 0 or fresh[e] end
 local n = c[i]; i = i + 1
 for _ = 1, n do
-  redis.call('XADD', KEYS[c[i]], 'MAXLEN', '~', c[1], '*', 'data', payload(c[i + 1]), 'instrument_key', c[i + 2])
-  i = i + 3
+  if wanted(c[i + 3]) then
+    redis.call('XADD', KEYS[c[i]], 'MAXLEN', '~', c[1], '*', 'data', payload(c[i + 1]), 'instrument_key', c[i + 2])
+  end
+  i = i + 4
 end
 n = c[i]; i = i + 1
 for _ = 1, n do
   local key, left = KEYS[c[i]], c[i + 1]
   i = i + 2
-  while left > 0 do  -- LPUSH in slices: a call's arguments live on the bounded Lua stack
-    local take = math.min(left, 500)
-    local items = {}
-    for j = 1, take do items[j] = payload(c[i + j - 1]) end
-    redis.call('LPUSH', key, unpack(items))
-    i = i + take
-    left = left - take
+  local items = {}
+  for _ = 1, left do
+    if wanted(c[i + 1]) then items[#items + 1] = payload(c[i]) end
+    i = i + 2
+    if #items == 500 then  -- LPUSH in slices: a call's arguments live on the bounded Lua stack
+      redis.call('LPUSH', key, unpack(items))
+      items = {}
+    end
   end
+  if #items > 0 then redis.call('LPUSH', key, unpack(items)) end
   redis.call('LTRIM', key, 0, c[2])
 end
 n = c[i]; i = i + 1
@@ -44,7 +65,7 @@ for _ = 1, n do
 end
 n = c[i]; i = i + 1
 for _ = 1, n do
-  redis.call('PUBLISH', c[i], payload(c[i + 1]))
-  i = i + 2
+  if wanted(c[i + 2]) then redis.call('PUBLISH', c[i], payload(c[i + 1])) end
+  i = i + 3
 end
 return 1

@@ -35,8 +35,9 @@ def nobody_listens(group: str, known: dict[str, int]) -> bool:
     return known.get(group_channel(group), 1) == 0
 
 
-def targets(events: list[Event], known: dict[str, int] | None = None) -> list[tuple[str, bytes]]:
-    """``(Pub/Sub channel, serialised message)`` for each ``(group, event)`` whose group has a listener.
+def targets(events: list[Event], known: dict[str, int] | None = None) -> list[tuple[int, str, bytes]]:
+    """``(position in events, Pub/Sub channel, serialised message)`` for each ``(group, event)`` whose group has a
+    listener.
 
     ``known`` holds subscriber counts already read (e.g. in the batch's first round trip); only the other groups
     are asked, with one ``PUBSUB NUMSUB``."""
@@ -46,12 +47,12 @@ def targets(events: list[Event], known: dict[str, int] | None = None) -> list[tu
     unknown = [n for n in dict.fromkeys(group_channel(group) for group, _ in events) if n not in counts]
     if unknown:
         counts.update(listeners(get_redis(settings.CHANNEL_LAYER_URL).pubsub_numsub(*unknown)))
-    named = [(group_channel(group), message) for group, message in events]
-    chosen = [(name, message) for name, message in named if counts.get(name)]
+    named = [(i, group_channel(group), message) for i, (group, message) in enumerate(events)]
+    chosen = [(i, name, message) for i, name, message in named if counts.get(name)]
     if not chosen:
         return []
     layer = get_channel_layer()
-    return [(name, layer.serialize(message)) for name, message in chosen]
+    return [(i, name, layer.serialize(message)) for i, name, message in chosen]
 
 
 def publish(events: list[Event], known: dict[str, int] | None = None,
@@ -65,7 +66,7 @@ def publish(events: list[Event], known: dict[str, int] | None = None,
     own = pipe is None
     if pipe is None:
         pipe = get_redis(settings.CHANNEL_LAYER_URL).pipeline(transaction=False)
-    for name, payload in found:
+    for _, name, payload in found:
         pipe.publish(name, payload)
     if own:
         pipe.execute()

@@ -44,11 +44,15 @@ class Outbox:
     listened: dict[str, int] = field(default_factory=dict)
 
 
-def build_record(tick: dict[str, Any], config_id: int, config_name: str, computations: list[dict[str, Any]]) -> dict:
+def build_record(tick: dict[str, Any], config_id: int, config_name: str, computations: list[dict[str, Any]],
+                 run: str = "") -> dict:
+    """One config's results for one tick. ``record_id`` is stable across redeliveries: the config id and the tick's
+    source (``stream/entry-id``), preceded for a time-driven run by its schedule period (``run``)."""
     tick_data = dict(tick)
     tick_data.pop("source_id", None)
     tick_data.pop("symbol_key", None)
     return {
+        "record_id": f"{config_id}:{run + ':' if run else ''}{tick['source_id']}",
         "instrument_key": tick["instrument_key"],
         "timestamp": tick["timestamp"],
         "config_id": config_id,
@@ -58,42 +62,47 @@ def build_record(tick: dict[str, Any], config_id: int, config_name: str, computa
     }
 
 
-def write(records: list[Record], client: redis.Redis, outbox: Outbox) -> None:
+def write(records: list[Record], client: redis.Redis, outbox: Outbox, once: str | None = None) -> None:
     """Write ``(record, tick, output settings)`` triples to every sink each one asks for: Redis, then PostgreSQL."""
-    rows = emit(records, client, outbox)
+    rows = emit(records, client, outbox, once=once)
     storage.store(*result_rows(rows, outbox), durable=False)
 
 
-def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str | None = None) -> list[ComputedRow]:
+def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str | None = None,
+         group: str = "") -> list[ComputedRow]:
     """Send the records and the outbox to the Redis sinks (and WebSocket listeners) in one round trip; return the
     database rows (``signal_computed``) the records ask for, for :func:`result_rows`.
 
-    With ``once`` (a batch identity), the writes happen only the first time that identity is emitted (within
-    SIGNAL_EMIT_ONCE_TTL_S): a batch redelivered after its worker died past this point adds no duplicate outputs.
+    A record's stream entry, list item and ``computed`` event are written once per tick entry (the event only where
+    the channel layer shares the data server): not when consumer ``group`` has acknowledged the entry already, nor
+    when an earlier delivery of it (its batch redelivered, or the entry reclaimed and regrouped into another batch)
+    wrote them and its batch has not finished yet. With ``once`` (a
+    time-driven run's period), nothing is written if that run was emitted before (within SIGNAL_EMIT_ONCE_TTL_S).
     All of it runs as one script, so a batch's Redis outputs are written entirely or not at all.
 
     Records are encoded with orjson, which writes NaN and infinities as null: JSON has no NaN.
     """
-    call = EmitCall()
+    call = EmitCall(group=group)
     events = list(outbox.events)
-    computed_rows = _queue_records(call, records, outbox.listened, events)
+    event_entries: dict[int, int] = {}  # position in events -> tick entry, for the records' own events
+    computed_rows = _queue_records(call, records, outbox.listened, events, event_entries)
     for k, text, ttl in outbox.cache_writes:
         call.sets.append((call.key(k), call.payload(text.encode() if isinstance(text, str) else text), ttl, 0, 0))
     for k, text, ttl, instrument, ts in outbox.guarded_cache_writes:
         call.sets.append((call.key(k), call.payload(text), ttl, call.key(keys.latest_tick(instrument)), ts))
     if fanout.shares_data_server():
-        for channel, message in fanout.targets(events, known=outbox.listened):
-            call.publish(channel, message)
+        for i, channel, message in fanout.targets(events, known=outbox.listened):
+            call.publish(channel, message, event_entries.get(i, 0))
     else:
         fanout.publish(events, known=outbox.listened)
     if call.writes():
         call.run(client, settings.SIGNAL_OUTPUT_STREAM_MAXLEN, settings.SIGNAL_OUTPUT_LIST_MAXLEN,
-                 keys.emitted_batch(once) if once else None, settings.SIGNAL_EMIT_ONCE_TTL_S)
+                 keys.emitted_once(once) if once else None, settings.SIGNAL_EMIT_ONCE_TTL_S)
     return computed_rows
 
 
-def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, int],
-                   events: list[fanout.Event]) -> list[ComputedRow]:
+def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, int], events: list[fanout.Event],
+                   event_entries: dict[int, int]) -> list[ComputedRow]:
     """Queue each record on its sinks (list, stream, latest-result cache, ``computed`` WebSocket topic); returns its
     database rows."""
     streamed, lists = call.streamed, call.lists
@@ -102,15 +111,16 @@ def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, in
     stream_keys: dict[str, int] = {}
     for record, tick, output in sorted(records, key=lambda item: item[1]["ts"]):
         number = call.payload(orjson.dumps(record))
+        entry = call.entry(tick["source_id"]) if call.group else 0  # time-driven runs: one once-key per period
         key = record["instrument_key"]
         if output.get("redis_list", True):
-            lists.setdefault(call.key(keys.output_list(key)), []).append(number)
+            lists.setdefault(call.key(keys.output_list(key)), []).extend((number, entry))
         if output.get("redis_stream", True):
             symbol = tick["symbol_key"]
             index = stream_keys.get(symbol)
             if index is None:
                 index = stream_keys[symbol] = call.key(keys.output_stream(symbol))
-            streamed += (index, number, key)
+            streamed += (index, number, key, entry)
         newest[keys.latest_result("computed", key, str(record["config_id"]))] = (  # records are in tick order
             number, int(output.get("cache_ttl_seconds", 300)), key, tick["ts"])
         if output.get("store_to_database", True):
@@ -122,6 +132,7 @@ def _queue_records(call: EmitCall, records: list[Record], listened: dict[str, in
         if output.get("websocket", True):
             group = keys.topic_group("computed", key)
             if not fanout.nobody_listens(group, listened):
+                event_entries[len(events)] = entry
                 events.append((group, signal_event("computed", key, record, record["timestamp"])))
     call.sets.extend((call.key(k), number, ttl, call.key(keys.latest_tick(instrument)), ts)
                      for k, (number, ttl, instrument, ts) in newest.items())

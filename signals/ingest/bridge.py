@@ -2,8 +2,9 @@
 
 Reads every tick stream through consumer group ``signal_service``, dead-letters malformed entries, skips
 ``state=P``, groups the rest by underlying and sends one Celery task per group to that underlying's queue. An entry
-is acknowledged only after its task is on the broker, so a bridge killed at any point loses nothing: what it read
-but did not ack stays pending and is reclaimed (XAUTOCLAIM) by a live bridge once idle long enough.
+stays pending until a worker has processed and stored its batch (the worker acknowledges it), so nothing is lost
+whatever dies or restarts on the way: entries left pending by a dead bridge, a dead worker or a lost task are sent
+again by a live bridge once idle long enough, when their queue has no task waiting (`reclaim`).
 
 Batching is self-clocking: a group is sent at once while its queue has no task waiting, and otherwise keeps
 growing (still unacknowledged) until the queue drains, the batch is full or ``max_wait_ms`` passes. Idle, a tick
@@ -27,14 +28,16 @@ from django.conf import settings
 
 from feed import keys
 from feed.redis_client import get_redis
-from feed.streams import id_order, text
+from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
+from signals.ingest import turns
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
+from signals.ingest.waits import UnderlyingWaits
 from signals.monitoring import metrics
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, str, dict[str, str]]  # (stream, entry id, fields)
-SendTask = Callable[[list[dict[str, Any]], str], None]
+SendTask = Callable[[list[dict[str, Any]], str, int], None]  # (ticks, queue, ticket)
 
 
 @dataclass
@@ -51,6 +54,10 @@ class BridgeSettings:
     default_queue: str
     queue_routes: dict[str, str]
     max_wait_ms: int = 50
+    underlying_wait_ms: int = 0  # see signals/ingest/waits.py
+    staleness_s: float = 2.0
+    vix_key: str = "NSE@INDVIX@index"
+    index_symbols: frozenset[str] = frozenset()
 
     @classmethod
     def from_django(cls) -> BridgeSettings:
@@ -60,7 +67,9 @@ class BridgeSettings:
             reclaim_idle_ms=settings.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=settings.SIGNAL_MAX_DELIVERIES,
             discovery_interval_s=settings.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=settings.SIGNAL_RECLAIM_INTERVAL_S,
             default_queue=settings.SIGNAL_DEFAULT_QUEUE, queue_routes=settings.SIGNAL_QUEUE_ROUTES,
-            max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS,
+            max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS, underlying_wait_ms=settings.SIGNAL_UNDERLYING_WAIT_MS,
+            staleness_s=settings.SIGNAL_UNDERLYING_STALENESS_S, vix_key=settings.SIGNAL_VIX_KEY,
+            index_symbols=frozenset(settings.SIGNAL_INDEX_SYMBOLS),
         )
 
     def queue_for(self, symbol_key: str) -> str:
@@ -79,13 +88,15 @@ def broker_queue_lengths(queues: list[str]) -> list[int]:
     return [int(n) for n in pipe.execute()]
 
 
-def celery_send(ticks: list[dict[str, Any]], queue: str) -> None:
-    """Publish one batch task; returns once the broker has it (raises if it could not be sent)."""
+def celery_send(ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
+    """Publish one batch task with its turn (`signals.ingest.turns`); returns once the broker has it (raises if it
+    could not be sent)."""
     # Our own argsrepr (the headers' text of the arguments, for logs and monitoring): Celery's default is a
     # truncated repr of the whole batch, an eighth of the bridge's CPU time at 2,000 ticks/s.
     # Sent by name: the bridge needs none of the pipeline's code (nor its memory, nor its collector's work).
-    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], queue=queue, serializer=TICKS_SERIALIZER, retry=True,
-                          argsrepr=batch_repr(ticks), kwargsrepr="{}",
+    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], kwargs={"ticket": ticket}, queue=queue,
+                          serializer=TICKS_SERIALIZER, retry=True, argsrepr=batch_repr(ticks),
+                          kwargsrepr=f"{{'ticket': {ticket}}}",
                           retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
 
 
@@ -116,6 +127,8 @@ class StreamBridge:
         self._next_reclaim = 0.0
         self._scan_pending: list[tuple[str, int]] = []  # (pattern, SCAN cursor) of the discovery pass under way
         self._busy = False  # the last read returned entries
+        self.waits = UnderlyingWaits(client, config.underlying_wait_ms / 1000, config.staleness_s, config.vix_key,
+                                     config.index_symbols)
 
     @property
     def discovery_under_way(self) -> bool:
@@ -191,6 +204,7 @@ class StreamBridge:
         done: list[tuple[str, str]] = []
         dead: list[tuple[str, str, dict[str, str], str]] = []
         now = time.monotonic()
+        parsed = []
         for stream, entry_id, fields in entries:
             try:
                 tick = parse_tick(fields)
@@ -204,64 +218,124 @@ class StreamBridge:
             tick["source_id"] = f"{stream}/{entry_id}"
             self.buffer.setdefault(tick["symbol_key"], []).append((tick, stream, entry_id))
             self.buffer_since.setdefault(tick["symbol_key"], now)
+            parsed.append(tick)
+        self.waits.note(parsed, now)
         self._dead_letter(dead, "malformed")
         self._ack(done)
         return self.flush(force)
 
     def flush(self, force: bool = False) -> int:
-        """Send each buffered group that is due (see the module docstring); acknowledge what the broker took."""
+        """Send each buffered group that is due (see the module docstring). Their entries stay pending: the worker
+        acknowledges them once their batch is processed and stored."""
         if not self.buffer:
             return 0
-        groups = list(self.buffer)
+        vix_group = "@".join(self.config.vix_key.split("@")[:2])
+        groups = sorted(self.buffer, key=lambda g: g != vix_group)  # INDVIX first: options may have waited for it
         queues = [self.config.queue_for(g) for g in groups]
         waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
         now = time.monotonic()
-        done: list[tuple[str, str]] = []
+        chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
+                  if self._due(symbol_key, queue, waiting, now, force)]
+        if not chosen:
+            return 0
+        tickets = turns.take_tickets(self.client, [symbol_key for symbol_key, _ in chosen])
         sent = 0
-        for symbol_key, queue in zip(groups, queues, strict=True):
+        for (symbol_key, queue), ticket in zip(chosen, tickets, strict=True):
             items = self.buffer[symbol_key]
-            due = (force or not waiting.get(queue, 0) or len(items) >= self.config.batch_size
-                   or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
-            if not due:
-                continue
+            self.waits.forget(symbol_key)
             try:
-                self.send_task([tick for tick, _, _ in items], queue)
+                self.send_task([tick for tick, _, _ in items], queue, ticket)
             except Exception:
-                # Not acknowledged: the entries stay pending and are reclaimed after reclaim_idle_ms.
+                # The entries stay pending and are sent again once idle for reclaim_idle_ms.
                 log.exception("could not send tick batch; will retry by reclaim", extra={"queue": queue})
             else:
                 metrics.TASKS_SENT.labels(queue).inc()
-                done.extend((stream, entry_id) for _, stream, entry_id in items)
                 sent += len(items)
             del self.buffer[symbol_key], self.buffer_since[symbol_key]
-        self._ack(done)
         return sent
 
+    def _due(self, symbol_key: str, queue: str, waiting: dict[str, int], now: float, force: bool) -> bool:
+        if force:
+            return True
+        due = (not waiting.get(queue, 0) or len(self.buffer[symbol_key]) >= self.config.batch_size
+               or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
+        return due and not self.waits.waiting(symbol_key, now)
+
     def reclaim(self) -> bool:
-        """Take over entries other consumers read but never acknowledged; dead-letter the ones delivered too often."""
-        claimed: list[Entry] = []
-        for stream in self.streams:
-            start = "0-0"
-            while True:
-                next_start, entries, *_ = self.client.xautoclaim(
-                    stream, self.config.group, self.consumer, self.config.reclaim_idle_ms,
-                    start_id=start, count=self.config.batch_size,
-                )
-                claimed.extend((stream, text(eid), decode_fields(f)) for eid, f in entries if f is not None)
-                start = text(next_start)
-                if start == "0-0" or len(claimed) >= self.config.batch_size:
-                    break
-        if not claimed:
+        """Send again the entries pending for longer than ``reclaim_idle_ms`` (their worker died, or their task never
+        reached a worker) whose queue has no task waiting: while it has, they may still be in it. Entries sent more
+        than ``max_deliveries`` times are dead-lettered; entries trimmed from their stream meanwhile are dropped
+        from the group, with an error in the log. True if anything was claimed."""
+        idle = self._idle_entries()
+        if not idle:
             return False
+        busy = self._busy_queues(idle)
+        chosen = [(s, i, f, n) for s, i, f, n in idle if f is not None and self._queue_of(f) not in busy]
+        gone = [(s, i) for s, i, f, _ in idle if f is None]
+        if gone:
+            log.error("pending entries were trimmed from their stream before being processed",
+                      extra={"count": len(gone), "first": f"{gone[0][0]}/{gone[0][1]}"})
+            self._ack(gone)
+        claimed = self._claim(chosen)
+        if not claimed:
+            return bool(gone)
         metrics.ENTRIES_RECLAIMED.inc(len(claimed))
-        counts = self._delivery_counts(claimed)
-        too_many = [(s, i, f, f"delivered {counts[(s, i)]} times without being processed")
-                    for s, i, f in claimed if counts.get((s, i), 0) > self.config.max_deliveries]
+        too_many = [(s, i, f, f"delivered {n} times without being processed") for s, i, f, n in claimed
+                    if n > self.config.max_deliveries]
         self._dead_letter(too_many, "max_deliveries")
-        retry = [(s, i, f) for s, i, f in claimed if counts.get((s, i), 0) <= self.config.max_deliveries]
+        retry = [(s, i, f) for s, i, f, n in claimed if n <= self.config.max_deliveries]
         log.info("reclaimed pending entries", extra={"count": len(claimed), "dead_lettered": len(too_many)})
         self.handle(retry, force=True)
         return True
+
+    RECLAIM_PAGES = 10  # XPENDING pages a reclaim looks at per stream
+
+    def _idle_entries(self) -> list[tuple[str, str, dict[str, str] | None, int]]:
+        """(stream, entry id, fields or None if trimmed, deliveries so far) of entries idle for reclaim_idle_ms."""
+        found: list[tuple[str, str, int]] = []
+        for stream in self.streams:
+            start = "-"
+            for _ in range(self.RECLAIM_PAGES):
+                page = self.client.xpending_range(stream, self.config.group, min=start, max="+",
+                                                  count=self.config.batch_size, idle=self.config.reclaim_idle_ms)
+                found.extend((stream, text(p["message_id"]), int(p["times_delivered"])) for p in page)
+                if len(page) < self.config.batch_size:
+                    break
+                start = "(" + text(page[-1]["message_id"])
+        if not found:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entry_id, _ in found:
+            pipe.xrange(stream, entry_id, entry_id)
+        replies = pipe.execute()
+        return [(stream, entry_id, decode_fields(reply[0][1]) if reply and reply[0][1] is not None else None, n)
+                for (stream, entry_id, n), reply in zip(found, replies, strict=True)]
+
+    def _queue_of(self, fields: dict[str, str]) -> str | None:
+        try:
+            return self.config.queue_for(parse_tick(fields)["symbol_key"])
+        except TickError:
+            return None  # dead-lettered once claimed
+
+    def _busy_queues(self, idle: list[tuple[str, str, dict[str, str] | None, int]]) -> set[str]:
+        queues = sorted({q for _, _, f, _ in idle if f is not None and (q := self._queue_of(f)) is not None})
+        return {q for q, n in zip(queues, self.queue_lengths(queues), strict=True) if n} if queues else set()
+
+    def _claim(self, chosen: list[tuple[str, str, dict[str, str], int]]) -> list[tuple[str, str, dict[str, str], int]]:
+        """XCLAIM the chosen entries that are still idle; (stream, id, fields, deliveries including this one)."""
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id, _, _ in chosen:
+            by_stream.setdefault(stream, []).append(entry_id)
+        counts = {(s, i): n for s, i, _, n in chosen}
+        claimed = []
+        for stream, ids in by_stream.items():
+            for i in range(0, len(ids), 500):
+                for entry_id, fields in self.client.xclaim(stream, self.config.group, self.consumer,
+                                                            self.config.reclaim_idle_ms, ids[i:i + 500]):
+                    if fields is not None:
+                        eid = text(entry_id)
+                        claimed.append((stream, eid, decode_fields(fields), counts[(stream, eid)] + 1))
+        return claimed
 
     def step(self) -> bool:
         """One round: periodic discovery and reclaim, then one read. True if it did any work."""
@@ -300,19 +374,6 @@ class StreamBridge:
                 time.sleep(min(self.config.discovery_interval_s, 1.0))
 
     # --- helpers ----------------------------------------------------------------------------------------------
-    def _delivery_counts(self, claimed: list[Entry]) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        by_stream: dict[str, list[str]] = {}
-        for stream, entry_id, _ in claimed:
-            by_stream.setdefault(stream, []).append(entry_id)
-        for stream, ids in by_stream.items():
-            ordered = sorted(ids, key=id_order)
-            pending = self.client.xpending_range(stream, self.config.group, min=ordered[0], max=ordered[-1],
-                                                 count=len(ids) + 1000, consumername=self.consumer)
-            for item in pending:
-                counts[(stream, text(item["message_id"]))] = int(item["times_delivered"])
-        return counts
-
     def _dead_letter(self, dead: list[tuple[str, str, dict[str, str], str]], reason: str) -> None:
         if not dead:
             return

@@ -1,7 +1,9 @@
-"""Prometheus metrics shared by web, bridge and workers.
+"""Prometheus metrics shared by web, bridge, workers and beat.
 
-With PROMETHEUS_MULTIPROC_DIR set (the Procfile sets it), every process writes its samples there and `/metrics`
-on the web process aggregates them; without it each process reports its own.
+Each long-running process serves its own on SIGNAL_METRICS_PORT (feed/probes.py; how Kubernetes and compose run
+them); a Celery worker's prefork children write to the worker's PROMETHEUS_MULTIPROC_DIR, served by its main
+process. With one PROMETHEUS_MULTIPROC_DIR shared by every process (the Makefile's demo), `/metrics` on the web
+process aggregates them all.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -26,3 +28,6 @@ TICK_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WS_CONNECTIONS = Gauge("signal_websocket_connections", "Open WebSocket connections", multiprocess_mode="livesum")
+BEAT_ACTIVE = Gauge("signal_beat_active", "1 while this celery-beat holds the single-beat lock and sends tasks",
+                    multiprocess_mode="liveall")
+BEAT_LOCK_LOST = Counter("signal_beat_lock_lost_total", "Times an active celery-beat failed to renew its lock")

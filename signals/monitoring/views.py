@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from feed.probes import metrics_registry
 from feed.redis_client import get_redis
 from signals.monitoring.streams import StreamMetricsCollector
 
@@ -53,12 +52,7 @@ _stream_collector = StreamMetricsCollector()
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    body = generate_latest(registry) + generate_latest(_StreamRegistry())
+    body = generate_latest(metrics_registry()) + generate_latest(_StreamRegistry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,6 +1,7 @@
 """The latest values as stored in PostgreSQL, for the realtime views while Redis is unreachable (docs/REFERENCE.md
-§6, "source"): the newest tick of an instrument (``signal_ticks``), the newest Greeks of options (``signal_greeks``)
-shaped like the latest-Greeks cache entries, and an option chain built from them.
+§6, "source"): the newest tick of an instrument (``signal_ticks``, through `signals.storage.ticks_before`), the
+newest Greeks of options (``signal_greeks``) shaped like the latest-Greeks cache entries, and an option chain built
+from them.
 
 Every read walks the tables' primary keys (instrument, time) backwards, one index probe per instrument.
 """
@@ -20,9 +21,9 @@ from greeks import DEFAULT_MODEL, GREEK_NAMES
 from signals.instrument_registry import chain_instruments
 from signals.options.chains import ChainSnapshot, reference_key
 from signals.options.pricing import STALE_FLAG, underlying_for
-from signals.storage import TICK_COLUMNS
+from signals.storage import ticks_before
 
-_TICK_VALUES = TICK_COLUMNS[3:]
+_AFTER_ANY_TICK = 253402300799.0  # 9999-12-31T23:59:59Z, the last second both Python and PostgreSQL hold
 _GREEKS_VALUES = ("price_field", "config_id", *GREEK_NAMES, "option_price", "underlying_price", "sigma",
                   "sigma_source", "status", "time_to_expiry")
 # every row of the newest time of each option (one per config and price field)
@@ -37,15 +38,7 @@ ORDER BY k.key, g.config_id
 
 def latest_tick(instrument_key: str) -> dict[str, Any] | None:
     """The instrument's newest stored tick (``timestamp``, ``ts`` and the quote fields), or None."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT time, source_id, {', '.join(_TICK_VALUES)} FROM signal_ticks "
-                       "WHERE instrument_key = %s ORDER BY time DESC, source_id DESC LIMIT 1", [instrument_key])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    time, source_id, *values = row
-    return {"instrument_key": instrument_key, "timestamp": time.isoformat(), "ts": time.timestamp(),
-            "source_id": source_id, **dict(zip(_TICK_VALUES, values, strict=True))}
+    return ticks_before({instrument_key: _AFTER_ANY_TICK}, inclusive=True).get(instrument_key)
 
 
 def latest_greeks(option_keys: list[str]) -> dict[str, dict[str, Any]]:

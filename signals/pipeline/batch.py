@@ -4,9 +4,9 @@ ticks and results, record open bars. Plain function, called by the Celery task a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,13 @@ from feed.redis_client import get_redis
 from signals import storage
 from signals.delivery import outputs
 from signals.delivery.outputs import Outbox
+from signals.ingest.entries import acknowledge
 from signals.instrument_registry import register_instruments
 from signals.monitoring import metrics
 from signals.pipeline.batch_reads import read_batch
 from signals.pipeline.computations import reads_stored_ticks, run_config
 from signals.pipeline.context import BatchContext
+from signals.storage import ticks_before as stored_before
 
 log = logging.getLogger(__name__)
 Matched = dict[int, tuple[ActiveConfig, list[dict[str, Any]]]]  # config id -> (config, its ticks in tick order)
@@ -44,8 +46,9 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
 
     Order: read what the batch needs from Redis; update latest values; run the configs; send the results to the
     Redis sinks; then, in one transaction, store the raw ticks (durably) and the results; then report the stored
-    ticks to the bars service. Live consumers thus never wait for PostgreSQL. When a matching config reads bars
-    (which come from the stored ticks), the ticks are stored and reported first instead, so its bars include them.
+    ticks to the bars service; last, acknowledge the ticks' stream entries. Live consumers thus never wait for
+    PostgreSQL. When a matching config reads bars (which come from the stored ticks), the ticks are stored and
+    reported first instead, so its bars include them.
     """
     started = time.perf_counter()
     client = get_redis()
@@ -54,7 +57,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     reads = read_batch(client, instrument_keys)
     registry.refresh(reads.version)
     timeframes = reads.timeframes
-    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, reads.held),
+    ctx = BatchContext(client=client, latest=latest, previous=previous_ticks(ticks, reads.held, stored_before),
                        outbox=Outbox(listened=reads.listened),
                        held_ts={k: tick["ts"] for k, tick in reads.held.items()})
     bars = ctx.bars_service
@@ -72,7 +75,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     pipe.execute()
 
     records = [record for group in matched for record in run_grouped(group, ctx)]
-    rows = outputs.emit(records, client, ctx.outbox, once=batch_identity(ticks, frequency))
+    rows = outputs.emit(records, client, ctx.outbox, group=settings.SIGNAL_CONSUMER_GROUP)
     if stored is None:  # one commit: the raw ticks (durable) and their results
         stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx.outbox))[0]
     else:  # the ticks are committed already; results can be recomputed from them
@@ -82,24 +85,18 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         pipe = client.pipeline(transaction=False)
         bars.queue_record(pipe, ticks, timeframes)
         pipe.execute()
+    acknowledge(client, settings.SIGNAL_CONSUMER_GROUP, ticks)  # done: nothing of it is lost from here on
     _note_runs(records)
     _observe(ticks, started)
     return BatchReport(ticks=len(ticks), stored=stored, records=len(records))
 
 
-def batch_identity(ticks: list[dict[str, Any]], frequency: str) -> str:
-    """The same for the same ticks in any order: Celery redelivers a task with the same arguments."""
-    digest = hashlib.sha1(frequency.encode())
-    for source_id in sorted(t["source_id"] for t in ticks):
-        digest.update(b"\n" + source_id.encode())
-    return digest.hexdigest()
-
-
 def run_configs(configs: list[ActiveConfig], ticks: list[dict[str, Any]],
-                previous: dict[str, dict[str, Any] | None] | None = None) -> list[outputs.Record]:
+                previous: dict[str, dict[str, Any] | None] | None = None, run: str = "") -> list[outputs.Record]:
     """Run the given configs on ticks already stored and held as latest values, each config on the ticks it
     matches, and write their outputs exactly as a batch would. Used by time-driven runs, which recompute configs
-    from the latest tick of every matching instrument. Returns the records written."""
+    from the latest tick of every matching instrument; ``run`` names the run's schedule period: its outputs are
+    written once (a retried task or an overlapping beat writes nothing more). Returns the records."""
     client = get_redis()
     ctx = BatchContext(client=client, latest=LatestStore(client), previous=previous or {})
     ordered = sorted(ticks, key=lambda t: t["ts"])
@@ -108,15 +105,31 @@ def run_configs(configs: list[ActiveConfig], ticks: list[dict[str, Any]],
         matched = [tick for tick in ordered if key_matches(config.pattern, tick["instrument_key"])]
         if matched:
             by_config[config.id] = (config, matched)
-    records = run_grouped(by_config, ctx)
-    outputs.write(records, client, ctx.outbox)
+    records = run_grouped(by_config, ctx, run)
+    outputs.write(records, client, ctx.outbox, once=run or None)
     return records
 
 
-def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+def previous_ticks(ticks: list[dict[str, Any]], held: dict[str, dict[str, Any]],
+                   stored: Callable[[dict[str, float]], dict[str, dict[str, Any]]] | None = None,
+                   ) -> dict[str, dict[str, Any] | None]:
     """For each tick (by source_id), the same instrument's tick just before it in tick time: from this batch, or
-    the latest value Redis held before the batch when that is older."""
+    the latest value Redis held before the batch when that is older.
+
+    When Redis holds a tick as new as the batch's first tick of an instrument (the batch is retried after it
+    updated the latest values, or a newer batch overtook it), the tick before comes from ``stored``: instrument key
+    -> time -> the newest stored tick before that time (`signals.storage.ticks_before`)."""
     last = dict(held)
+    overtaken = {}
+    for tick in ticks:
+        key = tick["instrument_key"]
+        before = held.get(key)
+        if before is not None and before["ts"] >= tick["ts"]:
+            overtaken[key] = min(tick["ts"], overtaken.get(key, tick["ts"]))
+    if overtaken and stored is not None:
+        for key in overtaken:
+            last.pop(key, None)
+        last.update(stored(overtaken))
     found: dict[str, dict[str, Any] | None] = {}
     for tick in sorted(ticks, key=lambda t: t["ts"]):
         before = last.get(tick["instrument_key"])
@@ -150,7 +163,7 @@ def _bar_close_ticks(by_config: Matched, ctx: BatchContext) -> Matched:
     return kept
 
 
-def run_grouped(by_config: Matched, ctx: BatchContext) -> list[outputs.Record]:
+def run_grouped(by_config: Matched, ctx: BatchContext, run: str = "") -> list[outputs.Record]:
     """Run each config on its ticks (as `match_configs` groups them); returns (record, tick, output settings) of
     every tick with results, not yet written anywhere."""
     records = []
@@ -159,7 +172,7 @@ def run_grouped(by_config: Matched, ctx: BatchContext) -> list[outputs.Record]:
         output = config.document.get("output", {})
         for tick, computations in zip(config_ticks, per_tick, strict=True):
             if computations:
-                records.append((outputs.build_record(tick, config.id, config.name, computations), tick, output))
+                records.append((outputs.build_record(tick, config.id, config.name, computations, run), tick, output))
     return records
 
 

@@ -25,7 +25,9 @@ from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from configs.scheduling import sync_schedules
+from feed import probes
 from feed.redis_client import get_redis
+from signals.monitoring import metrics
 from signals.schedule import token_locks
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class SingleBeatScheduler(DatabaseScheduler):
         self.beat_lock = BeatLock(get_redis(), settings.SIGNAL_BEAT_LOCK_KEY, settings.SIGNAL_BEAT_LOCK_TTL_S)
         self.active = False
         self._announced_standby = False
+        # every tick (at most a standby interval apart) beats; served by setup_schedule (see there)
+        self.heartbeat = probes.Heartbeat(settings.SIGNAL_HEARTBEAT_MAX_AGE_S)
         super().__init__(*args, **kwargs)
 
     @property
@@ -68,6 +72,10 @@ class SingleBeatScheduler(DatabaseScheduler):
         return max(min(settings.SIGNAL_BEAT_LOCK_TTL_S / 3, 5.0), 0.2)
 
     def setup_schedule(self) -> None:
+        # Only the scheduler that runs gets here: celery-beat also makes a lazy one to print its banner, which must
+        # not take the port.
+        if settings.SIGNAL_METRICS_PORT:
+            probes.serve(settings.SIGNAL_METRICS_PORT, settings.SIGNAL_METRICS_HOST, self.heartbeat)
         super().setup_schedule()
         if self._hold() is False and not settings.SIGNAL_BEAT_STANDBY:
             holder = self._safe_holder()
@@ -87,6 +95,7 @@ class SingleBeatScheduler(DatabaseScheduler):
                 if self.beat_lock.renew():
                     return True
                 log.error("celery-beat lost the single-beat lock; standing by", extra={"lock": self.beat_lock.key})
+                metrics.BEAT_LOCK_LOST.inc()
                 self.active = False
                 self._announced_standby = False
             if self.beat_lock.acquire():
@@ -116,7 +125,11 @@ class SingleBeatScheduler(DatabaseScheduler):
         self._heap = None
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self._hold():
+        self.heartbeat.beat()
+        self.heartbeat.ready = True
+        held = self._hold()
+        metrics.BEAT_ACTIVE.set(1 if held else 0)
+        if not held:
             return self.standby_interval
         interval = super().tick(*args, **kwargs)
         return min(interval, self.standby_interval) if interval else interval

@@ -3,7 +3,8 @@
 The instruments come from the instrument registry (`InstrumentRecord`, built from observed ticks; expired
 derivatives are skipped), the ticks from the latest values in Redis (`LatestStore`), and the outputs are written
 by the same code as a tick batch (`signals.pipeline.batch.run_configs`). A record's ``timestamp`` is the tick's time,
-as for every record; re-running on an unchanged tick writes the Redis sinks again and adds no database row.
+as for every record; its ``record_id`` names the schedule period. A period's outputs are written once: a retried
+or redelivered task, or a second beat firing the same period, writes nothing more (and adds no database row).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from configs import runs
+from configs.frequency import parse_frequency
 from configs.registry import ActiveConfig, registry
-from configs.scheduling import exchange_tz
+from configs.scheduling import exchange_tz, schedule_period
 from feed import keys
 from feed.latest import LatestStore
 from feed.redis_client import get_redis
@@ -74,8 +76,9 @@ def _run(schedule_key: str) -> dict[str, Any]:
     matches = instruments_for(configs)
     all_keys = sorted({key for found in matches.values() for key in found})
     ticks, previous = latest_ticks(all_keys)
+    period = schedule_period(parse_frequency(configs[0].frequency), started)
     try:
-        records = run_configs(configs, ticks, previous) if ticks else []
+        records = run_configs(configs, ticks, previous, run=period) if ticks else []
     except Exception as exc:
         for config in configs:
             runs.stamp(config.id, "error", f"{type(exc).__name__}: {exc}", 0, started)

@@ -20,7 +20,7 @@ from feed.instruments import InstrumentKeyError, normalise_key, parse_instrument
 from feed.ticks import TickError, parse_tick, parse_time
 from feed.ticks import number as tick_number
 from signals import storage
-from signals.bars import rollup, timescale
+from signals.bars import cagg_refresh, retention, rollup
 from signals.bars.store import get_service
 from signals.instrument_registry import register_instruments
 
@@ -36,6 +36,9 @@ HELP = """Import historical market data from a CSV file (header row required, co
   (traded quantity of that minute) and oi. Each bar is stored as four ticks inside its minute (open, low/high,
   high/low, close) carrying the day's cumulative volume through that bar, so every timeframe built from them has
   the same OHLC and volume. Import the parts of one exchange day in time order.
+
+Rows older than the tick retention (SIGNAL_TICKS_RETENTION_DAYS, default 1826 days = 5 years) are rejected
+(the retention would delete them): raise that setting to import older history.
 
 Idempotent: each stored tick's source_id is a hash of its row's content, so importing a file again (or two
 overlapping files) adds nothing. Rejected rows are reported with their line number and reason (--rejects writes
@@ -109,6 +112,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        days = int(settings.SIGNAL_TICKS_RETENTION_DAYS)
+        oldest = retention.cutoff(days)
+        self.retained_from = oldest.timestamp() if oldest else None
+        self.too_old = (f"older than the tick retention: SIGNAL_TICKS_RETENTION_DAYS={days} deletes ticks before "
+                        f"{oldest:%Y-%m-%d %H:%M} UTC; raise it to import this history" if oldest else "")
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
@@ -153,6 +161,9 @@ class Command(BaseCommand):
             except TickError as exc:
                 report.rejected.append((line, str(exc), row))
                 continue
+            if self.retained_from is not None and tick["ts"] < self.retained_from:
+                report.rejected.append((line, self.too_old, row))
+                continue
             tick["source_id"] = content_id("import", (
                 tick["instrument_key"], tick["timestamp"], tick["ltp"], tick["open"], tick["high"], tick["low"],
                 tick["close"], tick["volume"], tick["oi"], tick["bid"], tick["ask"], tick["ltq"]))
@@ -181,6 +192,9 @@ class Command(BaseCommand):
                 key, ts, values = parse_bar(fields, default_key)
             except ValueError as exc:
                 report.rejected.append((line, str(exc), row))
+                continue
+            if self.retained_from is not None and ts < self.retained_from:
+                report.rejected.append((line, self.too_old, row))
                 continue
             first = seen.get((key, ts))
             if first is not None:
@@ -232,10 +246,9 @@ class Command(BaseCommand):
         register_instruments(sorted(report.keys))
         get_service().invalidate(report.keys)
         if report.inserted:
-            lo = min(v[0] for v in report.keys.values())
-            hi = max(v[1] for v in report.keys.values())
-            timescale.refresh_range(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
-            if rollup.enabled():
+            # TimescaleDB: the imported ranges are refreshed now, or after the caller's transaction commits
+            # (until then readers aggregate those ranges from raw ticks)
+            if not cagg_refresh.note(report.keys) and rollup.enabled():
                 rollup.refresh_pending(budget_s=3600.0)
 
     def _report(self, report: Report, path: Path, options: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from signals.delivery.events import signal_event
 from signals.options.pricing import Priced, expiry_timestamp, price_quotes, underlying_for
 from signals.pipeline.computations.results import result
 from signals.pipeline.context import BatchContext
+from signals.storage import ticks_before
 
 COMPUTATION_NAME = "option_greeks"
 Option = tuple[int, Instrument]  # (index of the tick in the config's ticks, its parsed option)
@@ -128,6 +129,9 @@ def _read_window(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[O
     pipe = ctx.client.pipeline(transaction=False)
     window.queue(pipe)
     window.load(pipe.execute())
+    missing = window.missing()
+    if missing:  # Redis lost the history (a restart without AOF): the stored ticks still have it
+        window.fill(ticks_before(missing, inclusive=True))
     return window
 
 

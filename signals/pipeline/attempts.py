@@ -1,0 +1,76 @@
+"""A tick batch processed until it is done: the worker's side of "nothing acknowledged is lost".
+
+A batch that meets a PostgreSQL or Redis connection failure is tried again here, in the same process, backing off,
+for up to ``SIGNAL_TASK_RETRY_BUDGET_S``; it is never retried through the broker, which is Redis too and may be
+the thing that is down. Its stream entries stay pending until the batch is done and stored, and are leased
+meanwhile (`signals.ingest.entries.EntryLease`). A batch that still fails (the budget ran out, or an error that is
+no outage) raises: its entries stay pending, a bridge sends them again once they are idle, and after
+``SIGNAL_MAX_DELIVERIES`` deliveries they go to the dead-letter stream with the reason. Retrying is safe: rows
+conflict, latest values are last-write-wins and each entry's Redis outputs are written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+from redis.exceptions import NoScriptError
+
+from feed.redis_client import get_redis
+from signals.ingest import turns
+from signals.ingest.entries import EntryLease
+from signals.pipeline.batch import BatchReport, process_batch
+
+log = logging.getLogger(__name__)
+
+# Failures of a dependency that pass by themselves: PostgreSQL or Redis gone, restarting or refusing connections
+# (NoScriptError: a restarted Redis has forgotten the scripts).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, NoScriptError,
+                    redis.exceptions.BusyLoadingError)
+
+
+def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -> BatchReport:
+    """`process_batch` the ticks in their underlying's turn (with a bridge's ``ticket``: `signals.ingest.turns`),
+    retrying through outages within the budget; raises what is left."""
+    client = get_redis()
+    symbol_key = ticks[0]["symbol_key"] if ticks and ticket is not None else None
+    lease = EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=settings.SIGNAL_RECLAIM_IDLE_MS / 3000)
+    with lease:
+        if symbol_key is None:
+            return _attempts(ticks)
+        try:
+            turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S))
+        except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
+            log.warning("could not wait for a batch's turn", exc_info=True)
+        try:
+            return _attempts(ticks)
+        finally:
+            _finish(client, symbol_key, ticket)
+
+
+def _finish(client: redis.Redis, symbol_key: str, ticket: int) -> None:
+    try:
+        turns.finish_turn(client, symbol_key, ticket)
+    except redis.RedisError:  # the next batch then waits SIGNAL_TURN_WAIT_S at most
+        log.warning("could not mark a batch's turn done", exc_info=True)
+
+
+def _attempts(ticks: list[dict[str, Any]]) -> BatchReport:
+    deadline = time.monotonic() + float(settings.SIGNAL_TASK_RETRY_BUDGET_S)
+    delay = 0.2
+    while True:
+        try:
+            return process_batch(ticks)
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("batch waits for its dependencies", extra={"error": f"{type(exc).__name__}: {exc}",
+                                                                    "ticks": len(ticks), "retry_in_s": delay})
+            if isinstance(exc, OperationalError | InterfaceError) and not connection.in_atomic_block:
+                connection.close()  # a broken connection is not reused; the next query opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

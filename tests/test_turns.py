@@ -1,0 +1,77 @@
+"""One underlying's batches run one at a time, in the order sent, however many workers take them (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+
+from feed import keys
+from signals.ingest import turns
+from signals.ingest.bridge import BridgeSettings, StreamBridge
+from tests.factories import create_config, fields, price_config, tick
+from tests.support import wait_for, worker_database_url
+
+STREAM = "tick_stream:NSE@NIFTY"
+SPOT = "NSE@NIFTY@index"
+FUTURE = "NSE@NIFTY@futures@2025-06-26"
+
+
+def waiting_inserts(conn: psycopg.Connection, table: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND query LIKE %s", [f'INSERT INTO "{table}"%']).fetchone()[0])
+
+
+def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None:
+    first, second = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])
+    (other,) = turns.take_tickets(r, ["NSE@BANKNIFTY"])
+    assert (first, second, other) == (1, 2, 1)
+    assert turns.wait_turn(r, "NSE@NIFTY", first, 0)
+    assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 0)  # other underlyings do not wait
+    assert not turns.wait_turn(r, "NSE@NIFTY", second, 0.05)  # the first has not finished
+    turns.finish_turn(r, "NSE@NIFTY", first)
+    assert turns.wait_turn(r, "NSE@NIFTY", second, 0)
+    turns.finish_turn(r, "NSE@NIFTY", second)
+    turns.finish_turn(r, "NSE@NIFTY", first)  # a late finish never moves the mark back
+    assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick_before(
+        r: Any, start_worker: Any) -> None:
+    from signals.models import ComputedSignal
+
+    create_config(price_config("per-minute", frequency="every_interval", interval="1m"))
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes={"NSE@NIFTY": "turns-test"}),
+                          consumer="bridge", queue_lengths=lambda queues: [0] * len(queues))
+    start_worker("turns-test", name="a")
+    start_worker("turns-test", name="b")
+    r.xadd(STREAM, fields(tick(SPOT, 24030, at=30)))
+    bridge.discover()
+    bridge.handle(bridge.read())
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
+
+    with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
+            psycopg.connect(worker_database_url(), autocommit=True) as observer:
+        # The first batch registers a new instrument: held there, before it reads or writes any latest value.
+        locker.execute("LOCK TABLE signal_instruments IN EXCLUSIVE MODE")
+        r.xadd(STREAM, fields(tick(FUTURE, 24100, at=59)))
+        r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
+        bridge.handle(bridge.read())
+        wait_for(lambda: waiting_inserts(observer, "signal_instruments") == 1)
+        r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))  # the next batch, taken by the other worker
+        bridge.handle(bridge.read())
+        time.sleep(1.0)
+        locker.rollback()
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)
+
+    records = [json.loads(x) for x in r.lrange(keys.output_list(SPOT), 0, -1)]
+    fired = [rec for rec in records if rec["config_name"] == "per-minute"]
+    # one bar close, fired once: by the first tick of the new bar, against the last tick of the closed one
+    assert [rec["timestamp"][11:19] for rec in fired] == ["04:01:01"]
+    assert fired[0]["computations"][0]["results"]["previous_ltp"] == 24030
+    assert ComputedSignal.objects.filter(instrument_key=SPOT).count() == 1
