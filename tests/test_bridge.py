@@ -313,7 +313,7 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
 
     ticks = [normalised(tick("NSE@NIFTY@index", 24000.5, at=0), f"{STREAM}/1-0"),
              normalised(tick("NSE@NIFTY@options@2025-06-26@CE@24000", 120, at=1), f"{STREAM}/2-0")]
-    celery_send(ticks, "serializer-test")
+    celery_send(ticks, "serializer-test", 7)
     broker = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL)
     envelope = json.loads(broker.lrange("serializer-test", 0, -1)[0])
     assert envelope["content-type"] == TICKS_CONTENT_TYPE
@@ -321,6 +321,6 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
     body = envelope["body"]
     if envelope["properties"].get("body_encoding") == "base64":
         body = base64.b64decode(body)
-    args, _, _ = loads(body, envelope["content-type"], envelope["content-encoding"],
-                       accept={TICKS_CONTENT_TYPE})
-    assert args == [ticks]
+    args, kwargs, _ = loads(body, envelope["content-type"], envelope["content-encoding"],
+                            accept={TICKS_CONTENT_TYPE})
+    assert args == [ticks] and kwargs == {"ticket": 7}
