@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test test-timescale lint check bench fuzz clean deploy-render deploy-check
+.PHONY: run install services migrate test test-timescale lint check bench fuzz faults clean deploy-render deploy-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -81,6 +81,11 @@ bench: install
 	$(BIN)/python -m bench.history_api --gc-freeze
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/greeks_pipeline.py
+
+# The fault suite (docs/RELIABILITY.md): its own Redis and PostgreSQL on free ports, the Procfile's processes, a few
+# minutes; exits non-zero on any loss or duplicate.
+faults: install
+	$(BIN)/python -m faults
 
 clean:
 	rm -rf $(VENV) .run staticfiles

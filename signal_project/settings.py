@@ -160,6 +160,8 @@ SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
 SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
 SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
+# Retry-After (seconds) of a 503 answered while Redis or PostgreSQL is unreachable
+SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["webapi.auth.JWTAuthentication"],

@@ -36,13 +36,14 @@ def test_health_needs_no_token() -> None:
 
 def test_ready_checks_database_redis_and_broker() -> None:
     body = APIClient().get("/ready").json()
-    assert body == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
+    assert body == {"status": "ready", "down": [], "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
 
 
 def test_ready_reports_an_unreachable_broker(settings: Any) -> None:
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
     response = APIClient().get("/ready")
     assert response.status_code == 503 and response.json()["checks"]["broker"].startswith("unreachable")
+    assert response.json()["down"] == ["broker"] and int(response["Retry-After"]) > 0
 
 
 def test_metrics_expose_pipeline_and_stream_figures(r: Any, monkeypatch: Any) -> None:

@@ -227,7 +227,7 @@ def test_the_schema_documents_every_error_status_in_the_envelope() -> None:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            expected = {"400", "401", "406", "429"} | ({"403"} if method in ("post", "put", "patch", "delete") else set())
+            expected = {"400", "401", "406", "429", "503"} | ({"403"} if method in ("post", "put", "patch", "delete") else set())
             expected |= {"404"} if "{" in path else set()
             expected |= {"415"} if "requestBody" in operation else set()
             assert expected <= set(responses), (method, path, sorted(responses))

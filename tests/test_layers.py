@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {"tests", "bench", "migrations", ".venv", "staticfiles", ".git", ".run"}
+SKIP = {"tests", "bench", "faults", "migrations", ".venv", "staticfiles", ".git", ".run"}
 PROJECT = ("greeks", "indicators", "functions", "feed", "webapi", "configs", "signals", "signal_project")
 
 # Top-level packages, lowest first, with the project packages each may import besides itself.

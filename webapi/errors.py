@@ -1,13 +1,17 @@
 """Every API error is JSON: ``{"error": {"code", "message", "field"?, "details"?, "omitted"?}}`` (docs/REFERENCE.md
 §6), from DRF views (`exception_handler`) and from Django itself (unknown routes, oversized or malformed requests,
 and the 500 that should never happen: `handler404`, `handler400`, `handler403`, `handler500`). Bodies are bounded:
-at most MAX_LISTED_ERRORS problems are listed, ``omitted`` counts the rest."""
+at most MAX_LISTED_ERRORS problems are listed, ``omitted`` counts the rest.
+
+A dependency that cannot be reached (Redis, PostgreSQL) answers 503 ``unavailable`` with ``Retry-After``, never
+500: views that have a stored equivalent catch the Redis errors themselves (`webapi.dependencies`) and answer from it."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
@@ -15,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 from rest_framework.views import set_rollback
 
+from webapi.dependencies import DATABASE_DOWN, REDIS_DOWN
 from webapi.limits import MAX_BODY_BYTES, MAX_LISTED_ERRORS, MAX_MESSAGE_CHARS, LimitError
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,19 @@ class BadParameter(exceptions.APIException):
 
 class NotFound(exceptions.NotFound):
     default_code = "not_found"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable | None:
+    if isinstance(exc, REDIS_DOWN):
+        return ServiceUnavailable(f"Redis is unreachable ({type(exc).__name__}); retry shortly")
+    if isinstance(exc, DATABASE_DOWN):
+        return ServiceUnavailable(f"the database is unreachable ({type(exc).__name__}); retry shortly")
+    return None
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -84,6 +102,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, RequestDataTooBig):
         # DRF reads JSON bodies through request.body, which refuses more than DATA_UPLOAD_MAX_MEMORY_SIZE first
         exc = BadParameter(f"the body is larger than {MAX_BODY_BYTES} bytes", code="too_large")
+    else:
+        exc = _unavailable(exc) or exc
     response = drf_handler(exc, context)
     if response is None:
         # A bug: logged with its traceback, answered in the same envelope as every other error.
@@ -91,6 +111,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         set_rollback()
         return Response(error_body("server_error", "internal error; it has been logged"),
                         status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    if isinstance(exc, ServiceUnavailable):
+        response["Retry-After"] = str(settings.SIGNAL_RETRY_AFTER_S)
     field: str | None = getattr(exc, "field", None)
     if isinstance(exc, exceptions.ValidationError):
         response.data = validation_body(exc.detail, getattr(exc, "total_errors", None))

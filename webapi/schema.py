@@ -24,7 +24,8 @@ ERROR_SCHEMA = {
             "code": {"type": "string", "description": "bad_parameter, invalid, bad_json, too_deep, too_large, "
                                                       "not_authenticated, authentication_failed, "
                                                       "permission_denied, not_found, method_not_allowed, not_acceptable, "
-                                                      "unsupported_media_type, in_use, conflict, throttled"},
+                                                      "unsupported_media_type, in_use, conflict, throttled, "
+                                                      "unavailable"},
             "message": {"type": "string"},
             "field": {"type": "string", "description": "the parameter or the path of the first failing field, "
                                                        "e.g. technical_indicators[0].parameters.length"},
@@ -39,6 +40,7 @@ _ALWAYS = {
     "401": "missing, malformed or expired token",
     "406": "the Accept header allows no application/json",
     "429": "over the per-user request rate (SIGNAL_API_RATE)",
+    "503": "unavailable: the database, or Redis where no stored value stands in, cannot be reached (Retry-After)",
 }
 _WRITES = {"403": "the token lacks the signals:write scope"}
 _WITH_PATH_PARAMETERS = {"404": "no such object or instrument"}

@@ -27,8 +27,9 @@ from feed.ticks import QUOTE_FIELDS
 from greeks import GREEK_NAMES
 from indicators.timeframes import parse_timeframe
 from signals import instrument_registry
+from signals.api.realtime import SOURCE_FIELD, latest_or_stored
 from signals.options import history as greeks_history
-from signals.options import levels
+from signals.options import levels, stored
 from signals.options.chains import ChainSnapshot, load_chain
 from webapi.errors import BadParameter, NotFound
 from webapi.limits import LimitError, check_date
@@ -161,6 +162,7 @@ RealtimeGreeksSerializer = inline_serializer("RealtimeGreeks", {
     "time_to_expiry": serializers.FloatField(allow_null=True),
     "model": serializers.CharField(),
     "fields": serializers.DictField(help_text="Every configured price field's results"),
+    "source": SOURCE_FIELD,
 })
 
 
@@ -199,6 +201,7 @@ LevelSerializer = inline_serializer("MoneynessLevel", {
     "calls": _option_view(many=True), "puts": _option_view(many=True),
     "averages": inline_serializer("MoneynessAverages", {"call": _average(), "put": _average()}),
     "reason": serializers.CharField(required=False),
+    "source": SOURCE_FIELD,
 })
 AtmIvSerializer = inline_serializer("AtmIv", {
     "underlying": serializers.CharField(), "expiry_date": serializers.DateField(),
@@ -206,6 +209,7 @@ AtmIvSerializer = inline_serializer("AtmIv", {
     "put_iv": serializers.FloatField(allow_null=True), "atm_strike": serializers.FloatField(allow_null=True),
     "spot": serializers.FloatField(allow_null=True), "timestamp": serializers.DateTimeField(allow_null=True),
     "reason": serializers.CharField(required=False),
+    "source": SOURCE_FIELD,
 })
 ChainSerializer = inline_serializer("OptionChain", {
     "underlying": serializers.CharField(), "expiry_date": serializers.DateField(),
@@ -214,6 +218,7 @@ ChainSerializer = inline_serializer("OptionChain", {
     "strikes": inline_serializer("ChainStrike", {"strike": serializers.FloatField(),
                                                  "call": _option_view(allow_null=True),
                                                  "put": _option_view(allow_null=True)}, many=True),
+    "source": SOURCE_FIELD,
 })
 HistoryGreeksSerializer = inline_serializer("HistoricalGreeks", {
     "instrument_key": serializers.CharField(), "timeframe": serializers.CharField(allow_null=True),
@@ -247,14 +252,19 @@ class RealtimeGreeksView(APIView):
     @extend_schema(summary="Latest Greeks of an option", responses={200: RealtimeGreeksSerializer, **ERRORS})
     def get(self, request: Request, instrument_key: str) -> Response:
         key = option_param(instrument_key).key
-        raw = get_redis().get(keys.latest_result("greeks", key))
-        if raw is None:
+        body, source = latest_or_stored(lambda: _cached_greeks(key), lambda: stored.latest_greeks([key]).get(key))
+        if body is None:
             if not instrument_registry.instrument_known(key):
                 raise NotFound(f"unknown instrument {key}")
             raise NotFound(f"no Greeks computed yet for {key} (is a config with option_greeks enabled matching it?)")
-        body = json.loads(raw)
         body.pop("ts", None)
+        body["source"] = source
         return Response(body)
+
+
+def _cached_greeks(key: str) -> dict[str, Any] | None:
+    raw = get_redis().get(keys.latest_result("greeks", key))
+    return json.loads(raw) if raw is not None else None
 
 
 class MoneynessGreeksView(APIView):
@@ -264,29 +274,32 @@ class MoneynessGreeksView(APIView):
         key = underlying_param(underlying)
         level = level_param(level)
         step = strike_step_param(request)
-        expiry = expiry_param(request, key)
-        snapshot = load_chain(get_redis(), key, expiry)
-        return Response(levels.level_view(snapshot, level, step))
+        snapshot, source = latest_chain(request, key)
+        return Response({**levels.level_view(snapshot, level, step), "source": source})
 
 
-def latest_chain(request: Request, underlying: str) -> ChainSnapshot:
-    """The latest chain of the ``underlying`` path parameter for the ``expiry_date`` query parameter."""
+def latest_chain(request: Request, underlying: str) -> tuple[ChainSnapshot, str]:
+    """(the latest chain of the ``underlying`` path parameter for the ``expiry_date`` query parameter, its
+    source): from Redis, or from the stored values while Redis cannot be reached."""
     key = underlying_param(underlying)
-    return load_chain(get_redis(), key, expiry_param(request, key))
+    expiry = expiry_param(request, key)
+    return latest_or_stored(lambda: load_chain(get_redis(), key, expiry), lambda: stored.stored_chain(key, expiry))
 
 
 class AtmIvView(APIView):
     @extend_schema(summary="ATM implied volatility: IV at the spot, interpolated between the bracketing strikes",
                    parameters=[EXPIRY], responses={200: AtmIvSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        return Response(levels.atm_iv_view(latest_chain(request, underlying)))
+        snapshot, source = latest_chain(request, underlying)
+        return Response({**levels.atm_iv_view(snapshot), "source": source})
 
 
 class OptionChainView(APIView):
     @extend_schema(summary="Every strike's call and put Greeks, the spot and the ATM strike",
                    parameters=[EXPIRY], responses={200: ChainSerializer, **ERRORS})
     def get(self, request: Request, underlying: str) -> Response:
-        return Response(levels.chain_view(latest_chain(request, underlying)))
+        snapshot, source = latest_chain(request, underlying)
+        return Response({**levels.chain_view(snapshot), "source": source})
 
 
 class HistoricalGreeksView(APIView):

@@ -42,7 +42,7 @@ from rest_framework.views import APIView
 from feed.redis_client import get_redis
 from indicators.specs import IndicatorConfigError, validate_indicators
 from indicators.timeframes import STANDARD_TIMEFRAME_NAMES, Timeframe, parse_timeframe
-from signals.api.realtime import instrument_param
+from signals.api.realtime import SOURCE_FIELD, instrument_param, latest_or_stored
 from signals.bars import indicator_history, rollup, timescale
 from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
@@ -188,6 +188,7 @@ RealtimeIndicatorsSerializer = inline_serializer("RealtimeIndicators", {
     "bar_time": serializers.DateTimeField(help_text="start of the bar evaluated"),
     "values": serializers.DictField(child=serializers.FloatField(allow_null=True)),
     "configs": serializers.ListField(child=serializers.DictField()),
+    "source": SOURCE_FIELD,
 })
 TimeframesSerializer = inline_serializer("AvailableTimeframes", {
     "instrument_key": serializers.CharField(),
@@ -243,11 +244,13 @@ class RealtimeIndicatorsView(HistoryView):
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
         tf = timeframe_param(request)
-        merged = indicator_history.merged_latest(indicator_history.latest_entries(get_redis(), key, tf.name))
+        entries, source = latest_or_stored(lambda: indicator_history.latest_entries(get_redis(), key, tf.name),
+                                           lambda: indicator_history.stored_entries(key, tf.name))
+        merged = indicator_history.merged_latest(entries)
         if merged is None:
             raise NotFound(f"no indicators computed for {key} at timeframe {tf.name} (no config with "
                            "technical_indicators on this interval has run for it recently)")
-        return Response(merged)
+        return Response({**merged, "source": source})
 
 
 class AvailableTimeframesView(HistoryView):

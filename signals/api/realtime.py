@@ -1,8 +1,10 @@
-"""Realtime read endpoints backed by the latest values in Redis."""
+"""Realtime read endpoints backed by the latest values in Redis, or, while Redis is unreachable, by the newest
+values stored in PostgreSQL (``"source": "redis"`` or ``"database"`` in every answer, docs/REFERENCE.md §6)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -13,9 +15,23 @@ from rest_framework.views import APIView
 from feed.instruments import InstrumentKeyError, normalise_key
 from feed.latest import LatestStore
 from feed.redis_client import get_redis
+from signals.options import stored
+from webapi.dependencies import REDIS_DOWN
 from webapi.errors import BadParameter, NotFound
 
 TICK_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")
+SOURCE_FIELD = serializers.ChoiceField(
+    choices=["redis", "database"],
+    help_text="redis: the latest values the pipeline keeps; database: the newest stored ones (Redis unreachable)")
+T = TypeVar("T")
+
+
+def latest_or_stored(from_redis: Callable[[], T], from_database: Callable[[], T]) -> tuple[T, str]:
+    """(value, source): Redis's latest value, or the stored one while Redis cannot be reached."""
+    try:
+        return from_redis(), "redis"
+    except REDIS_DOWN:
+        return from_database(), "database"
 
 
 def instrument_param(value: str, field: str = "instrument_key") -> str:
@@ -30,6 +46,7 @@ PriceSerializer = inline_serializer("RealtimePrice", {
     "instrument_key": serializers.CharField(),
     "timestamp": serializers.DateTimeField(),
     **{name: serializers.FloatField(allow_null=True) for name in TICK_FIELDS},
+    "source": SOURCE_FIELD,
 })
 
 
@@ -39,9 +56,10 @@ class RealtimePriceView(APIView):
                               404: OpenApiResponse(description="no tick seen for this instrument")})
     def get(self, request: Request, instrument_key: str) -> Response:
         key = instrument_param(instrument_key)
-        tick = LatestStore(get_redis()).get(key)
+        tick, source = latest_or_stored(lambda: LatestStore(get_redis()).get(key), lambda: stored.latest_tick(key))
         if tick is None:
             raise NotFound(f"no tick seen for {key}")
         body: dict[str, Any] = {"instrument_key": key, "timestamp": tick["timestamp"]}
         body.update({name: tick.get(name) for name in TICK_FIELDS})
+        body["source"] = source
         return Response(body)

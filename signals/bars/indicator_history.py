@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import orjson
 from django.conf import settings
+from django.db import connection
 
+from configs.models import SignalConfig
 from configs.registry import registry
 from feed import keys
 from feed.instruments import key_matches
@@ -101,6 +103,31 @@ def latest_entries(client: Any, instrument_key: str, timeframe: str) -> list[dic
                 wanted.append(cache_keys(instrument_key, timeframe, config.id)[0])
     entries = [json.loads(raw) for raw in client.mget(wanted) if raw]
     return sorted(entries, key=lambda e: e.get("timestamp") or "", reverse=True)
+
+
+# the newest successful indicator results of an instrument at one timeframe; the pipeline stores them in
+# signal_computed as computation_type "technical_indicators" with the timeframe in the results
+_STORED_SQL = """
+SELECT time, config_id, results FROM signal_computed
+WHERE instrument_key = %s AND computation_type = 'technical_indicators' AND success AND results->>'timeframe' = %s
+ORDER BY time DESC LIMIT %s
+"""
+
+
+def stored_entries(instrument_key: str, timeframe: str, scan: int = 500) -> list[dict[str, Any]]:
+    """`latest_entries` from PostgreSQL (for when Redis is unreachable): each config's newest stored result among
+    the instrument's ``scan`` newest at that timeframe; newest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_SQL, [instrument_key, timeframe, scan])
+        rows = cursor.fetchall()
+    newest: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for time, config_id, results in rows:
+        newest.setdefault(config_id, (time, json.loads(results) if isinstance(results, str) else results))
+    names = dict(SignalConfig.objects.filter(id__in=newest).values_list("id", "name"))
+    return [{"instrument_key": instrument_key, "timeframe": timeframe, "timestamp": time.isoformat(),
+             "bar_time": results.get("bar_time"), "config_id": config_id, "config_name": names.get(config_id),
+             "values": results.get("values") or {}}
+            for config_id, (time, results) in newest.items()]
 
 
 def merged_latest(entries: list[dict[str, Any]]) -> dict[str, Any] | None:

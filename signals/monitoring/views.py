@@ -39,8 +39,12 @@ def ready(request: HttpRequest) -> JsonResponse:
         _check("redis", lambda: get_redis().ping()),
         _check("broker", lambda: redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2).ping()),
     ])
-    ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    down = [name for name, outcome in checks.items() if outcome != "ok"]
+    response = JsonResponse({"status": "not_ready" if down else "ready", "down": down, "checks": checks},
+                            status=503 if down else 200)
+    if down:
+        response["Retry-After"] = str(settings.SIGNAL_RETRY_AFTER_S)
+    return response
 
 
 _stream_collector = StreamMetricsCollector()
