@@ -75,6 +75,11 @@ def batch_done(symbol_key: str) -> str:
     return f"signal:turns:{symbol_key}:done"
 
 
+def batch_holder(symbol_key: str) -> str:
+    """The ticket of the underlying's batch running now (expires unless renewed: a dead worker holds nothing)."""
+    return f"signal:turns:{symbol_key}:holder"
+
+
 def greeks_history_progress(run_id: str) -> str:
     """Hash of a ``compute_greeks`` run's finished chunks: chunk number -> JSON counts."""
     return f"signal:greeks:history:{run_id}"

@@ -136,9 +136,10 @@ SIGNAL_MAX_DELIVERIES = env_int("SIGNAL_MAX_DELIVERIES", 10)
 # A batch meeting a PostgreSQL or Redis outage retries in its worker for up to this long (below the task's soft
 # time limit) before it gives up and leaves its entries to be sent again.
 SIGNAL_TASK_RETRY_BUDGET_S = env_float("SIGNAL_TASK_RETRY_BUDGET_S", 60.0)
-# One underlying's batches run one at a time, in the order sent; a batch waits at most this long for an earlier
-# one that never finishes (signals/ingest/turns.py).
-SIGNAL_TURN_WAIT_S = env_float("SIGNAL_TURN_WAIT_S", 10.0)
+# One underlying's batches run one at a time, in the order sent (signals/ingest/turns.py): a batch waits for an
+# earlier one running for up to SIGNAL_TURN_WAIT_S, and SIGNAL_TURN_GRACE_S for one nobody runs (its worker died).
+SIGNAL_TURN_WAIT_S = env_float("SIGNAL_TURN_WAIT_S", 120.0)
+SIGNAL_TURN_GRACE_S = env_float("SIGNAL_TURN_GRACE_S", 2.0)
 SIGNAL_DEFAULT_QUEUE = env_str("SIGNAL_DEFAULT_QUEUE", "signals")
 # Underlying (EXCHANGE@SYMBOL) -> Celery queue, e.g. "NSE@NIFTY=nifty,NSE@BANKNIFTY=banknifty".
 SIGNAL_QUEUE_ROUTES = env_map("SIGNAL_QUEUE_ROUTES", {})

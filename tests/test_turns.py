@@ -30,14 +30,24 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
     first, second = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])
     (other,) = turns.take_tickets(r, ["NSE@BANKNIFTY"])
     assert (first, second, other) == (1, 2, 1)
-    assert turns.wait_turn(r, "NSE@NIFTY", first, 0)
-    assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 0)  # other underlyings do not wait
-    assert not turns.wait_turn(r, "NSE@NIFTY", second, 0.05)  # the first has not finished
+    assert turns.wait_turn(r, "NSE@NIFTY", first, 1, 1)
+    assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 1, 1)  # other underlyings do not wait
+    turns.hold_turn(r, "NSE@NIFTY", first, ttl_s=5)
+    started = time.monotonic()
+    assert not turns.wait_turn(r, "NSE@NIFTY", second, 0.3, 0.05)  # the first runs: waited the whole wait
+    assert time.monotonic() - started >= 0.3
     turns.finish_turn(r, "NSE@NIFTY", first)
-    assert turns.wait_turn(r, "NSE@NIFTY", second, 0)
+    assert turns.wait_turn(r, "NSE@NIFTY", second, 1, 1)
     turns.finish_turn(r, "NSE@NIFTY", second)
     turns.finish_turn(r, "NSE@NIFTY", first)  # a late finish never moves the mark back
     assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
+
+
+def test_a_ticket_nobody_holds_holds_the_next_only_for_the_grace(r: Any) -> None:
+    lost, waiting = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])  # the first one's worker died before it ran
+    started = time.monotonic()
+    assert not turns.wait_turn(r, "NSE@NIFTY", waiting, 30, 0.2)
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -58,16 +58,18 @@ class EntryLease:
     resets their idle time without counting a delivery), from a daemon thread; failures are only logged (if Redis is
     down, no bridge can reclaim either)."""
 
-    def __init__(self, client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], every_s: float):
+    def __init__(self, client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], every_s: float,
+                 also: Callable[[], None] | None = None):
         self.client = client
         self.group = group
         self.entries = stream_entries(ticks)
         self.every_s = every_s
+        self.also = also  # renewed with the entries (the underlying's turn)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> EntryLease:
-        if self.entries and self.every_s > 0:
+        if (self.entries or self.also) and self.every_s > 0:
             self._thread = threading.Thread(target=self._renew, name="entry-lease", daemon=True)
             self._thread.start()
         return self
@@ -78,6 +80,8 @@ class EntryLease:
             self._thread.join(timeout=5)
 
     def renew(self) -> None:
+        if self.also is not None:
+            self.also()
         pipe = self.client.pipeline(transaction=False)
         for stream, ids in self.entries.items():
             pipe.xclaim(stream, self.group, LEASE_CONSUMER, 0, ids, justid=True)

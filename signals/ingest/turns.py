@@ -4,9 +4,11 @@ Two workers holding batches of the same underlying at once would both read the l
 so an ``every_interval`` bar close could fire twice and a price change be computed against the wrong tick. A bridge
 gives each batch it sends a ticket, from a per-underlying counter in Redis (``keys.batch_ticket``); a worker runs a
 batch once every earlier ticket of its underlying is done (``keys.batch_done``), and marks its own done when it
-finishes, whether or not it succeeded. A ticket that never finishes (its worker died, its task was lost) holds the
-next ones for at most ``SIGNAL_TURN_WAIT_S``; its entries are then sent again, with a new ticket, and their own
-previous ticks come from the stored ticks (`signals.pipeline.batch.previous_ticks`).
+finishes, whether or not it succeeded. While it runs it holds the underlying's turn (``keys.batch_holder``, a key
+with a short ttl its lease renews), so the next batch waits as long as the running one lives (up to
+``SIGNAL_TURN_WAIT_S``), but only ``SIGNAL_TURN_GRACE_S`` for a ticket nobody holds: one whose worker died, whose
+task was lost, or which its bridge never sent. Such a batch's entries are sent again later with a new ticket, and
+their previous ticks then come from the stored ticks (`signals.pipeline.batch.previous_ticks`).
 """
 
 from __future__ import annotations
@@ -32,21 +34,32 @@ def take_tickets(client: redis.Redis, symbol_keys: list[str]) -> list[int]:
     return [int(n) for n in pipe.execute()[::2]]
 
 
-def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float) -> bool:
-    """Block until every ticket of the underlying before ``ticket`` is done, or ``wait_s`` passes (False)."""
-    deadline = time.monotonic() + wait_s
+def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float) -> bool:
+    """Block until every ticket of the underlying before ``ticket`` is done; False when it gave up waiting: after
+    ``wait_s`` in all, or ``grace_s`` during which no earlier ticket held the turn."""
+    started = unheld_since = time.monotonic()
     pause = 0.001
-    name = keys.batch_done(symbol_key)
     while True:
-        done = int(client.get(name) or 0)
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys.batch_done(symbol_key))
+        pipe.get(keys.batch_holder(symbol_key))
+        done, holder = (int(value or 0) for value in pipe.execute())
         if done >= ticket - 1:
             return True
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if done < holder < ticket:  # an earlier batch is running
+            unheld_since = now
+        if now - unheld_since >= grace_s or now - started >= wait_s:
             log.warning("batch runs without its turn: an earlier one never finished",
-                        extra={"underlying": symbol_key, "ticket": ticket, "done": done})
+                        extra={"underlying": symbol_key, "ticket": ticket, "done": done, "holder": holder})
             return False
         time.sleep(pause)
         pause = min(pause * 2, 0.005)  # a waiting batch starts within 5 ms of its turn
+
+
+def hold_turn(client: redis.Redis, symbol_key: str, ticket: int, ttl_s: float) -> None:
+    """Say that ``ticket`` is running, for ``ttl_s`` (renewed while it runs)."""
+    client.set(keys.batch_holder(symbol_key), ticket, px=max(1, int(ttl_s * 1000)))
 
 
 def finish_turn(client: redis.Redis, symbol_key: str, ticket: int) -> None:

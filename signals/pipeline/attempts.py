@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import redis
@@ -37,13 +38,17 @@ def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -
     """`process_batch` the ticks in their underlying's turn (with a bridge's ``ticket``: `signals.ingest.turns`),
     retrying through outages within the budget; raises what is left."""
     client = get_redis()
+    every_s = settings.SIGNAL_RECLAIM_IDLE_MS / 3000
     symbol_key = ticks[0]["symbol_key"] if ticks and ticket is not None else None
-    lease = EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=settings.SIGNAL_RECLAIM_IDLE_MS / 3000)
-    with lease:
-        if symbol_key is None:
+    if symbol_key is None:
+        with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s):
             return _attempts(ticks)
+    holding = partial(turns.hold_turn, client, symbol_key, ticket, 3 * every_s)
+    with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s, also=holding):
         try:
-            turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S))
+            turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S),
+                            float(settings.SIGNAL_TURN_GRACE_S))
+            holding()
         except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
             log.warning("could not wait for a batch's turn", exc_info=True)
         try:
