@@ -23,6 +23,7 @@ from tests.factories import create_config, fields, tick
 from tests.greeks_helpers import (
     EXPIRY,
     SPOT,
+    VIX,
     assert_matches,
     at,
     batch,
@@ -376,3 +377,32 @@ def test_an_option_tick_whose_underlying_does_not_come_is_priced_after_the_wait_
     greeks = greeks_of(r, option)["ltp"]
     assert greeks["underlying_price"] == 23900 and greeks["stale_underlying"] is True
     assert waited >= settings.SIGNAL_UNDERLYING_WAIT_MS / 1000
+
+
+@pytest.mark.django_db
+def test_an_option_priced_before_the_indvix_batch_it_waited_for_still_uses_that_indvix(r: Any) -> None:
+    create_config(greeks_config())
+    option = option_key("call", 23000)
+    sent: list[list[dict[str, Any]]] = []
+    bridge = StreamBridge(r, BridgeSettings.from_django(), consumer="c", queue_lengths=lambda qs: [0] * len(qs),
+                          send_task=lambda ticks, queue, ticket: sent.append(ticks))
+    r.xadd("tick_stream:NSE@NIFTY", fields(tick(SPOT, 24000, at=60)))
+    r.xadd("tick_stream:NSE@INDVIX", fields(tick(VIX, 13.0, at=0)))  # stale by the option's time
+    bridge.discover()
+    bridge.step()
+    for batch_ticks in sent:
+        process_batch(batch_ticks)
+    sent.clear()
+    r.xadd("tick_stream:NSE@NIFTY-options", fields(tick(option, 500, at=60.2)))  # below intrinsic: INDVIX prices it
+    bridge.discover()
+    bridge.step()
+    assert sent == []  # waits for a fresh INDVIX
+    time.sleep(0.05)
+    r.xadd("tick_stream:NSE@INDVIX", fields(tick(VIX, 20.0, at=60.1)))
+    started = time.monotonic()
+    while len(sent) < 2 and time.monotonic() - started < 5:
+        bridge.step()
+    options_batch = next(b for b in sent if any(t["instrument_key"] == option for t in b))
+    process_batch(options_batch)  # before the INDVIX batch: another worker has not finished it yet
+    greeks = greeks_of(r, option)["ltp"]
+    assert greeks["sigma_source"] == "indvix" and greeks["sigma"] == pytest.approx(0.20)

@@ -234,8 +234,9 @@ class StreamBridge:
         for (symbol_key, queue), ticket in zip(chosen, tickets, strict=True):
             items = self.buffer[symbol_key]
             self.waits.forget(symbol_key)
+            batch = [tick for tick, _, _ in items]
             try:
-                self.send_task([tick for tick, _, _ in items], queue, ticket)
+                self.send_task(batch + self.waits.context_for(symbol_key, batch), queue, ticket)
             except Exception:
                 # The entries stay pending and are sent again once idle for reclaim_idle_ms.
                 log.exception("could not send tick batch; will retry by reclaim", extra={"queue": queue})

@@ -4,7 +4,9 @@ Ticks of an option and of its underlying (or INDVIX) come on different streams a
 option tick whose underlying, as far as the bridge knows, is stale at the option's time (older than
 ``SIGNAL_UNDERLYING_STALENESS_S``) waits up to ``SIGNAL_UNDERLYING_WAIT_MS`` for a fresh one. The spot and the
 option share an underlying, so they share a batch: the fresh tick read during the wait is processed with the
-option, before it is priced. INDVIX has its own batch, which the bridge sends first. An instrument never seen
+option, before it is priced. INDVIX has its own batch; so that an option is priced with the INDVIX tick its wait
+brought whichever batch a worker finishes first, the newest INDVIX tick read since a group's last batch also travels
+in it as context (`context_for`: written to the latest values and history only). An instrument never seen
 (neither read by this bridge nor held in Redis) is not waited for; after the wait, the option is priced with what
 is held and flagged stale as before.
 """
@@ -33,12 +35,16 @@ class UnderlyingWaits:
     seen: dict[str, float | None] = field(default_factory=dict)  # newest tick time known (None: never ticked)
     needs: dict[str, list[Need]] = field(default_factory=dict)  # symbol group -> what its options wait for
     deadlines: dict[str, float] = field(default_factory=dict)  # symbol group -> monotonic time the wait ends
+    vix_tick: dict[str, Any] | None = None  # the newest INDVIX tick read
+    vix_given: dict[str, float] = field(default_factory=dict)  # symbol group -> time of the INDVIX tick it was given
 
     def note(self, ticks: list[dict[str, Any]], now: float) -> None:
         """Take in a read's parsed ticks: the underlyings' times, and what its option ticks must wait for."""
         for tick in ticks:
             if "@options@" not in tick["instrument_key"]:
                 self.seen[tick["instrument_key"]] = max(tick["ts"], self.seen.get(tick["instrument_key"]) or -math.inf)
+            if tick["instrument_key"] == self.vix_key and (self.vix_tick is None or tick["ts"] >= self.vix_tick["ts"]):
+                self.vix_tick = tick
         if self.wait_s <= 0:
             return
         wanted = [(tick, self._required(tick["instrument_key"])) for tick in ticks
@@ -62,6 +68,17 @@ class UnderlyingWaits:
             return False
         self.needs[symbol_key] = left
         return True
+
+    def context_for(self, symbol_key: str, ticks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The INDVIX tick to send along with a group's batch of option ticks (a copy marked ``context``), if one
+        was read since the group's last batch."""
+        vix = self.vix_tick
+        if vix is None or vix["ts"] <= self.vix_given.get(symbol_key, -math.inf):
+            return []
+        if not any("@options@" in tick["instrument_key"] for tick in ticks):
+            return []
+        self.vix_given[symbol_key] = vix["ts"]
+        return [{**vix, "context": True}]
 
     def forget(self, symbol_key: str) -> None:
         self.needs.pop(symbol_key, None)

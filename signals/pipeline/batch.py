@@ -42,7 +42,8 @@ class BatchReport:
 
 def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") -> BatchReport:
     """Process normalised ticks (each with a ``source_id``). Safe to repeat: a re-delivered batch adds no rows and
-    cannot move latest values backwards.
+    cannot move latest values backwards. Ticks marked ``context`` (another underlying's, e.g. INDVIX, which the
+    bridge sends along: `signals.ingest.waits`) only update latest values and history; their own batch does the rest.
 
     Order: read what the batch needs from Redis; update latest values; run the configs; send the results to the
     Redis sinks; then, in one transaction, store the raw ticks (durably) and the results; then report the stored
@@ -51,6 +52,9 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     reported first instead, so its bars include them.
     """
     started = time.perf_counter()
+    context = [tick for tick in ticks if tick.get("context")]  # another underlying's ticks, for latest values only
+    if context:
+        ticks = [tick for tick in ticks if not tick.get("context")]
     client = get_redis()
     latest = LatestStore(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
@@ -69,7 +73,7 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     stored = storage.store_ticks(ticks) if early else None
     register_instruments(instrument_keys)
     pipe = client.pipeline(transaction=False)
-    latest.update(ticks, pipe=pipe)
+    latest.update(ticks + context, pipe=pipe)
     if early:
         bars.queue_record(pipe, ticks, timeframes)  # open bars, and late ticks correcting cached bars
     pipe.execute()
