@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from signals.ingest import turns
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from signals.ingest.entries import EntryLease, acknowledge
 from tests.factories import fields, tick
@@ -27,13 +28,13 @@ class Recorder:
     def __call__(self, ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
         if self.fail:
             raise ConnectionError("broker down")
-        self.sent.append((queue, ticks))
+        self.sent.append((queue, ticks, ticket))
         if self.client is not None:
             acknowledge(self.client, "signal_service", ticks)
 
     @property
     def ticks(self) -> list[dict[str, Any]]:
-        return [t for _, batch in self.sent for t in batch]
+        return [t for _, batch, _ in self.sent for t in batch]
 
 
 def make_bridge(r: Any, consumer: str = "c1", processed: bool = True, **overrides: Any) -> tuple[StreamBridge, Recorder]:
@@ -118,13 +119,16 @@ def test_batch_is_grouped_by_underlying_and_routed_to_its_queue(r: Any) -> None:
     bridge, recorder = make_bridge(r, queue_routes={"NSE@NIFTY": "nifty"}, default_queue="signals")
     bridge.discover()
     bridge.handle(bridge.read())
-    by_queue = {(q, tuple(sorted(t["instrument_key"] for t in ticks))) for q, ticks in recorder.sent}
+    by_queue = {(q, tuple(sorted(t["instrument_key"] for t in ticks if not t.get("context"))))
+                for q, ticks, _ in recorder.sent}
     assert by_queue == {
         ("nifty", ("NSE@NIFTY@index", "NSE@NIFTY@options@2025-06-26@call@24000")),
         ("signals", ("NSE@BANKNIFTY@index",)),
         ("signals", ("NSE@INDVIX@index",)),
     }
     assert len(recorder.sent) == 3  # one task per underlying per read, never one per tick
+    nifty = next(ticks for q, ticks, _ in recorder.sent if q == "nifty")  # its options get INDVIX along, as context
+    assert [t["instrument_key"] for t in nifty if t.get("context")] == ["NSE@INDVIX@index"]
     assert pending(r) == 0
 
 
@@ -266,13 +270,13 @@ def test_batches_grow_while_the_queue_has_a_task_waiting(r: Any) -> None:
     assert recorder.sent == [] and pending(r) == 3  # held back, still unacknowledged
     waiting["signals"] = 0  # the worker took the waiting task: everything buffered goes as one batch
     bridge.flush()
-    assert [len(batch) for _, batch in recorder.sent] == [3] and pending(r) == 0
+    assert [len(batch) for _, batch, _ in recorder.sent] == [3] and pending(r) == 0
 
     waiting["signals"] = 1
     for i in range(7):
         r.xadd(STREAM, fields(tick(at=10 + i)))
     bridge.handle(bridge.read())  # reads at most batch_size (5)
-    assert [len(batch) for _, batch in recorder.sent] == [3, 5]  # a full batch goes regardless
+    assert [len(batch) for _, batch, _ in recorder.sent] == [3, 5]  # a full batch goes regardless
     assert pending(r) == 0
 
 
@@ -307,8 +311,7 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
     from django.conf import settings
     from kombu.serialization import loads
 
-    from signals.ingest.bridge import celery_send
-    from signals.ingest.codec import TICKS_CONTENT_TYPE
+    from signals.ingest.codec import TICKS_CONTENT_TYPE, celery_send
     from tests.factories import normalised
 
     ticks = [normalised(tick("NSE@NIFTY@index", 24000.5, at=0), f"{STREAM}/1-0"),
@@ -324,3 +327,20 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
     args, kwargs, _ = loads(body, envelope["content-type"], envelope["content-encoding"],
                             accept={TICKS_CONTENT_TYPE})
     assert args == [ticks] and kwargs == {"ticket": 7}
+
+
+def test_a_group_grows_while_its_underlyings_previous_batch_runs(r: Any) -> None:
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=0, turn_grace_s=60), consumer="c",
+                          send_task=recorder, queue_lengths=lambda queues: [0 for _ in queues])
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge.discover()
+    bridge.handle(bridge.read())
+    assert len(recorder.sent) == 1
+    for i in range(1, 4):  # the first batch has not finished: a second could only wait for its turn in a worker
+        r.xadd(STREAM, fields(tick(at=i)))
+        bridge.handle(bridge.read())
+    assert len(recorder.sent) == 1
+    turns.finish_turn(r, "NSE@NIFTY", recorder.sent[0][2])
+    bridge.flush()
+    assert [len(batch) for _, batch, _ in recorder.sent] == [1, 3]

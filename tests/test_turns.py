@@ -73,8 +73,12 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
         r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
         bridge.handle(bridge.read())
         wait_for(lambda: waiting_inserts(observer, "signal_instruments") == 1)
-        r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))  # the next batch, taken by the other worker
-        bridge.handle(bridge.read())
+        # The next batch, read by another bridge (which cannot know the first one's batch is still running) and
+        # taken by the other worker, which waits for its turn.
+        r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))
+        other = StreamBridge(r, bridge.config, consumer="other-bridge", queue_lengths=lambda queues: [0] * len(queues))
+        other.discover()
+        assert other.handle(other.read()) == 1
         time.sleep(1.0)
         locker.rollback()
     wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)

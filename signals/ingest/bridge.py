@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import current_app
 from django.conf import settings
 
 from feed import keys
 from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
 from signals.ingest import turns
-from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
+from signals.ingest.codec import celery_send
 from signals.ingest.waits import UnderlyingWaits
 from signals.monitoring import broker, metrics
 
@@ -57,6 +56,7 @@ class BridgeSettings:
     staleness_s: float = 2.0
     vix_key: str = "NSE@INDVIX@index"
     index_symbols: frozenset[str] = frozenset()
+    turn_grace_s: float = 2.0  # see signals/ingest/turns.py
 
     @classmethod
     def from_django(cls) -> BridgeSettings:
@@ -68,7 +68,7 @@ class BridgeSettings:
             default_queue=settings.SIGNAL_DEFAULT_QUEUE, queue_routes=settings.SIGNAL_QUEUE_ROUTES,
             max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS, underlying_wait_ms=settings.SIGNAL_UNDERLYING_WAIT_MS,
             staleness_s=settings.SIGNAL_UNDERLYING_STALENESS_S, vix_key=settings.SIGNAL_VIX_KEY,
-            index_symbols=frozenset(settings.SIGNAL_INDEX_SYMBOLS),
+            index_symbols=frozenset(settings.SIGNAL_INDEX_SYMBOLS), turn_grace_s=settings.SIGNAL_TURN_GRACE_S,
         )
 
     def queue_for(self, symbol_key: str) -> str:
@@ -77,25 +77,6 @@ class BridgeSettings:
 
 def default_consumer_name() -> str:
     return f"bridge-{socket.gethostname()}-{os.getpid()}"
-
-
-def celery_send(ticks: list[dict[str, Any]], queue: str, ticket: int) -> None:
-    """Publish one batch task with its turn (`signals.ingest.turns`); returns once the broker has it (raises if it
-    could not be sent)."""
-    # Our own argsrepr (the headers' text of the arguments, for logs and monitoring): Celery's default is a
-    # truncated repr of the whole batch, an eighth of the bridge's CPU time at 2,000 ticks/s.
-    # Sent by name: the bridge needs none of the pipeline's code (nor its memory, nor its collector's work).
-    current_app.send_task(PROCESS_TICKS_TASK, args=[ticks], kwargs={"ticket": ticket}, queue=queue,
-                          serializer=TICKS_SERIALIZER, retry=True, argsrepr=batch_repr(ticks),
-                          kwargsrepr=f"{{'ticket': {ticket}}}",
-                          retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5})
-
-
-def batch_repr(ticks: list[dict[str, Any]]) -> str:
-    """How a batch task's arguments read in worker logs: its size and its first and last entry."""
-    if not ticks:
-        return "[0 ticks]"
-    return f"[{len(ticks)} ticks: {ticks[0].get('source_id')} .. {ticks[-1].get('source_id')}]"
 
 
 class StreamBridge:
@@ -118,6 +99,7 @@ class StreamBridge:
         self._next_reclaim = 0.0
         self._scan_pending: list[tuple[str, int]] = []  # (pattern, SCAN cursor) of the discovery pass under way
         self._busy = False  # the last read returned entries
+        self.last_ticket: dict[str, int] = {}  # symbol group -> the ticket of the last batch sent
         self.waits = UnderlyingWaits(client, config.underlying_wait_ms / 1000, config.staleness_s, config.vix_key,
                                      config.index_symbols)
 
@@ -224,9 +206,10 @@ class StreamBridge:
         groups = sorted(self.buffer, key=lambda g: g != vix_group)  # INDVIX first: options may have waited for it
         queues = [self.config.queue_for(g) for g in groups]
         waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
+        running = self._running(groups) if not force else set()
         now = time.monotonic()
         chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
-                  if self._due(symbol_key, queue, waiting, now, force)]
+                  if self._due(symbol_key, queue, waiting, running, now, force)]
         if not chosen:
             return 0
         tickets = turns.take_tickets(self.client, [symbol_key for symbol_key, _ in chosen])
@@ -243,14 +226,33 @@ class StreamBridge:
             else:
                 metrics.TASKS_SENT.labels(queue).inc()
                 sent += len(items)
+                self.last_ticket[symbol_key] = ticket
             del self.buffer[symbol_key], self.buffer_since[symbol_key]
         return sent
 
-    def _due(self, symbol_key: str, queue: str, waiting: dict[str, int], now: float, force: bool) -> bool:
+    def _running(self, groups: list[str]) -> set[str]:
+        """The groups whose last batch this bridge sent is not done yet (`signals.ingest.turns`)."""
+        sent = [g for g in groups if g in self.last_ticket]
+        if not sent:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for symbol_key in sent:
+            pipe.get(keys.batch_done(symbol_key))
+        return {g for g, done in zip(sent, pipe.execute(), strict=True) if int(done or 0) < self.last_ticket[g]}
+
+    def _due(self, symbol_key: str, queue: str, waiting: dict[str, int], running: set[str], now: float,
+             force: bool) -> bool:
+        """A group goes when its queue has no task waiting, it is full, or it has waited max_wait_ms; but while
+        the underlying's previous batch has not finished (it could only wait for its turn in a worker), it keeps
+        growing up to SIGNAL_TURN_GRACE_S, and options wait for a stale underlying (`signals.ingest.waits`)."""
         if force:
             return True
-        due = (not waiting.get(queue, 0) or len(self.buffer[symbol_key]) >= self.config.batch_size
-               or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms)
+        held_ms = (now - self.buffer_since[symbol_key]) * 1000
+        if len(self.buffer[symbol_key]) >= self.config.batch_size:
+            return True
+        if symbol_key in running and held_ms < self.config.turn_grace_s * 1000:
+            return False
+        due = not waiting.get(queue, 0) or held_ms >= self.config.max_wait_ms
         return due and not self.waits.waiting(symbol_key, now)
 
     def reclaim(self) -> bool:
