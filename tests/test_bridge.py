@@ -344,3 +344,17 @@ def test_a_group_grows_while_its_underlyings_previous_batch_runs(r: Any) -> None
     turns.finish_turn(r, "NSE@NIFTY", recorder.sent[0][2])
     bridge.flush()
     assert [len(batch) for _, batch, _ in recorder.sent] == [1, 3]
+
+
+def test_entries_the_bridge_still_holds_are_not_reclaimed_into_its_buffer_again(r: Any) -> None:
+    recorder = Recorder()
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=60_000), consumer="c",
+                          send_task=recorder, queue_lengths=lambda queues: [1 for _ in queues])
+    r.xadd(STREAM, fields(tick(at=0)))
+    bridge.discover()
+    bridge.handle(bridge.read())  # held: the queue has a task waiting
+    time.sleep(0.6)  # idle past SIGNAL_RECLAIM_IDLE_MS, but in this bridge's hands
+    bridge.queue_lengths = lambda queues: [0 for _ in queues]
+    bridge.reclaim()
+    bridge.flush()
+    assert [len(batch) for _, batch, _ in recorder.sent] == [1]

@@ -320,3 +320,10 @@ def test_underlying_history_lost_by_redis_comes_from_the_stored_ticks(r: Any) ->
     process_batch(batch((OPTION, 120, 1), stream="tick_stream:options"))
     greeks = greeks_of(r, OPTION)["ltp"]
     assert greeks["status"] == "ok" and greeks["underlying_price"] == 24000 and greeks["stale_underlying"] is False
+
+
+def test_a_batch_holding_one_entry_twice_writes_its_outputs_once(r: Any) -> None:
+    create_config(price_config())
+    ticks = pending_batch(r, ("NSE@NIFTY@index", 24000, 0))
+    report = process_batch(ticks + [dict(ticks[0])])
+    assert report.ticks == 1 and r.xlen(keys.output_stream("NSE@NIFTY")) == 1

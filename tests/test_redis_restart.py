@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +19,7 @@ import psycopg
 import pytest
 import redis
 
+from faults.services import RedisServer
 from feed import keys
 from tests.factories import create_config, fields, price_config, tick
 from tests.support import ROOT, WorkerProcess, stop_process, wait_for, worker_database_url
@@ -35,41 +34,6 @@ def waiting_inserts(conn: psycopg.Connection, table: str) -> int:
     """Sessions waiting for a lock while inserting into ``table``."""
     return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                             "AND query LIKE %s", [f'INSERT INTO "{table}"%']).fetchone()[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of the test's own, persisting every write to its append-only file before it answers."""
-
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--databases", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: self._ping(), timeout=20)
-
-    def _ping(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        stop_process(self.proc, kill=True)
-
-    def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
 
 
 class Producer(threading.Thread):

@@ -264,7 +264,9 @@ class StreamBridge:
         if not idle:
             return False
         busy = self._busy_queues(idle)
-        chosen = [(s, i, f, n) for s, i, f, n in idle if f is not None and self._queue_of(f) not in busy]
+        held = {(stream, entry_id) for items in self.buffer.values() for _, stream, entry_id in items}
+        chosen = [(s, i, f, n) for s, i, f, n in idle
+                  if f is not None and (s, i) not in held and self._queue_of(f) not in busy]
         gone = [(s, i) for s, i, f, _ in idle if f is None]
         if gone:
             log.error("pending entries were trimmed from their stream before being processed",

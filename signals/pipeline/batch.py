@@ -55,6 +55,8 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     context = [tick for tick in ticks if tick.get("context")]  # another underlying's ticks, for latest values only
     if context:
         ticks = [tick for tick in ticks if not tick.get("context")]
+    if len({tick["source_id"] for tick in ticks}) < len(ticks):  # an entry twice: its outputs would be written twice
+        ticks = list({tick["source_id"]: tick for tick in ticks}.values())
     client = get_redis()
     latest = LatestStore(client)
     instrument_keys = list(dict.fromkeys(t["instrument_key"] for t in ticks))
