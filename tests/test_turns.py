@@ -79,7 +79,7 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
         other = StreamBridge(r, bridge.config, consumer="other-bridge", queue_lengths=lambda queues: [0] * len(queues))
         other.discover()
         assert other.handle(other.read()) == 1
-        time.sleep(1.0)
+        time.sleep(3.0)  # longer than SIGNAL_TURN_GRACE_S: the other worker waits because this one runs
         locker.rollback()
     wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from typing import Any
 
 import redis
@@ -43,18 +42,35 @@ def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -
     if symbol_key is None:
         with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s):
             return _attempts(ticks)
-    holding = partial(turns.hold_turn, client, symbol_key, ticket, 3 * every_s)
-    with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s, also=holding):
+    turn = Turn(client, symbol_key, ticket, 3 * every_s)
+    with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s, also=turn.renew):
         try:
             turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S),
                             float(settings.SIGNAL_TURN_GRACE_S))
-            holding()
+            turn.take()
         except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
             log.warning("could not wait for a batch's turn", exc_info=True)
         try:
             return _attempts(ticks)
         finally:
             _finish(client, symbol_key, ticket)
+
+
+class Turn:
+    """The batch's hold on its underlying's turn: renewed with its lease, but only once taken (a batch still waiting
+    must not look like the one running)."""
+
+    def __init__(self, client: redis.Redis, symbol_key: str, ticket: int, ttl_s: float):
+        self.client, self.symbol_key, self.ticket, self.ttl_s = client, symbol_key, ticket, ttl_s
+        self.taken = False
+
+    def take(self) -> None:
+        self.taken = True
+        self.renew()
+
+    def renew(self) -> None:
+        if self.taken:
+            turns.hold_turn(self.client, self.symbol_key, self.ticket, self.ttl_s)
 
 
 def _finish(client: redis.Redis, symbol_key: str, ticket: int) -> None:
