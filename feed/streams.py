@@ -12,6 +12,13 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def stream_entry(source_id: str) -> tuple[str, str] | None:
+    """(stream, entry id) of a tick's ``source_id`` (``stream/entry-id``); None for a source that is no stream
+    entry (an imported tick's content hash, a time-driven run's latest tick)."""
+    stream, _, entry_id = source_id.rpartition("/")
+    return (stream, entry_id) if stream and entry_id[:1].isdigit() else None
+
+
 def id_order(entry_id: str) -> tuple[int, int]:
     """Sort key of a stream entry id (``milliseconds-sequence``)."""
     ms, _, seq = entry_id.partition("-")

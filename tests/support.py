@@ -81,6 +81,19 @@ class WorkerProcess(CeleryProcess):
             raise AssertionError("celery worker did not start:\n" + "".join(self.lines[-40:]))
 
 
+# How a batch writes ticks: a COPY, or the INSERT of the conflict-skipping path (for `waiting_on_locks`)
+TICK_WRITES = ("COPY signal_ticks", "INSERT INTO signal_ticks")
+
+
+def waiting_on_locks(conn: Any, *statements: str) -> int:
+    """Sessions waiting for a lock while running a statement that starts with one of ``statements`` (e.g.
+    ``'INSERT INTO "signal_instruments"'``): how a test knows a worker is held where it wants it."""
+    clauses = " OR ".join(["query LIKE %s"] * len(statements))
+    row = conn.execute(f"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND ({clauses})",
+                       [f"{statement}%" for statement in statements]).fetchone()
+    return int(row[0])
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

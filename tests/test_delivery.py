@@ -13,18 +13,11 @@ import pytest
 from feed import keys
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import create_config, fields, price_config, tick
-from tests.support import wait_for, worker_database_url
+from tests.support import TICK_WRITES, wait_for, waiting_on_locks, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
 # The broker's visibility timeout as in production: the lost message must not be what brings the batch back
 PRODUCTION_VISIBILITY = {"TEST_CELERY_VISIBILITY_TIMEOUT": "300"}
-
-
-def blocked_inserts(conn: psycopg.Connection) -> int:
-    """Sessions waiting for a lock while writing ticks (a COPY, or the INSERT of the conflict-skipping path)."""
-    row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND (query LIKE 'COPY signal_ticks%%' OR query LIKE 'INSERT INTO signal_ticks%%')").fetchone()
-    return int(row[0])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -44,7 +37,7 @@ def test_worker_killed_mid_task_loses_no_tick(start_worker: Any, r: Any) -> None
         locker.execute("LOCK TABLE signal_ticks IN EXCLUSIVE MODE")
         first = start_worker("kill-test", name="doomed", extra_env=PRODUCTION_VISIBILITY)
         assert bridge.handle(bridge.read()) == 20
-        wait_for(lambda: blocked_inserts(observer) == 1)
+        wait_for(lambda: waiting_on_locks(observer, *TICK_WRITES) == 1)
         time.sleep(0.8)  # past SIGNAL_RECLAIM_IDLE_MS: the worker's lease keeps its entries from looking idle
         assert bridge.reclaim() is False
         first.stop(kill=True)  # SIGKILL mid-task: no chance to ack or requeue

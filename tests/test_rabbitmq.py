@@ -19,7 +19,15 @@ from django.test import override_settings
 from feed import keys
 from signals.monitoring.broker import queue_lengths
 from tests.factories import create_config, fields, price_config, tick
-from tests.support import ROOT, WorkerProcess, stop_process, wait_for, worker_database_url
+from tests.support import (
+    ROOT,
+    TICK_WRITES,
+    WorkerProcess,
+    stop_process,
+    wait_for,
+    waiting_on_locks,
+    worker_database_url,
+)
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
 STREAM = "tick_stream:NSE@NIFTY"
@@ -31,12 +39,6 @@ def queue() -> Iterator[str]:
     yield name
     with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest") as connection:
         connection.channel().queue_delete(name)
-
-
-def blocked_inserts(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND (query LIKE 'COPY signal_ticks%%' OR query LIKE 'INSERT INTO signal_ticks%%')"
-                            ).fetchone()[0])
 
 
 def test_queue_lengths_count_the_messages_waiting_on_rabbitmq(queue: str) -> None:
@@ -71,7 +73,7 @@ def test_a_worker_killed_mid_batch_on_rabbitmq_has_its_batch_redone_at_once(r: A
             workers[0].wait_ready()
             for i in range(20):
                 r.xadd(STREAM, fields(tick(ltp=24000 + i, at=i)))
-            wait_for(lambda: blocked_inserts(observer) == 1, timeout=60)
+            wait_for(lambda: waiting_on_locks(observer, *TICK_WRITES) == 1, timeout=60)
             workers[0].stop(kill=True)  # SIGKILL mid-batch
             locker.rollback()
         workers.append(WorkerProcess(queue, name="survivor", extra_env=env))

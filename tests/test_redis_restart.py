@@ -22,18 +22,13 @@ import redis
 from faults.services import RedisServer
 from feed import keys
 from tests.factories import create_config, fields, price_config, tick
-from tests.support import ROOT, WorkerProcess, stop_process, wait_for, worker_database_url
+from tests.support import ROOT, WorkerProcess, stop_process, wait_for, waiting_on_locks, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
 SPOT = "NSE@NIFTY@index"
 FUTURE = "NSE@NIFTY@futures@2025-06-26"
 TICKS = 3000
 
-
-def waiting_inserts(conn: psycopg.Connection, table: str) -> int:
-    """Sessions waiting for a lock while inserting into ``table``."""
-    return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE %s", [f'INSERT INTO "{table}"%']).fetchone()[0])
 
 
 class Producer(threading.Thread):
@@ -97,7 +92,7 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(own_redis:
             # A batch with an instrument never seen registers it first: hold it there, before its Redis steps.
             locker.execute("LOCK TABLE signal_instruments IN EXCLUSIVE MODE")
             data.xadd(STREAM, fields(tick(FUTURE, 24100, at=0.5)))
-            wait_for(lambda: waiting_inserts(observer, "signal_instruments") == 1)
+            wait_for(lambda: waiting_on_locks(observer, 'INSERT INTO "signal_instruments"') == 1)
             own_redis.kill()
             time.sleep(0.5)
             locker.rollback()  # the batch goes on, and meets Redis gone

@@ -14,16 +14,12 @@ from feed import keys
 from signals.ingest import turns
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import create_config, fields, price_config, tick
-from tests.support import wait_for, worker_database_url
+from tests.support import wait_for, waiting_on_locks, worker_database_url
 
 STREAM = "tick_stream:NSE@NIFTY"
 SPOT = "NSE@NIFTY@index"
 FUTURE = "NSE@NIFTY@futures@2025-06-26"
 
-
-def waiting_inserts(conn: psycopg.Connection, table: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE %s", [f'INSERT INTO "{table}"%']).fetchone()[0])
 
 
 def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None:
@@ -72,7 +68,7 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
         r.xadd(STREAM, fields(tick(FUTURE, 24100, at=59)))
         r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
         bridge.handle(bridge.read())
-        wait_for(lambda: waiting_inserts(observer, "signal_instruments") == 1)
+        wait_for(lambda: waiting_on_locks(observer, 'INSERT INTO "signal_instruments"') == 1)
         # The next batch, read by another bridge (which cannot know the first one's batch is still running) and
         # taken by the other worker, which waits for its turn.
         r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))

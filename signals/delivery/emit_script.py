@@ -30,6 +30,7 @@ import msgpack
 import redis
 
 from feed import keys, redis_client
+from feed.streams import stream_entry
 
 EMIT_LUA = redis_client.lua_source(__file__, "emit.lua")
 
@@ -60,12 +61,12 @@ class EmitCall:
     def entry(self, source_id: str) -> int:
         """The number of the tick entry ``source_id`` (``stream/entry-id``) names; 0 for a source that is no stream
         entry (imports, time-driven runs), whose outputs are not guarded per entry."""
-        stream, _, entry_id = source_id.rpartition("/")
-        if not stream or not entry_id[:1].isdigit():
+        entry = stream_entry(source_id)
+        if entry is None:
             return 0
-        found = self.entries.get((stream, entry_id))
+        found = self.entries.get(entry)
         if found is None:
-            found = self.entries[(stream, entry_id)] = len(self.entries) + 1
+            found = self.entries[entry] = len(self.entries) + 1
         return found
 
     def publish(self, channel: str, message: bytes, entry: int = 0) -> None:

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,10 +263,11 @@ class StreamBridge:
         idle = self._idle_entries()
         if not idle:
             return False
-        busy = self._busy_queues(idle)
+        queue_of = {(s, i): self._queue_of(f) for s, i, f, _ in idle if f is not None}
+        busy = self._busy_queues(queue_of.values())
         held = {(stream, entry_id) for items in self.buffer.values() for _, stream, entry_id in items}
         chosen = [(s, i, f, n) for s, i, f, n in idle
-                  if f is not None and (s, i) not in held and self._queue_of(f) not in busy]
+                  if f is not None and (s, i) not in held and queue_of[(s, i)] not in busy]
         gone = [(s, i) for s, i, f, _ in idle if f is None]
         if gone:
             log.error("pending entries were trimmed from their stream before being processed",
@@ -313,8 +314,9 @@ class StreamBridge:
         except TickError:
             return None  # dead-lettered once claimed
 
-    def _busy_queues(self, idle: list[tuple[str, str, dict[str, str] | None, int]]) -> set[str]:
-        queues = sorted({q for _, _, f, _ in idle if f is not None and (q := self._queue_of(f)) is not None})
+    def _busy_queues(self, candidates: Iterable[str | None]) -> set[str]:
+        """The queues among ``candidates`` with a task waiting."""
+        queues = sorted({q for q in candidates if q is not None})
         return {q for q, n in zip(queues, self.queue_lengths(queues), strict=True) if n} if queues else set()
 
     def _claim(self, chosen: list[tuple[str, str, dict[str, str], int]]) -> list[tuple[str, str, dict[str, str], int]]:

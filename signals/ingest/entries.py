@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from feed import keys
+from feed.streams import stream_entry
 
 log = logging.getLogger(__name__)
 LEASE_CONSUMER = "signal-workers"  # owner of the entries of batches in a worker's hands
@@ -27,9 +28,9 @@ def stream_entries(ticks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     """Stream -> entry ids of the ticks that came from a stream (``source_id`` ``stream/entry-id``)."""
     found: dict[str, list[str]] = {}
     for tick in ticks:
-        stream, _, entry_id = tick.get("source_id", "").rpartition("/")
-        if stream and entry_id[:1].isdigit():
-            found.setdefault(stream, []).append(entry_id)
+        entry = stream_entry(tick.get("source_id", ""))
+        if entry is not None:
+            found.setdefault(entry[0], []).append(entry[1])
     return found
 
 
