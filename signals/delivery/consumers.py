@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import redis.asyncio as aredis
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.asyncio.cluster import RedisCluster
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
@@ -41,7 +42,10 @@ def async_redis() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aredis.Redis.from_url(settings.REDIS_URL)
+        if settings.REDIS_CLUSTER:
+            client = RedisCluster.from_url(settings.REDIS_URL)
+        else:
+            client = aredis.Redis.from_url(settings.REDIS_URL)
         _clients[loop] = client
     return client
 
@@ -126,7 +130,9 @@ class SignalConsumer(AsyncWebsocketConsumer):
         client = async_redis()
         key = keys.ws_connections(sub)
         now = time.time()
-        pipe = client.pipeline(transaction=True)
+        # redis-py's asyncio cluster pipeline breaks its connection after a MULTI (redis-py 8.1); untransacted, two
+        # connections racing can both count each other, so both may be refused, never both admitted over the limit
+        pipe = client.pipeline(transaction=not settings.REDIS_CLUSTER)
         pipe.zremrangebyscore(key, "-inf", now - CONNECTION_TTL_S)
         pipe.zadd(key, {self.channel_name: now})
         pipe.zcard(key)
