@@ -207,8 +207,9 @@ def run_setting(cluster: bool, broker: str, bridges: int, args: argparse.Namespa
             prepare(DATABASE, PLAIN_DB, env)
             enable_price_config(env)
             client = (RedisCluster.from_url(env["REDIS_URL"]) if cluster else redis.Redis.from_url(env["REDIS_URL"]))
+            offer(client, cluster, 300, 1)  # the streams exist before the bridges start: found at once
             stack.start(env)
-            measure(client, cluster, args.rate, 2, drain_s=5)  # warm-up
+            measure(client, cluster, args.rate, 3, drain_s=10)  # warm-up
             at_rate = measure(client, cluster, args.rate, args.seconds)
             before = stack.cpu_seconds()
             flood = measure(client, cluster, args.flood, args.seconds)

@@ -256,9 +256,7 @@ class StreamBridge:
             return False
         queue_of = {(s, i): self._queue_of(f) for s, i, f, _ in idle if f is not None}
         busy = self._busy_queues(queue_of.values())
-        held = {(stream, entry_id) for items in self.buffer.values() for _, stream, entry_id in items}
-        chosen = [(s, i, f, n) for s, i, f, n in idle
-                  if f is not None and (s, i) not in held and queue_of[(s, i)] not in busy]
+        chosen = [(s, i, f, n) for s, i, f, n in idle if f is not None and queue_of[(s, i)] not in busy]
         gone = [(s, i) for s, i, f, _ in idle if f is None]
         if gone:
             log.error("pending entries were trimmed from their stream before being processed",
@@ -279,7 +277,8 @@ class StreamBridge:
     RECLAIM_PAGES = 10  # XPENDING pages a reclaim looks at per stream
 
     def _idle_entries(self) -> list[tuple[str, str, dict[str, str] | None, int]]:
-        """(stream, entry id, fields or None if trimmed, deliveries so far) of entries idle for reclaim_idle_ms."""
+        """(stream, entry id, fields or None if trimmed, deliveries so far) of entries idle for reclaim_idle_ms that
+        this bridge does not hold itself (they went idle while their group grew)."""
         found: list[tuple[str, str, int]] = []
         for stream in self.streams:
             start = "-"
@@ -290,7 +289,10 @@ class StreamBridge:
                 if len(page) < self.config.batch_size:
                     break
                 start = "(" + text(page[-1]["message_id"])
-        if not found:
+        held = {(stream, entry_id) for items in self.buffer.values() for _, stream, entry_id in items}
+        found = [(s, i, n) for s, i, n in found if (s, i) not in held]
+        # a backlog: every queue has a task waiting, so no idle entry is chosen; its fields are not worth reading
+        if not found or self._busy_queues(self._queues()) == set(self._queues()):
             return []
         pipe = self.client.pipeline(transaction=False)
         for stream, entry_id, _ in found:
@@ -298,6 +300,9 @@ class StreamBridge:
         replies = pipe.execute()
         return [(stream, entry_id, decode_fields(reply[0][1]) if reply and reply[0][1] is not None else None, n)
                 for (stream, entry_id, n), reply in zip(found, replies, strict=True)]
+
+    def _queues(self) -> list[str]:
+        return sorted({self.config.default_queue, *self.config.queue_routes.values()})
 
     def _queue_of(self, fields: dict[str, str]) -> str | None:
         try:

@@ -2,7 +2,8 @@
 
 On a cluster, SCAN walks one node at a time (each has its own cursor), and XREADGROUP takes streams of one slot
 only, so the bridge reads each slot's streams apart, without blocking (a blocked read on one node would stall the
-others): when nothing came, it waits ``poll_ms`` before it asks again.
+others) unless they all share one slot, at most once per `CLUSTER_POLL_MS` (what arrived meanwhile comes in one
+read: a read of every node per tick would cost as many round trips).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError
 
 from feed.streams import text
 from feed.ticks import decode_fields
@@ -42,20 +44,56 @@ def scan_step(client: redis.Redis, scan: Scan, count: int) -> tuple[int, list[st
 
 def read_new(client: redis.Redis, group: str, consumer: str, streams: list[str], count: int,
              block_ms: int) -> list[Entry]:
-    """Up to ``count`` new entries per stream for ``consumer``: one blocking XREADGROUP on a server; on a cluster one
-    non-blocking XREADGROUP per slot, pipelined, then a pause of at most ``block_ms`` if none had any."""
+    """Up to ``count`` new entries per stream for ``consumer``: one XREADGROUP blocking up to ``block_ms`` on a
+    server, or on a cluster whose streams all share one slot; otherwise one non-blocking XREADGROUP per slot, sent
+    to each node as one pipeline, at most once per `CLUSTER_POLL_MS`."""
     if not isinstance(client, RedisCluster):
         response = client.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
         return _entries(response)
-    by_slot: dict[int, list[str]] = {}
-    for stream in streams:
-        by_slot.setdefault(client.keyslot(stream), []).append(stream)
-    pipe = client.pipeline(transaction=False)
-    for names in by_slot.values():
-        pipe.xreadgroup(group, consumer, {s: ">" for s in names}, count=count)
-    found = [entry for response in pipe.execute() for entry in _entries(response)]
-    if not found:
-        time.sleep(min(block_ms, CLUSTER_POLL_MS) / 1000)
+    by_node = _layout(client, tuple(streams))
+    wait = _last_read.get(id(client), 0.0) + CLUSTER_POLL_MS / 1000 - time.monotonic()
+    if wait > 0:  # at most one read of every node per poll: a read per node per tick would cost a round trip each
+        time.sleep(wait)
+    _last_read[id(client)] = time.monotonic()
+    try:
+        if len(by_node) == 1 and len(next(iter(by_node.values()))[1]) == 1:
+            node, slots = next(iter(by_node.values()))
+            return _entries(node.xreadgroup(group, consumer, {s: ">" for s in slots[0]}, count=count,
+                                            block=block_ms))
+        found: list[Entry] = []
+        for node, slots in by_node.values():
+            pipe = node.pipeline(transaction=False)
+            for names in slots:
+                pipe.xreadgroup(group, consumer, {s: ">" for s in names}, count=count)
+            found += [entry for response in pipe.execute() for entry in _entries(response)]
+    except (MovedError, AskError):  # slots moved (a resharding or a failover): learn the new map, read next time
+        _layouts.clear()
+        client.nodes_manager.initialize()
+        return []
+    except redis.ConnectionError:  # a node is gone: the cluster client finds where its slots went
+        _layouts.clear()
+        raise
+    return found
+
+
+_last_read: dict[int, float] = {}  # cluster client -> when its last read started (time.monotonic)
+_layouts: dict[tuple[int, tuple[str, ...]], dict[str, tuple[Any, list[list[str]]]]] = {}
+
+
+def _layout(client: RedisCluster, streams: tuple[str, ...]) -> dict[str, tuple[Any, list[list[str]]]]:
+    """Node name -> (that node's own client, the streams it serves grouped by slot). Each node's plain client
+    costs a third of the cluster client's routing per read; a MOVED reply sends the bridge back here."""
+    found = _layouts.get((id(client), streams))
+    if found is None:
+        by_slot: dict[int, list[str]] = {}
+        for stream in streams:
+            by_slot.setdefault(client.keyslot(stream), []).append(stream)
+        found = {}
+        for slot, names in by_slot.items():
+            node = client.nodes_manager.get_node_from_slot(slot)
+            found.setdefault(node.name, (node.redis_connection, []))[1].append(names)
+        _layouts.clear()
+        _layouts[(id(client), streams)] = found
     return found
 
 
