@@ -273,6 +273,13 @@ SIGNAL_INDICATOR_WARMUP_MAX = env_int("SIGNAL_INDICATOR_WARMUP_MAX", 5000)
 # History API limits.
 SIGNAL_HISTORY_MAX_BARS = env_int("SIGNAL_HISTORY_MAX_BARS", 50_000)
 SIGNAL_HISTORY_DEFAULT_BARS = env_int("SIGNAL_HISTORY_DEFAULT_BARS", 500)
+# Discovery and stored results (signals/api/discovery.py, stored_api.py): a contract has live data while its latest
+# tick is at most LIVE_DATA_MAX_AGE_S (tick time) older than its family's newest; realtime/price and realtime/greeks
+# answer at most API_MAX_KEYS instruments per call; a level's history is priced from stored ticks when nothing was
+# stored for it, over at most RECOMPUTE_MAX_HOURS.
+SIGNAL_LIVE_DATA_MAX_AGE_S = env_float("SIGNAL_LIVE_DATA_MAX_AGE_S", 300.0)
+SIGNAL_API_MAX_KEYS = env_int("SIGNAL_API_MAX_KEYS", 50)
+SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS = env_float("SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS", 24.0)
 # Retention (days; 0 keeps forever) of ticks, computed results and Greeks, and the age at which TimescaleDB
 # compresses chunks (0: never): five years, compressed after a day. TimescaleDB enforces them with its policies (the
 # retention task below brings the policies in line with these values), plain PostgreSQL with the retention task's
