@@ -12,7 +12,7 @@ import dj_database_url
 from kombu import Queue
 
 from feed import keys
-from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str
+from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str, session_minutes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -109,6 +109,11 @@ WHITENOISE_USE_FINDERS = True
 EXCHANGE_TIMEZONE = env_str("EXCHANGE_TIMEZONE", "Asia/Kolkata")
 SESSION_OPEN = env_str("SESSION_OPEN", "09:15")
 SESSION_CLOSE = env_str("SESSION_CLOSE", "15:30")
+# Trading days (configs/calendar.py): an exchange_calendars name (XNSE reads XBOM: NSE and BSE share holidays; none:
+# every weekday), extra closed dates, and dates with their own hours (half-days, Muhurat sessions).
+SIGNAL_EXCHANGE_CALENDAR = env_str("SIGNAL_EXCHANGE_CALENDAR", "XNSE")
+SIGNAL_EXCHANGE_HOLIDAYS = env_str("SIGNAL_EXCHANGE_HOLIDAYS", "")
+SIGNAL_SPECIAL_SESSIONS = env_str("SIGNAL_SPECIAL_SESSIONS", "")
 SIGNAL_INDEX_SYMBOLS = env_list(
     "SIGNAL_INDEX_SYMBOLS", ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "SENSEX", "BANKEX", "INDVIX"]
 )
@@ -256,7 +261,8 @@ SIGNAL_BARS_TRACK_TTL_S = env_int("SIGNAL_BARS_TRACK_TTL_S", 120)  # tick high-w
 # Instruments whose ticks are not reported to the bars service only cache bars this much older than their latest
 # tick, so late ticks within the window still correct them.
 SIGNAL_BARS_SETTLE_S = env_float("SIGNAL_BARS_SETTLE_S", 300.0)
-SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", 375)  # to size look-backs only
+# to size look-backs only: SESSION_OPEN to SESSION_CLOSE unless set
+SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", session_minutes(SESSION_OPEN, SESSION_CLOSE))
 SIGNAL_BARS_MAX_LOOKBACK_DAYS = env_int("SIGNAL_BARS_MAX_LOOKBACK_DAYS", 3660)
 SIGNAL_BARS_WORK_MEM_MB = env_int("SIGNAL_BARS_WORK_MEM_MB", 64)  # per bars query (sorting a month of ticks)
 # One-minute bar rollup (plain PostgreSQL only, signals/bars/rollup.py): celery-beat folds the tick ranges recorded by the
