@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapi.compression.CompressionMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -165,6 +166,18 @@ SIGNAL_JWT_ISSUER = env_str("SIGNAL_JWT_ISSUER", "")
 SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
 SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
 SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
+# Per-user REST limits (webapi/quotas.py): a rate per kind of request (default SIGNAL_API_RATE), the WebSocket message
+# rate (the consumer's), and daily request quotas per tier, the tier read from the token's SIGNAL_TIER_CLAIM.
+SIGNAL_API_RATE_REALTIME = env_str("SIGNAL_API_RATE_REALTIME", SIGNAL_API_RATE)
+SIGNAL_API_RATE_HISTORICAL = env_str("SIGNAL_API_RATE_HISTORICAL", SIGNAL_API_RATE)
+SIGNAL_API_RATE_WRITES = env_str("SIGNAL_API_RATE_WRITES", SIGNAL_API_RATE)
+SIGNAL_API_RATE_OTHER = env_str("SIGNAL_API_RATE_OTHER", SIGNAL_API_RATE)
+SIGNAL_WS_MESSAGE_RATE = env_str("SIGNAL_WS_MESSAGE_RATE", "600/min")
+SIGNAL_TIERS = env_str("SIGNAL_TIERS", "basic=50000,pro=500000,internal=0")
+SIGNAL_DEFAULT_TIER = env_str("SIGNAL_DEFAULT_TIER", "basic")
+SIGNAL_TIER_CLAIM = env_str("SIGNAL_TIER_CLAIM", "tier")
+# API answers of at least this many bytes are compressed (brotli or gzip, as the client accepts)
+SIGNAL_COMPRESS_MIN_BYTES = env_int("SIGNAL_COMPRESS_MIN_BYTES", 1024)
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
 # Retry-After (seconds) of a 503 answered while Redis or PostgreSQL is unreachable
 SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
@@ -172,8 +185,7 @@ SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["webapi.auth.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["webapi.auth.IsPlatformUser"],
-    "DEFAULT_THROTTLE_CLASSES": ["webapi.auth.SubjectRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"subject": SIGNAL_API_RATE},
+    "DEFAULT_THROTTLE_CLASSES": ["webapi.quotas.KindRateThrottle", "webapi.quotas.DailyQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapi.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

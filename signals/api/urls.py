@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from signals.api import discovery, greeks_api, history_api, realtime, stored_api
+from signals.api import discovery, greeks_api, history_api, realtime, stored_api, usage_api
 
 urlpatterns = [
     path("realtime/price/<str:instrument_key>", realtime.RealtimePriceView.as_view(), name="realtime-price"),
@@ -10,4 +10,5 @@ urlpatterns = [
     *history_api.urlpatterns,
     *discovery.urlpatterns,
     *stored_api.urlpatterns,
+    *usage_api.urlpatterns,
 ]
