@@ -33,10 +33,12 @@ from webapi.errors import BadParameter, NotFound
 from webapi.limits import LimitError, check_date, check_text
 from webapi.params import Pagination
 
-# min/max over the primary key (instrument_key, time, ...): two index probes per instrument
+# the first and last rows by the primary key (instrument_key, time, ...): two index probes per instrument (on a
+# hypertable, ordered chunk appends stop at the first chunk holding one)
 _SEEN_SQL = """
-SELECT k.key, (SELECT min(time) FROM signal_ticks WHERE instrument_key = k.key),
-       (SELECT max(time) FROM signal_ticks WHERE instrument_key = k.key)
+SELECT k.key,
+       (SELECT time FROM signal_ticks WHERE instrument_key = k.key ORDER BY time LIMIT 1),
+       (SELECT time FROM signal_ticks WHERE instrument_key = k.key ORDER BY time DESC LIMIT 1)
 FROM unnest(%s::text[]) AS k(key)
 """
 
