@@ -15,6 +15,7 @@ from signals.pipeline.batch import process_batch
 from tests.factories import T0, create_config, fields, price_config, tick
 from tests.greeks_helpers import EXPIRY, SPOT, at, batch, greeks_config, option_key, option_tick, spot_tick
 from tests.support import wait_for
+from tests.test_redis_down import own_redis  # noqa: F401  (the fixture: a Redis server a test may kill)
 
 API = "/api/v2/signals"
 STREAM = "tick_stream:NSE@NIFTY"
@@ -157,3 +158,23 @@ def test_level_history_is_recomputed_from_stored_ticks_when_nothing_was_stored(c
     assert point["puts"][0]["option_price"] == 160.0 and point["averages"]["call"]["count"] == 1
     assert count("SELECT count(*) FROM signal_greeks") == 3  # stored for the next reader
     assert at(0) == T0.timestamp()
+
+
+@pytest.mark.django_db
+def test_with_redis_down_multi_key_reads_answer_from_the_database(own_redis: Any, auth_client: Any) -> None:  # noqa: F811
+    create_config(greeks_config())
+    process_batch(batch(spot_tick(24000, 0), option_tick("call", 24000, 190.0, 1), option_tick("put", 24000, 160.0, 1)))
+    prices = auth_client.get(f"{API}/realtime/price", {"keys": f"{SPOT},{CALL}"}).json()
+    greeks = auth_client.get(f"{API}/realtime/greeks", {"keys": f"{CALL},{PUT}"}).json()
+    assert prices["source"] == greeks["source"] == "redis"
+    own_redis.kill()
+    stored_prices = auth_client.get(f"{API}/realtime/price", {"keys": f"{SPOT},{CALL}"}).json()
+    assert stored_prices["source"] == "database" and stored_prices["results"] == prices["results"]
+    stored_greeks = auth_client.get(f"{API}/realtime/greeks", {"keys": f"{CALL},{PUT}"}).json()
+    assert stored_greeks["source"] == "database"
+    assert [g["greeks"]["iv"] for g in stored_greeks["results"]] == pytest.approx(
+        [g["greeks"]["iv"] for g in greeks["results"]])
+    chain = auth_client.get(f"{API}/instruments/NSE@NIFTY@index/expiries/").json()
+    assert chain["expiries"][0]["strikes"][0]["call"]["live"] is None and chain["reference_time"] is None
+    usage = auth_client.get(f"{API}/usage/")
+    assert usage.status_code == 503 and int(usage["Retry-After"]) > 0
