@@ -166,13 +166,12 @@ SIGNAL_JWT_ISSUER = env_str("SIGNAL_JWT_ISSUER", "")
 SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
 SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
 SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
-# Per-user REST limits (webapi/quotas.py): a rate per kind of request (default SIGNAL_API_RATE), the WebSocket message
-# rate (the consumer's), and daily request quotas per tier, the tier read from the token's SIGNAL_TIER_CLAIM.
+# Per-user REST limits (webapi/quotas.py): a rate per kind of request (default SIGNAL_API_RATE) and daily request
+# quotas per tier, the tier read from the token's SIGNAL_TIER_CLAIM.
 SIGNAL_API_RATE_REALTIME = env_str("SIGNAL_API_RATE_REALTIME", SIGNAL_API_RATE)
 SIGNAL_API_RATE_HISTORICAL = env_str("SIGNAL_API_RATE_HISTORICAL", SIGNAL_API_RATE)
 SIGNAL_API_RATE_WRITES = env_str("SIGNAL_API_RATE_WRITES", SIGNAL_API_RATE)
 SIGNAL_API_RATE_OTHER = env_str("SIGNAL_API_RATE_OTHER", SIGNAL_API_RATE)
-SIGNAL_WS_MESSAGE_RATE = env_str("SIGNAL_WS_MESSAGE_RATE", "600/min")
 SIGNAL_TIERS = env_str("SIGNAL_TIERS", "basic=50000,pro=500000,internal=0")
 SIGNAL_DEFAULT_TIER = env_str("SIGNAL_DEFAULT_TIER", "basic")
 SIGNAL_TIER_CLAIM = env_str("SIGNAL_TIER_CLAIM", "tier")

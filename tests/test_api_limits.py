@@ -115,7 +115,6 @@ def test_large_answers_are_compressed_as_the_client_accepts(settings: Any, clien
 @pytest.mark.parametrize(("overrides", "field"), [
     ({"SIGNAL_API_RATE_HISTORICAL": "ten/min"}, "SIGNAL_API_RATE_HISTORICAL"),
     ({"SIGNAL_API_RATE_REALTIME": "10/fortnight"}, "SIGNAL_API_RATE_REALTIME"),
-    ({"SIGNAL_WS_MESSAGE_RATE": "0/s"}, "SIGNAL_WS_MESSAGE_RATE"),
     ({"SIGNAL_TIERS": "basic"}, "SIGNAL_TIERS"),
     ({"SIGNAL_DEFAULT_TIER": "gold"}, "SIGNAL_DEFAULT_TIER"),
     ({"SIGNAL_TIER_CLAIM": " "}, "SIGNAL_TIER_CLAIM"),

@@ -73,10 +73,6 @@ def check_settings() -> list[LimitSettingError]:
         except LimitSettingError as exc:
             problems.append(exc)
     try:
-        parse_rate(settings.SIGNAL_WS_MESSAGE_RATE, "SIGNAL_WS_MESSAGE_RATE")
-    except LimitSettingError as exc:
-        problems.append(exc)
-    try:
         tiers = parse_tiers(settings.SIGNAL_TIERS)
         if settings.SIGNAL_DEFAULT_TIER not in tiers:
             problems.append(LimitSettingError(f"{settings.SIGNAL_DEFAULT_TIER!r} is not one of SIGNAL_TIERS "
@@ -202,5 +198,15 @@ def usage(user: PlatformUser, day: str | None = None) -> dict[str, Any]:
                   "remaining": max(0, quota - total) if quota and day == today else None,
                   "resets_in_s": int(until_tomorrow) + 1 if day == today else None},
         "rates": {kind: getattr(settings, f"SIGNAL_API_RATE_{kind.upper()}") for kind in KINDS}
-        | {"websocket_messages": settings.SIGNAL_WS_MESSAGE_RATE},
+        | {"websocket_messages": websocket_rate()},
     }
+
+
+def websocket_rate() -> str | None:
+    """The WebSocket consumer's message rate (its settings, SIGNAL_WS_MESSAGES_PER_S and SIGNAL_WS_MESSAGE_BURST),
+    as text; None where the consumer sets none."""
+    per_s = getattr(settings, "SIGNAL_WS_MESSAGES_PER_S", None)
+    burst = getattr(settings, "SIGNAL_WS_MESSAGE_BURST", None)
+    if per_s is None:
+        return None
+    return f"{per_s:g}/s" + (f" (bursts of {burst})" if burst is not None else "")

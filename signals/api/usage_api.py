@@ -28,7 +28,8 @@ UsageSerializer = inline_serializer("Usage", {
         "remaining": serializers.IntegerField(allow_null=True),
         "resets_in_s": serializers.IntegerField(allow_null=True, help_text="until the next exchange date"),
     }),
-    "rates": serializers.DictField(child=serializers.CharField()),
+    "rates": serializers.DictField(child=serializers.CharField(allow_null=True),
+                                   help_text="realtime, historical, writes, other, websocket_messages (null: none)"),
 })
 
 
