@@ -137,7 +137,7 @@ class SignalConfigAdmin(admin.ModelAdmin):
     def next_run_display(self, obj: SignalConfig) -> str:
         if not obj.pk or not obj.enabled:
             return "-" if obj.pk else ""
-        when = next_run(obj.frequency)
+        when = next_run(obj.frequency, None, (obj.config or {}).get("calendar"))
         if when is None:
             return describe(obj.frequency, obj.interval)
         return timezone.localtime(when, timezone=_exchange_tz()).strftime("%Y-%m-%d %H:%M:%S %Z")

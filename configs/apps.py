@@ -6,4 +6,4 @@ class ConfigsConfig(AppConfig):
     verbose_name = "Computation configs"
 
     def ready(self) -> None:
-        from configs import receivers  # noqa: F401  (connects the change hooks)
+        from configs import checks, receivers  # noqa: F401  (the calendar settings check; the change hooks)

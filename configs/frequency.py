@@ -2,8 +2,8 @@
 
 Event-driven: ``every_tick``, ``every_interval`` (on each bar close of the config's interval, decided by tick time).
 Time-driven, scheduled by celery-beat in exchange time: ``every_second``, ``every_minute``, ``Ns``/``Nm``/``Nh``,
-``on_close`` (15:30 exchange time, Monday to Friday), ``daily@HH:MM``, ``weekly@MON@HH:MM``, ``monthly@D@HH:MM``
-and 5-field cron strings (``minute hour day-of-month month day-of-week``).
+``on_close`` (each trading day's session close: `configs.scheduling.fires_at`), ``daily@HH:MM``,
+``weekly@MON@HH:MM``, ``monthly@D@HH:MM`` and 5-field cron strings (``minute hour day-of-month month day-of-week``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
+from configs.calendar import TradingCalendar
+from configs.calendar import build as calendar_build
 from configs.frequency import Frequency, FrequencyError, parse_frequency
 from configs.models import SignalConfig
 
@@ -76,8 +79,7 @@ def _schedule_fields(frequency: Frequency) -> dict[str, Any]:
             interval = IntervalSchedule.objects.create(every=frequency.seconds, period=IntervalSchedule.SECONDS)
         # A run that waited longer than its own period in the queue is dropped: the next one is on its way.
         return {"interval": interval, "crontab": None, "expire_seconds": min(max(frequency.seconds, 2), 3600)}
-    assert frequency.cron is not None
-    minute, hour, day_of_month, month_of_year, day_of_week = frequency.cron
+    minute, hour, day_of_month, month_of_year, day_of_week = cron_fields(frequency)
     fields = {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
               "day_of_week": day_of_week, "timezone": settings.EXCHANGE_TIMEZONE}
     crontab = CrontabSchedule.objects.filter(**fields).first()
@@ -132,7 +134,8 @@ def sync_schedules() -> SyncReport:
     return report
 
 
-def next_run(frequency_text: str, now: datetime | None = None) -> datetime | None:
+def next_run(frequency_text: str, now: datetime | None = None, option: dict[str, Any] | None = None
+             ) -> datetime | None:
     """When a config with this frequency runs next on its own (None for event-driven frequencies).
 
     Interval schedules count from the beat entry's last run; crontab schedules are evaluated in exchange time.
@@ -151,19 +154,24 @@ def next_run(frequency_text: str, now: datetime | None = None) -> datetime | Non
         if last is None:
             return now
         return max(last + timedelta(seconds=frequency.seconds), now)
-    return next_cron_time(frequency, now)
+    return next_cron_time(frequency, now, option)
 
 
-def next_cron_time(frequency: Frequency, now: datetime) -> datetime:
-    """The first time strictly after ``now`` matching the frequency's crontab, in exchange time."""
-    assert frequency.cron is not None
-    minute, hour, day_of_month, month_of_year, day_of_week = frequency.cron
-    local_now = now.astimezone(exchange_tz()).replace(second=0, microsecond=0)
+def next_cron_time(frequency: Frequency, now: datetime, option: dict[str, Any] | None = None
+                   ) -> datetime | None:
+    """The first time strictly after ``now`` the config runs (its crontab, in exchange time, on the days and at the
+    closes the trading calendar allows; None if none within about a year)."""
+    minute, hour, day_of_month, month_of_year, day_of_week = cron_fields(frequency)
     schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                       day_of_week=day_of_week, nowfun=lambda: local_now)
-    # remaining_delta: the next run after a run at ``local_now``.
-    start, delta, _ = schedule.remaining_delta(local_now, tz=exchange_tz())
-    return (start + delta).astimezone(exchange_tz())
+                       day_of_week=day_of_week)
+    at = now.astimezone(exchange_tz()).replace(second=0, microsecond=0)
+    for _ in range(2000):
+        # remaining_delta: the next run after a run at ``at``
+        start, delta, _ = schedule.remaining_delta(at, tz=exchange_tz())
+        at = (start + delta).astimezone(exchange_tz())
+        if fires_at(frequency, at, option):
+            return at
+    return None
 
 
 def describe(frequency_text: str, interval: str) -> str:
@@ -179,16 +187,9 @@ def describe(frequency_text: str, interval: str) -> str:
     return f"beat entry {task_name(frequency.schedule_key)} ({settings.EXCHANGE_TIMEZONE})"
 
 
-def schedule_period(frequency: Frequency, now: datetime) -> str:
-    """The schedule period a run at ``now`` (aware) belongs to, as text: runs of one period are one run.
-
-    An interval schedule fires at least ``seconds`` apart, so each run falls in its own ``seconds``-long slice of
-    epoch time; a crontab's period is its latest firing minute at or before ``now`` (in exchange time), which a
-    retried or redelivered run still finds."""
-    if frequency.kind == "interval" and frequency.seconds:
-        return f"{frequency.schedule_key}@{int(now.timestamp() // frequency.seconds)}"
-    assert frequency.cron is not None
-    minute, hour, day_of_month, month_of_year, day_of_week = frequency.cron
+def latest_firing(frequency: Frequency, now: datetime) -> datetime:
+    """The crontab's latest firing minute at or before ``now`` (aware, in exchange time)."""
+    minute, hour, day_of_month, month_of_year, day_of_week = cron_fields(frequency)
     cron = crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
                    day_of_week=day_of_week)
     at = now.astimezone(exchange_tz()).replace(second=0, microsecond=0)
@@ -197,4 +198,66 @@ def schedule_period(frequency: Frequency, now: datetime) -> str:
                 and at.month in cron.month_of_year and (at.weekday() + 1) % 7 in cron.day_of_week):
             break
         at -= timedelta(minutes=1)
-    return f"{frequency.schedule_key}@{at.strftime('%Y-%m-%dT%H:%M')}"
+    return at
+
+
+def schedule_period(frequency: Frequency, now: datetime) -> str:
+    """The schedule period a run at ``now`` (aware) belongs to, as text: runs of one period are one run.
+
+    An interval schedule fires at least ``seconds`` apart, so each run falls in its own ``seconds``-long slice of
+    epoch time; a crontab's period is its latest firing minute at or before ``now`` (in exchange time), which a
+    retried or redelivered run still finds."""
+    if frequency.kind == "interval" and frequency.seconds:
+        return f"{frequency.schedule_key}@{int(now.timestamp() // frequency.seconds)}"
+    return f"{frequency.schedule_key}@{latest_firing(frequency, now).strftime('%Y-%m-%dT%H:%M')}"
+
+
+# --- the exchange calendar (configs/calendar.py) ------------------------------------------------------------------
+_calendar = lru_cache(maxsize=16)(calendar_build)
+CALENDAR_GATED = ("daily@", "weekly@", "monthly@")
+
+
+def trading_calendar(exchange: str | None = None) -> TradingCalendar:
+    """The calendar of the settings (or of a config's ``calendar.exchange``)."""
+    return _calendar(exchange or settings.SIGNAL_EXCHANGE_CALENDAR, settings.EXCHANGE_TIMEZONE,
+                     settings.SESSION_OPEN, settings.SESSION_CLOSE, settings.SIGNAL_EXCHANGE_HOLIDAYS,
+                     settings.SIGNAL_SPECIAL_SESSIONS)
+
+
+def cron_fields(frequency: Frequency) -> tuple[str, str, str, str, str]:
+    """The crontab the beat entry uses: the frequency's own, except ``on_close``, which wakes at every close time a
+    session can have (SESSION_CLOSE and the special sessions' closes) on every day; `fires_at` then keeps the
+    one that is the day's real close."""
+    if frequency.text == "on_close":
+        closes = trading_calendar().close_times()
+        minutes = sorted({t.minute for t in closes})
+        hours = sorted({t.hour for t in closes})
+        return ",".join(map(str, minutes)), ",".join(map(str, hours)), "*", "*", "*"
+    assert frequency.cron is not None
+    return frequency.cron
+
+
+def fires_at(frequency: Frequency, instant: datetime, option: dict[str, Any] | None = None) -> bool:
+    """Whether a time-driven config runs for its beat entry firing at ``instant`` (aware; tick time in a backtest).
+
+    ``on_close`` runs only when the firing minute is that exchange date's session close; ``daily@``, ``weekly@``
+    and ``monthly@`` only on sessions, unless the config's ``calendar.trading_days_only`` is false. Interval
+    frequencies and plain cron strings always run. ``option`` is the config's ``calendar`` section."""
+    gated = frequency.text == "on_close" or frequency.text.startswith(CALENDAR_GATED)
+    if frequency.kind != "crontab" or not gated:
+        return True
+    option = option or {}
+    calendar = trading_calendar(option.get("exchange"))
+    fired = latest_firing(frequency, instant)
+    if frequency.text == "on_close":
+        return calendar.close_at(fired.date()) == fired
+    return not option.get("trading_days_only", True) or calendar.is_session(fired.date())
+
+
+def config_fires_at(document: dict[str, Any], instant: datetime) -> bool:
+    """`fires_at` for a config document: a plain function of the config and the instant."""
+    try:
+        frequency = parse_frequency(document.get("frequency", "every_tick"))
+    except FrequencyError:
+        return False
+    return fires_at(frequency, instant, document.get("calendar"))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from configs.calendar import calendar_option
 from configs.frequency import FrequencyError, parse_frequency
 from feed.instruments import InstrumentKeyError, normalise_key, normalise_pattern, parse_expiry
 from feed.ticks import QUOTE_FIELDS
@@ -42,7 +43,7 @@ MAX_KEPT_ERRORS = 100
 
 TOP_LEVEL = {
     "name", "version", "instrument_key", "interval", "frequency", "option_greeks", "technical_indicators",
-    "internal_functions", "external_functions", "moneyness", "output", "enabled", "description",
+    "internal_functions", "external_functions", "moneyness", "output", "enabled", "description", "calendar",
 }
 OUTPUT_DEFAULTS: dict[str, Any] = {
     "redis_list": True, "redis_stream": True, "store_to_database": True, "websocket": True, "cache_ttl_seconds": 300,
@@ -167,6 +168,10 @@ def _check_schedule(data: dict[str, Any], out: dict[str, Any], c: _Collector) ->
         out["frequency"] = parse_frequency(frequency).text
     except FrequencyError as exc:
         c.add("frequency", str(exc))
+    if "calendar" in data:
+        out["calendar"], problems = calendar_option(data["calendar"])
+        for field, message in problems:
+            c.add(field, message)
 
 
 def _check_greeks(data: dict[str, Any], out: dict[str, Any], c: _Collector) -> None:

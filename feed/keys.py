@@ -239,3 +239,14 @@ def moneyness_interest(underlying_key: str) -> str:
 def layer_group_channel(prefix: str, group: str) -> str:
     """The Pub/Sub channel channels-redis' PubSub layer (prefix ``prefix``) delivers a Channels group's messages on."""
     return f"{prefix}__group__{group}"
+
+
+# API limits (webapi/quotas.py): one key per user and window or day, each touched by single-key commands only
+def rate_window(user: str, kind: str, period_s: int, window: int) -> str:
+    """Counter of one user's REST requests of one kind (realtime, historical, writes, other) in one fixed window."""
+    return f"signal:rate:{{{user}}}:{kind}:{period_s}:{window}"
+
+
+def usage(user: str, day: str) -> str:
+    """Hash of one user's REST requests on one exchange date: ``total``, one field per kind, ``throttled``."""
+    return f"signal:usage:{{{user}}}:{day}"

@@ -67,3 +67,16 @@ def env_map(name: str, default: dict[str, str]) -> dict[str, str]:
             raise ImproperlyConfigured(f"{name} must look like KEY=VALUE,KEY2=VALUE2; bad item {item!r}")
         result[key.strip()] = value.strip()
     return result
+
+
+def session_minutes(session_open: str, session_close: str) -> int:
+    """Minutes from SESSION_OPEN to SESSION_CLOSE (HH:MM each); a malformed value stops start-up naming it."""
+    minutes = []
+    for name, text in (("SESSION_OPEN", session_open), ("SESSION_CLOSE", session_close)):
+        hours, _, mins = text.strip().partition(":")
+        if not (hours.isdigit() and mins.isdigit() and int(hours) < 24 and int(mins) < 60):
+            raise ImproperlyConfigured(f"{name} must be HH:MM, got {text!r}")
+        minutes.append(int(hours) * 60 + int(mins))
+    if minutes[1] <= minutes[0]:
+        raise ImproperlyConfigured(f"SESSION_CLOSE {session_close!r} must be after SESSION_OPEN {session_open!r}")
+    return minutes[1] - minutes[0]

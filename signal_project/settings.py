@@ -12,7 +12,7 @@ import dj_database_url
 from kombu import Queue
 
 from feed import keys
-from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str
+from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str, session_minutes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapi.compression.CompressionMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -113,6 +114,11 @@ WHITENOISE_USE_FINDERS = True
 EXCHANGE_TIMEZONE = env_str("EXCHANGE_TIMEZONE", "Asia/Kolkata")
 SESSION_OPEN = env_str("SESSION_OPEN", "09:15")
 SESSION_CLOSE = env_str("SESSION_CLOSE", "15:30")
+# Trading days (configs/calendar.py): an exchange_calendars name (XNSE reads XBOM: NSE and BSE share holidays; none:
+# every weekday), extra closed dates, and dates with their own hours (half-days, Muhurat sessions).
+SIGNAL_EXCHANGE_CALENDAR = env_str("SIGNAL_EXCHANGE_CALENDAR", "XNSE")
+SIGNAL_EXCHANGE_HOLIDAYS = env_str("SIGNAL_EXCHANGE_HOLIDAYS", "")
+SIGNAL_SPECIAL_SESSIONS = env_str("SIGNAL_SPECIAL_SESSIONS", "")
 SIGNAL_INDEX_SYMBOLS = env_list(
     "SIGNAL_INDEX_SYMBOLS", ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "SENSEX", "BANKEX", "INDVIX"]
 )
@@ -164,6 +170,17 @@ SIGNAL_JWT_ISSUER = env_str("SIGNAL_JWT_ISSUER", "")
 SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
 SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
 SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
+# Per-user REST limits (webapi/quotas.py): a rate per kind of request (default SIGNAL_API_RATE) and daily request
+# quotas per tier, the tier read from the token's SIGNAL_TIER_CLAIM.
+SIGNAL_API_RATE_REALTIME = env_str("SIGNAL_API_RATE_REALTIME", SIGNAL_API_RATE)
+SIGNAL_API_RATE_HISTORICAL = env_str("SIGNAL_API_RATE_HISTORICAL", SIGNAL_API_RATE)
+SIGNAL_API_RATE_WRITES = env_str("SIGNAL_API_RATE_WRITES", SIGNAL_API_RATE)
+SIGNAL_API_RATE_OTHER = env_str("SIGNAL_API_RATE_OTHER", SIGNAL_API_RATE)
+SIGNAL_TIERS = env_str("SIGNAL_TIERS", "basic=50000,pro=500000,internal=0")
+SIGNAL_DEFAULT_TIER = env_str("SIGNAL_DEFAULT_TIER", "basic")
+SIGNAL_TIER_CLAIM = env_str("SIGNAL_TIER_CLAIM", "tier")
+# API answers of at least this many bytes are compressed (brotli or gzip, as the client accepts)
+SIGNAL_COMPRESS_MIN_BYTES = env_int("SIGNAL_COMPRESS_MIN_BYTES", 1024)
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
 # Retry-After (seconds) of a 503 answered while Redis or PostgreSQL is unreachable
 SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
@@ -171,8 +188,7 @@ SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["webapi.auth.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["webapi.auth.IsPlatformUser"],
-    "DEFAULT_THROTTLE_CLASSES": ["webapi.auth.SubjectRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"subject": SIGNAL_API_RATE},
+    "DEFAULT_THROTTLE_CLASSES": ["webapi.quotas.KindRateThrottle", "webapi.quotas.DailyQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapi.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -260,7 +276,8 @@ SIGNAL_BARS_TRACK_TTL_S = env_int("SIGNAL_BARS_TRACK_TTL_S", 120)  # tick high-w
 # Instruments whose ticks are not reported to the bars service only cache bars this much older than their latest
 # tick, so late ticks within the window still correct them.
 SIGNAL_BARS_SETTLE_S = env_float("SIGNAL_BARS_SETTLE_S", 300.0)
-SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", 375)  # to size look-backs only
+# to size look-backs only: SESSION_OPEN to SESSION_CLOSE unless set
+SIGNAL_BARS_SESSION_MINUTES = env_int("SIGNAL_BARS_SESSION_MINUTES", session_minutes(SESSION_OPEN, SESSION_CLOSE))
 SIGNAL_BARS_MAX_LOOKBACK_DAYS = env_int("SIGNAL_BARS_MAX_LOOKBACK_DAYS", 3660)
 SIGNAL_BARS_WORK_MEM_MB = env_int("SIGNAL_BARS_WORK_MEM_MB", 64)  # per bars query (sorting a month of ticks)
 # One-minute bar rollup (plain PostgreSQL only, signals/bars/rollup.py): celery-beat folds the tick ranges recorded by the
@@ -277,6 +294,13 @@ SIGNAL_INDICATOR_WARMUP_MAX = env_int("SIGNAL_INDICATOR_WARMUP_MAX", 5000)
 # History API limits.
 SIGNAL_HISTORY_MAX_BARS = env_int("SIGNAL_HISTORY_MAX_BARS", 50_000)
 SIGNAL_HISTORY_DEFAULT_BARS = env_int("SIGNAL_HISTORY_DEFAULT_BARS", 500)
+# Discovery and stored results (signals/api/discovery.py, stored_api.py): a contract has live data while its latest
+# tick is at most LIVE_DATA_MAX_AGE_S (tick time) older than its family's newest; realtime/price and realtime/greeks
+# answer at most API_MAX_KEYS instruments per call; a level's history is priced from stored ticks when nothing was
+# stored for it, over at most RECOMPUTE_MAX_HOURS.
+SIGNAL_LIVE_DATA_MAX_AGE_S = env_float("SIGNAL_LIVE_DATA_MAX_AGE_S", 300.0)
+SIGNAL_API_MAX_KEYS = env_int("SIGNAL_API_MAX_KEYS", 50)
+SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS = env_float("SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS", 24.0)
 # Retention (days; 0 keeps forever) of ticks, computed results and Greeks, and the age at which TimescaleDB
 # compresses chunks (0: never): five years, compressed after a day. TimescaleDB enforces them with its policies (the
 # retention task below brings the policies in line with these values), plain PostgreSQL with the retention task's

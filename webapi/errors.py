@@ -123,7 +123,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = codes if isinstance(codes, str) else code
     message = str(getattr(exc, "detail", exc))
     response.data = error_body(code, message, field)
+    limit = getattr(context.get("request"), "signal_limit", None)
+    if isinstance(exc, exceptions.Throttled) and limit is not None:
+        response.data["error"]["message"] = throttled_message(limit)
+        response.data["error"]["limit"] = limit
     return response
+
+
+def throttled_message(limit: dict[str, Any]) -> str:
+    if limit["kind"] == "daily_quota":
+        return (f"daily quota of tier {limit['tier']!r} used up ({limit['limit']} requests per exchange date); "
+                f"retry after {limit['retry_after']} s")
+    return f"over the {limit['kind']} rate of {limit['rate']} ({limit['setting']}); retry after {limit['retry_after']} s"
 
 
 # --- Django's own error views (signal_project/urls.py) ---------------------------------------------------------

@@ -32,6 +32,9 @@ ERROR_SCHEMA = {
             "details": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
                         "description": "failing field paths -> their messages (at most 20 paths)"},
             "omitted": {"type": "integer", "description": "failing paths not listed in details"},
+            "limit": {"type": "object", "description": "429 only: the limit hit: {kind (realtime, historical, "
+                                                       "writes, other, daily_quota), limit, period_s, rate?, tier?, "
+                                                       "setting, retry_after}"},
         },
     }},
 }
@@ -39,7 +42,8 @@ _ALWAYS = {
     "400": "bad parameter or body",
     "401": "missing, malformed or expired token",
     "406": "the Accept header allows no application/json",
-    "429": "over the per-user request rate (SIGNAL_API_RATE)",
+    "429": "over the per-user rate of this kind of request or the tier's daily quota (Retry-After; the limit in "
+           "error.limit)",
     "503": "unavailable: the database, or Redis where no stored value stands in, cannot be reached (Retry-After)",
 }
 _WRITES = {"403": "the token lacks the signals:write scope"}

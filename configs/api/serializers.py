@@ -145,7 +145,7 @@ def represent_config(config: SignalConfig, now: datetime | None = None) -> dict[
         entry = task_name(frequency.schedule_key) if frequency.is_time_driven else None
     except FrequencyError:
         kind, entry = "invalid", None
-    upcoming = next_run(config.frequency, now) if config.enabled and entry else None
+    upcoming = next_run(config.frequency, now, config.config.get("calendar")) if config.enabled and entry else None
     return {
         "id": config.pk,
         "name": config.name,

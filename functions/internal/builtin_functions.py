@@ -219,21 +219,22 @@ def _chain_right_and_expiry(entry: Mapping[str, Any]) -> tuple[str | None, str |
         "expiry": Param("str", nullable=True, description="only contracts of this expiry (YYYY-MM-DD)"),
     },
     needs_bars=False,
+    needs_chain=True,
 )
 def put_call_ratio(
     tick: dict[str, Any], bars: list[dict[str, Any]], params: dict[str, Any]
 ) -> dict[str, Any]:
     """Put/call ratios of an underlying's option chain: by open interest and by volume.
 
-    The chain snapshot is ``tick["chain"]`` (provided by the pipeline for the underlying) or else
-    ``params["chain"]``: a list of ``{"right": "call"|"put" (CE/PE accepted), "oi": …, "volume": …}``; ``right``
+    The chain snapshot is ``params["chain"]`` when a config gives one, else ``tick["chain"]`` (the pipeline's: the
+    latest tick of every listed option of the tick's underlying): a list of ``{"right": "call"|"put" (CE/PE accepted), "oi": …, "volume": …}``; ``right``
     and ``expiry`` may instead come from an ``instrument_key``.  With ``params["expiry"]`` only that expiry
     counts.  Returns ``oi_pcr`` = put OI / call OI and ``volume_pcr`` = put volume / call volume (``None`` when
     the call side is 0 or no chain is available), the four totals and ``contracts`` (entries counted).
     """
-    chain = tick.get("chain")
+    chain = params.get("chain")
     if chain is None:
-        chain = params.get("chain")
+        chain = tick.get("chain")
     totals = {"call_oi": 0.0, "put_oi": 0.0, "call_volume": 0.0, "put_volume": 0.0}
     contracts = 0
     if chain is not None and not isinstance(chain, (list, tuple)):

@@ -42,6 +42,7 @@ __all__ = [
     "get",
     "names",
     "needs_bars",
+    "needs_chain",
     "register",
     "spec",
     "validate_params",
@@ -144,6 +145,7 @@ class FunctionSpec:
     description: str = ""
     needs_bars: bool = True
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    needs_chain: bool = False
 
 
 _REGISTRY: dict[str, FunctionSpec] = {}
@@ -155,12 +157,14 @@ def register(
     params: Mapping[str, Param] | None = None,
     description: str | None = None,
     needs_bars: bool = True,
+    needs_chain: bool = False,
     replace: bool = False,
 ) -> Callable[[F], F]:
     """Decorator registering ``func`` as internal function ``name`` (lower-case identifier, unique).
 
     ``params`` declares the accepted parameters (unknown ones are then rejected by :func:`validate_params`);
-    ``None`` accepts anything.  ``needs_bars=False`` tells the pipeline it may pass ``[]`` for bars.  Registering
+    ``None`` accepts anything.  ``needs_bars=False`` tells the pipeline it may pass ``[]`` for bars; ``needs_chain=True`` that
+    it reads ``tick["chain"]``, which the pipeline then supplies.  Registering
     an existing name raises ``ValueError`` unless ``replace=True``.  Returns the function unchanged.
     """
     if not _NAME_RE.match(name):
@@ -172,7 +176,8 @@ def register(
         doc = description if description is not None else (func.__doc__ or "").strip().split("\n\n")[0]
         declared = dict(params) if params is not None else None
         defaults = {k: p.default for k, p in (declared or {}).items() if p.default is not None}
-        _REGISTRY[name] = FunctionSpec(name, func, declared, " ".join(doc.split()), needs_bars, defaults)
+        _REGISTRY[name] = FunctionSpec(name, func, declared, " ".join(doc.split()), needs_bars, defaults,
+                                       needs_chain)
         return func
 
     return decorator
@@ -207,6 +212,12 @@ def needs_bars(name: str) -> bool:
     """Whether ``name`` reads ``bars`` (the pipeline may skip loading bars otherwise); True if unknown."""
     entry = _REGISTRY.get(name)
     return True if entry is None else entry.needs_bars
+
+
+def needs_chain(name: str) -> bool:
+    """Whether ``name`` reads ``tick["chain"]``: the underlying's option chain, which the pipeline then adds."""
+    entry = _REGISTRY.get(name)
+    return entry is not None and entry.needs_chain
 
 
 def validate_params(name: str, params: Any) -> list[str]:

@@ -2,10 +2,13 @@
 
 from django.urls import path
 
-from signals.api import greeks_api, history_api, realtime
+from signals.api import discovery, greeks_api, history_api, realtime, stored_api, usage_api
 
 urlpatterns = [
     path("realtime/price/<str:instrument_key>", realtime.RealtimePriceView.as_view(), name="realtime-price"),
     *greeks_api.urlpatterns,
     *history_api.urlpatterns,
+    *discovery.urlpatterns,
+    *stored_api.urlpatterns,
+    *usage_api.urlpatterns,
 ]

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import redis
 
 from feed import keys
@@ -34,20 +35,44 @@ def stream_entries(ticks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     return found
 
 
-def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]]) -> int:
-    """Acknowledge the ticks' entries in ``group`` and drop their output markers; returns how many were pending."""
+REPUBLISHED_FIELDS = ("instrument_key", "timestamp", "ltp", "open", "high", "low", "close", "volume", "oi", "bid",
+                      "ask", "ltq")
+
+
+def processed_entry(tick: dict[str, Any]) -> dict[str, bytes]:
+    """The stream entry that re-publishes a processed tick (``SIGNAL_REPUBLISH_PROCESSED``): the normalised tick
+    with ``state`` ``P`` (which every reader, this service's bridge included, acknowledges and skips) and the
+    ``source_id`` of the entry it came from."""
+    body = {name: tick.get(name) for name in REPUBLISHED_FIELDS}
+    return {"data": orjson.dumps({**body, "state": "P", "source_id": tick["source_id"]})}
+
+
+def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], republish: bool = False) -> int:
+    """Acknowledge the ticks' entries in ``group`` and drop their output markers; returns how many were pending.
+    With ``republish``, each tick is first added again to its own stream as processed (`processed_entry`): at
+    least once, like every output (a worker dying between the two re-publishes on the batch's redelivery)."""
     ticks = list(ticks)
     by_stream = stream_entries(ticks)
     if not by_stream:
         return 0
     pipe = client.pipeline(transaction=False)
+    added = 0
+    if republish:
+        for tick in ticks:
+            entry = stream_entry(tick.get("source_id", ""))
+            if entry is not None:
+                pipe.xadd(entry[0], processed_entry(tick))
+                added += 1
     for stream, ids in by_stream.items():
         pipe.xack(stream, group, *ids)
     for (stream, tag), ids in _markers(ticks).items():
         pipe.hdel(keys.emitted_entries(stream, tag), *ids)
     replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:added]:
+        if isinstance(reply, Exception):
+            raise reply
     acked = 0
-    for reply in replies[:len(by_stream)]:
+    for reply in replies[added:added + len(by_stream)]:
         if isinstance(reply, Exception):
             if not isinstance(reply, redis.ResponseError):  # a missing group or key: nothing was pending there
                 raise reply

@@ -91,7 +91,8 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         pipe = client.pipeline(transaction=False)
         bars.queue_record(pipe, ticks, timeframes)
         pipe.execute()
-    acknowledge(client, settings.SIGNAL_CONSUMER_GROUP, ticks)  # done: nothing of it is lost from here on
+    # done: nothing of it is lost from here on
+    acknowledge(client, settings.SIGNAL_CONSUMER_GROUP, ticks, republish=settings.SIGNAL_REPUBLISH_PROCESSED)
     _note_runs(records)
     _observe(ticks, started)
     return BatchReport(ticks=len(ticks), stored=stored, records=len(records))

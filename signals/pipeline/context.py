@@ -13,6 +13,7 @@ import redis
 from feed.latest import LatestStore
 from signals.bars.store import BarsService, recent_bars
 from signals.delivery.outputs import Outbox
+from signals.instrument_registry import option_keys
 
 # (instrument key, timeframe, tick time, open bar included, count) -> bars as `BarsService.recent` returns them
 IndicatorBarsKey = tuple[str, str, float, bool, int]
@@ -32,6 +33,24 @@ class BatchContext:
     # latest-Greeks entries the Greeks computation made in this batch, not yet in Redis (instrument key -> entry):
     # moneyness, which runs after it, joins them with the cached chain
     fresh_greeks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # see `option_chain`
+
+    def option_chain(self, underlying_key: str) -> list[dict[str, Any]]:
+        """Every registered option of the underlying that has a latest tick: ``{instrument_key, right, expiry,
+        strike, oi, volume, timestamp}``, read once per batch (after the batch's own ticks updated the latest
+        values). For chain-level functions such as ``put_call_ratio``."""
+        found = self.chains.get(underlying_key)
+        if found is None:
+            keys = option_keys(underlying_key)
+            found = []
+            for key, tick in zip(keys, self.latest.get_many(keys) if keys else [], strict=True):
+                if tick is None:
+                    continue
+                _, _, _, expiry, right, strike = key.split("@")
+                found.append({"instrument_key": key, "right": right, "expiry": expiry, "strike": float(strike),
+                              "oi": tick.get("oi"), "volume": tick.get("volume"), "timestamp": tick["timestamp"]})
+            self.chains[underlying_key] = found
+        return found
 
     @cached_property
     def bars_service(self) -> BarsService:

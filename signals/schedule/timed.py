@@ -20,7 +20,7 @@ from django.utils import timezone
 from configs import runs
 from configs.frequency import parse_frequency
 from configs.registry import ActiveConfig, registry
-from configs.scheduling import exchange_tz, schedule_period
+from configs.scheduling import config_fires_at, exchange_tz, schedule_period
 from feed import keys
 from feed.latest import LatestStore
 from feed.redis_client import get_redis
@@ -53,8 +53,9 @@ def latest_ticks(instrument_keys: list[str]) -> tuple[list[dict[str, Any]], dict
     return ticks, previous
 
 
-def run_schedule(schedule_key: str) -> dict[str, Any]:
-    """Run the enabled configs of one beat schedule now. Overlapping runs of one schedule are skipped."""
+def run_schedule(schedule_key: str, now: datetime | None = None) -> dict[str, Any]:
+    """Run the enabled configs of one beat schedule now (or as if at ``now``: the calendar's decision depends on
+    it). Overlapping runs of one schedule are skipped."""
     client = get_redis()
     token = uuid.uuid4().hex
     lock = keys.schedule_running(schedule_key)
@@ -62,18 +63,18 @@ def run_schedule(schedule_key: str) -> dict[str, Any]:
         log.warning("scheduled run skipped: the previous run is still going", extra={"schedule": schedule_key})
         return {"schedule_key": schedule_key, "skipped": "previous run still going"}
     try:
-        return _run(schedule_key)
+        return _run(schedule_key, now or timezone.now())
     finally:
         token_locks.release(client, lock, token)
 
 
-def _run(schedule_key: str) -> dict[str, Any]:
+def _run(schedule_key: str, started: datetime) -> dict[str, Any]:
     registry.refresh()
-    configs = registry.by_schedule(schedule_key)
+    # the beat entry fires on every day (and at every close time for on_close): the calendar decides per config
+    configs = [c for c in registry.by_schedule(schedule_key) if config_fires_at(c.document, started)]
     if not configs:
         return {"schedule_key": schedule_key, "configs": 0, "records": 0}
-    started = timezone.now()
-    matches = instruments_for(configs)
+    matches = instruments_for(configs, started.astimezone(exchange_tz()).date())
     all_keys = sorted({key for found in matches.values() for key in found})
     ticks, previous = latest_ticks(all_keys)
     period = schedule_period(parse_frequency(configs[0].frequency), started)

@@ -49,7 +49,8 @@ def stack_env(database: str, slot: int) -> dict[str, str]:
         "REDIS_URL": redis_url, "CHANNEL_LAYER_URL": redis_url, "CHANNEL_LAYER_PREFIX": f"signal-fuzz{slot}",
         "CELERY_BROKER_URL": f"redis://127.0.0.1:6379/{14 - 2 * slot}",
         "DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "SIGNAL_JWT_SECRET": secrets.token_hex(32),
-        "ALLOWED_HOSTS": "127.0.0.1", "SIGNAL_API_RATE": "1000000/min", "LOG_LEVEL": "ERROR",
+        "ALLOWED_HOSTS": "127.0.0.1", "SIGNAL_API_RATE": "1000000/min", "SIGNAL_TIERS": "basic=0",
+        "LOG_LEVEL": "ERROR",
         "PYTHONPATH": str(ROOT),
     }
 
@@ -87,7 +88,8 @@ def write_config(directory: Path, demo: dict[str, list[str]], max_examples: int)
     for name, values in dictionaries.items():
         lines.append(f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n")
     bindings = {"path.instrument_key": "instrument_keys", "path.underlying": "underlyings", "path.level": "levels",
-                "path.id": "ids", "query.expiry_date": "expiries", "query.timeframe": "timeframes"}
+                "path.id": "ids", "query.expiry_date": "expiries", "query.timeframe": "timeframes",
+                "query.expiry": "expiries", "query.keys": "instrument_keys"}
     lines.append("[parameters]")
     lines += [f'"{where}" = {{ dictionary = "{name}", probability = 0.8 }}' for where, name in bindings.items()]
     path = directory / "schemathesis.toml"

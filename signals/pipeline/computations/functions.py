@@ -15,23 +15,31 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
 from configs.models import ExternalFunction
 from configs.registry import ActiveConfig, registry
+from feed.instruments import parse_instrument_key
 from functions import internal as internal_functions
 from functions.sandbox import configure_default_pool, get_default_pool, run_external
 from signals.pipeline.computations.results import Result, result
 from signals.pipeline.context import BatchContext
 
 
-def _tick_view(tick: dict[str, Any], ctx: BatchContext) -> dict[str, Any]:
+def _tick_view(tick: dict[str, Any], ctx: BatchContext, chain: bool = False) -> dict[str, Any]:
     previous = ctx.previous.get(tick["source_id"])
     view = dict(tick)
     view.pop("source_id", None)
     view["previous"] = {"ltp": previous["ltp"], "timestamp": previous["timestamp"]} if previous else None
+    if chain:  # the underlying's options not expired at the tick's exchange date
+        inst = parse_instrument_key(tick["instrument_key"])
+        today = datetime.fromtimestamp(tick["ts"], ZoneInfo(settings.EXCHANGE_TIMEZONE)).date().isoformat()
+        underlying = inst.underlying_key(frozenset(settings.SIGNAL_INDEX_SYMBOLS))
+        view["chain"] = [entry for entry in ctx.option_chain(underlying) if entry["expiry"] >= today]
     return view
 
 
@@ -40,24 +48,25 @@ def internal(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchContex
     entries = document.get("internal_functions") or []
     if not entries:
         return [None] * len(ticks)
-    bound: list[tuple[str, bool, Any]] = []  # (label, needs bars, call or the binding error)
+    bound: list[tuple[str, bool, Any, bool]] = []  # (label, needs bars, call or the binding error, needs chain)
     for entry in entries:
         name = entry["name"]
         try:
             call: Any = internal_functions.bind(name, entry.get("parameters") or {})
         except Exception as exc:  # reported on every tick of the config, like any failed computation
             call = exc
-        bound.append((entry.get("output_key") or name, internal_functions.needs_bars(name), call))
+        bound.append((entry.get("output_key") or name, internal_functions.needs_bars(name), call,
+                      internal_functions.needs_chain(name)))
     out: list[list[Result]] = []
     for tick in ticks:
         items: list[Result] = []
-        for label, needs_bars, call in bound:
+        for label, needs_bars, call, needs_chain in bound:
             started = time.perf_counter()
             try:
                 if isinstance(call, Exception):
                     raise call
                 bars = ctx.bars(tick["instrument_key"], document["interval"], tick["ts"]) if needs_bars else []
-                value = call(_tick_view(tick, ctx), list(bars))
+                value = call(_tick_view(tick, ctx, needs_chain), list(bars))
                 items.append(result("internal_function", label, value, (time.perf_counter() - started) * 1000))
             except Exception as exc:
                 items.append(result("internal_function", label, None, (time.perf_counter() - started) * 1000,
