@@ -2,10 +2,11 @@
 
 from django.urls import path
 
-from signals.api import greeks_api, history_api, realtime
+from signals.api import backtests, greeks_api, history_api, realtime
 
 urlpatterns = [
     path("realtime/price/<str:instrument_key>", realtime.RealtimePriceView.as_view(), name="realtime-price"),
     *greeks_api.urlpatterns,
     *history_api.urlpatterns,
+    *backtests.urlpatterns,
 ]
