@@ -92,3 +92,34 @@ def run_records(run_id: Any) -> dict[str, dict[str, Any]]:
     from signals.models import BacktestRecord
 
     return {row.record["record_id"]: row.record for row in BacktestRecord.objects.filter(run_id=run_id)}
+
+
+def store_session(ticks: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Store the session's ticks as the live pipeline would have (stream entry ids in sending order), without
+    running it; returns the normalised ticks."""
+    from feed.ticks import parse_tick
+    from signals import storage
+    from signals.instrument_registry import register_instruments
+
+    stored = []
+    base = 1_750_000_000_000
+    for i, (stream, body) in enumerate(ticks):
+        tick = parse_tick(encode(body))
+        tick["source_id"] = f"{stream}/{base + i}-0"
+        stored.append(tick)
+    storage.store_ticks(stored)
+    register_instruments(sorted({t["instrument_key"] for t in stored}))
+    return stored
+
+
+def run_inline(run: Any) -> Any:
+    """Every chunk of a run in this process, underlying by underlying, as ``manage.py backtest --inline`` does."""
+    from signals.backtest.chunks import run_chunk
+    from signals.models import BacktestState
+
+    for state in BacktestState.objects.filter(run=run):
+        chunk = 0
+        while not run_chunk(str(run.id), state.underlying, chunk, send_next=False).get("last"):
+            chunk += 1
+    run.refresh_from_db()
+    return run
