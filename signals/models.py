@@ -165,6 +165,7 @@ class BacktestRun(models.Model):
     configs = models.JSONField(default=list)  # [{id, name, pattern, frequency, document}] as the run uses them
     underlyings = models.JSONField(default=list)  # symbol keys replayed, one task chain each
     ticks_total = models.BigIntegerField(default=0)  # stored ticks in range when the run was created
+    batch_ticks = models.IntegerField(default=1)  # ticks per replayed batch: 1 = live keeping up with its feed
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")

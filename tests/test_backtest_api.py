@@ -80,6 +80,7 @@ def test_bad_input_is_a_400_naming_the_field(auth_client: Any) -> None:
     assert "empty" in refused(end_time=START)["message"]
     assert refused(start_time="yesterday")["field"] == "start_time"
     assert refused(instruments=[])["field"] == "instruments"
+    assert refused(batch_ticks=0)["field"] == "batch_ticks"
     assert refused(configs=["no-such-config"])["field"] == "configs[0]"
     bad = {"name": "inline", "instrument_key": "NSE@NIFTY@index",
            "technical_indicators": [{"name": "sma", "parameters": {"lenght": 3}}]}

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from feed.ticks import TickError, parse_time
 from signals.backtest import progress
-from signals.backtest.runs import BacktestInputError, create_run
+from signals.backtest.runs import MAX_BATCH_TICKS, BacktestInputError, create_run
 from signals.models import BacktestRun
 from webapi.errors import BadParameter, NotFound
 from webapi.limits import LimitError, check_document, check_text, check_time
@@ -37,6 +37,9 @@ class BacktestRequestSerializer(serializers.Serializer):
                                     help_text="config names (default: every enabled config)")
     config_documents = serializers.ListField(child=serializers.DictField(), required=False, max_length=20,
                                              help_text="config documents, validated as configs are")
+    batch_ticks = serializers.IntegerField(required=False, min_value=1, max_value=MAX_BATCH_TICKS, default=1,
+                                           help_text="ticks per replayed batch: 1 replays each tick alone, as the "
+                                                     "live service takes a feed it keeps up with")
 
 
 class BacktestRunSerializer(serializers.Serializer):
@@ -46,6 +49,7 @@ class BacktestRunSerializer(serializers.Serializer):
     start_time = serializers.CharField()
     end_time = serializers.CharField()
     instruments = serializers.ListField(child=serializers.CharField())
+    batch_ticks = serializers.IntegerField()
     configs = serializers.ListField(child=serializers.DictField())
     underlyings = serializers.ListField(child=serializers.CharField())
     progress = serializers.DictField()
@@ -100,6 +104,13 @@ def _documents(body: dict[str, Any]) -> list[Any]:
     return value
 
 
+def _batch_ticks(body: dict[str, Any]) -> int:
+    value = body.get("batch_ticks", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_BATCH_TICKS:
+        raise BadParameter(f"batch_ticks must be an integer from 1 to {MAX_BATCH_TICKS}", field="batch_ticks")
+    return value
+
+
 class BacktestListView(GenericAPIView):
     pagination_class = Pagination
     serializer_class = BacktestRunSerializer
@@ -123,7 +134,7 @@ class BacktestListView(GenericAPIView):
             check_text(name, "name")
             run = create_run(name=name, start=_time(body, "start_time"), end=_time(body, "end_time"),
                              instruments=_texts(body, "instruments", True), config_names=_texts(body, "configs", False),
-                             config_documents=_documents(body),
+                             config_documents=_documents(body), batch_ticks=_batch_ticks(body),
                              created_by=str(getattr(request.user, "sub", "") or "")[:150])
         except LimitError as exc:
             raise BadParameter.from_limit(exc, "name") from None

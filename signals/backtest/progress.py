@@ -29,7 +29,7 @@ def summary(run: BacktestRun) -> dict[str, Any]:
     return {
         "id": str(run.id), "name": run.name, "status": run.status,
         "start_time": run.start_time.isoformat(), "end_time": run.end_time.isoformat(),
-        "instruments": run.instruments, "configs": [{"id": c["id"], "name": c["name"]} for c in run.configs],
+        "instruments": run.instruments, "batch_ticks": run.batch_ticks, "configs": [{"id": c["id"], "name": c["name"]} for c in run.configs],
         "underlyings": sorted(run.underlyings),
         "progress": {"ticks": ticks, "ticks_total": run.ticks_total,
                      "fraction": round(ticks / run.ticks_total, 4) if run.ticks_total else 1.0 if

@@ -28,7 +28,7 @@ from feed import keys
 from feed.instruments import key_matches, parse_instrument_key
 from signals.backtest.state import RunState, StateReads
 from signals.delivery.outputs import Outbox
-from signals.pipeline.batch import Matched, run_grouped
+from signals.pipeline.batch import Matched, previous_ticks, run_grouped
 from signals.pipeline.computations import reads_stored_ticks
 from signals.pipeline.context import BatchContext
 from signals.storage import ticks_before
@@ -73,44 +73,70 @@ class Replay:
         self.keeps_bars = any(reads_stored_ticks(c.document) for c in configs)
         self.seen: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}  # this chunk's ticks per instrument
         self.outcome = ChunkOutcome()
+        self._next_due: float | None = None  # the next time-driven firing (None: not known yet)
 
     # -- ticks ---------------------------------------------------------------------------------------------------
-    def run(self, ticks: Iterable[dict[str, Any]]) -> ChunkOutcome:
+    def run(self, ticks: Iterable[dict[str, Any]], batch_ticks: int = 1) -> ChunkOutcome:
+        """Replay ``ticks`` (in the order live took them) in batches of up to ``batch_ticks`` ticks of this
+        underlying, as the bridge groups them: 1 is the live service keeping up with its feed; larger batches are
+        the live service under load (Greeks solved per batch, indicators and moneyness once per batch)."""
+        batch: list[dict[str, Any]] = []
+        own = 0
         for tick in ticks:
-            self.fire_until(tick["ts"], inclusive=False)
-            self.state.now = max(self.state.now, tick["ts"])
-            if tick.get("context"):  # another underlying's tick (INDVIX): latest values and history only
-                self.state.update_latest(tick)
-                continue
-            self.outcome.ticks += 1
-            self.tick(tick)
+            if self._due(tick["ts"]):
+                self.batch(batch)
+                batch, own = [], 0
+                self.fire_until(tick["ts"], inclusive=False)
+            batch.append(tick)
+            own += not tick.get("context")
+            if own >= batch_ticks:
+                self.batch(batch)
+                batch, own = [], 0
+        self.batch(batch)
         return self.outcome
 
-    def tick(self, tick: dict[str, Any]) -> None:
-        key = tick["instrument_key"]
-        held = self.state.latest.get(key)
-        previous = held if held is not None and held["ts"] < tick["ts"] else None
-        if held is not None and held["ts"] >= tick["ts"]:
-            previous = self._before(key, tick["ts"])
-        self.state.update_latest(tick)
-        bisect.insort(self.seen.setdefault(key, []), (tick["ts"], tick["source_id"], tick), key=_order)
-        if self.keeps_bars:
-            self.bars.add(tick)
+    def batch(self, ticks: list[dict[str, Any]]) -> None:
+        """One batch, as `signals.pipeline.batch.process_batch` runs it (context ticks, INDVIX's for this
+        underlying, only update latest values and history)."""
+        if not ticks:
+            return
+        own = [t for t in ticks if not t.get("context")]
+        self.state.now = max(self.state.now, max(t["ts"] for t in ticks))
+        held = {t["instrument_key"]: self.state.latest[t["instrument_key"]] for t in own
+                if t["instrument_key"] in self.state.latest}
+        previous = previous_ticks(own, held, self._befores)
+        for tick in ticks:
+            self.state.update_latest(tick)
+        for tick in own:
+            bisect.insort(self.seen.setdefault(tick["instrument_key"], []), (tick["ts"], tick["source_id"], tick),
+                          key=_order)
+            if self.keeps_bars:
+                self.bars.add(tick)
+        self.outcome.ticks += len(own)
+        ordered = sorted(own, key=lambda t: t["ts"])
         matched: Matched = {}
         for config in self.by_frequency.get("every_tick", []):
-            if key_matches(config.pattern, key):
-                matched[config.id] = (config, [tick])
+            found = [t for t in ordered if key_matches(config.pattern, t["instrument_key"])]
+            if found:
+                matched[config.id] = (config, found)
         closes: Matched = {}
         for config in self.by_frequency.get("every_interval", []):
-            if key_matches(config.pattern, key) and previous is not None and bar_close_crossings(
-                    [tick["ts"]], [previous["ts"]], config.document.get("interval", "1m"), settings.SESSION_OPEN,
-                    settings.EXCHANGE_TIMEZONE)[0]:
-                closes[config.id] = (config, [tick])
+            found = [t for t in ordered if key_matches(config.pattern, t["instrument_key"])]
+            before = [previous.get(t["source_id"]) for t in found]
+            crossed = bar_close_crossings([t["ts"] for t in found], [p["ts"] if p else None for p in before],
+                                          config.document.get("interval", "1m"), settings.SESSION_OPEN,
+                                          settings.EXCHANGE_TIMEZONE)
+            found = [t for t, hit in zip(found, crossed, strict=True) if hit]
+            if found:
+                closes[config.id] = (config, found)
         if not matched and not closes:
             return
-        held_ts = {key: held["ts"]} if held is not None else {}
-        ctx = self._context({tick["source_id"]: previous}, held_ts)
+        ctx = self._context(previous, {key: tick["ts"] for key, tick in held.items()})
         self._keep(run_grouped(matched, ctx) + run_grouped(closes, ctx), ctx)
+
+    def _befores(self, times: dict[str, float]) -> dict[str, dict[str, Any]]:
+        found = {key: self._before(key, ts) for key, ts in times.items()}
+        return {key: tick for key, tick in found.items() if tick is not None}
 
     def _before(self, key: str, ts: float) -> dict[str, Any] | None:
         """A late tick's previous tick: the instrument's newest tick before it in tick time, among the ticks
@@ -137,6 +163,14 @@ class Replay:
                     self.outcome.errors[name] = self.outcome.errors.get(name, 0) + 1
 
     # -- time-driven frequencies ---------------------------------------------------------------------------------
+    def _due(self, ts: float) -> bool:
+        """Whether a time-driven schedule fires before tick time ``ts``."""
+        if self._next_due is None:
+            start = self.state.fired_until
+            self._next_due = min((next_fire(freq, start) for freq, _ in self.timed.values()),
+                                 default=float("inf")) if start is not None else float("inf")
+        return self._next_due < ts
+
     def fire_until(self, until: float, inclusive: bool) -> None:
         """Fire every time-driven schedule due after the last firing and before ``until`` (at it too with
         ``inclusive``), in time order."""
@@ -155,6 +189,7 @@ class Replay:
                     self.fire(frequency, configs, at)
             start = at
             self.state.fired_until = at
+            self._next_due = None
 
     def fire(self, frequency: Frequency, configs: list[ActiveConfig], at: float) -> None:
         self.state.now = max(self.state.now, at)

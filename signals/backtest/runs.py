@@ -28,6 +28,7 @@ from signals.models import BacktestRun, BacktestState, InstrumentRecord
 
 log = logging.getLogger(__name__)
 TASK_NAME = "signals.backtest_chunk"
+MAX_BATCH_TICKS = 10_000
 INLINE_CONFIG_IDS = -1  # inline config documents get ids -1, -2, ... in their order
 
 class BacktestInputError(ValueError):
@@ -94,10 +95,14 @@ def _config_dict(config_id: int, name: str, document: dict[str, Any]) -> dict[st
             "frequency": document.get("frequency", "every_tick"), "document": document}
 
 def create_run(*, name: str, start: datetime, end: datetime, instruments: list[str], config_names: list[str],
-               config_documents: list[Any], created_by: str = "", send: bool = True) -> BacktestRun:
-    """Check a request, record the run and (``send``) queue the first chunk of each underlying."""
+               config_documents: list[Any], created_by: str = "", send: bool = True,
+               batch_ticks: int = 1) -> BacktestRun:
+    """Check a request, record the run and (``send``) queue the first chunk of each underlying. ``batch_ticks``:
+    ticks per replayed batch (1: each tick alone, as the live service takes a feed it keeps up with)."""
     if start >= end:
         raise BacktestInputError("end_time: the range is empty (end_time must be after start_time)", "end_time")
+    if not 1 <= batch_ticks <= MAX_BATCH_TICKS:
+        raise BacktestInputError(f"batch_ticks: must be 1 to {MAX_BATCH_TICKS}", "batch_ticks")
     if not instruments:
         raise BacktestInputError("instruments: give at least one instrument key or pattern", "instruments")
     underlyings = instrument_keys(instruments)
@@ -106,7 +111,7 @@ def create_run(*, name: str, start: datetime, end: datetime, instruments: list[s
     with transaction.atomic():
         run = BacktestRun.objects.create(
             id=uuid.uuid4(), name=name, start_time=start, end_time=end, instruments=instruments,
-            configs=configs, underlyings=underlyings, ticks_total=total, created_by=created_by,
+            configs=configs, underlyings=underlyings, ticks_total=total, created_by=created_by, batch_ticks=batch_ticks,
             status="running" if underlyings else "completed")
         BacktestState.objects.bulk_create(
             [BacktestState(run=run, underlying=u, state=RunState(fired_until=start.timestamp()).dump())

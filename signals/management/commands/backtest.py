@@ -1,7 +1,7 @@
 """Replay stored ticks through the live computations (docs/BACKTESTS.md):
 
     python manage.py backtest --start ISO --end ISO [--instruments PATTERN ...] [--config NAME ...]
-        [--config-file FILE.json] [--name NAME] [--inline] [--timeout S]
+        [--config-file FILE.json] [--name NAME] [--batch-ticks N] [--inline] [--timeout S]
 
 The run's chunks go to Celery (queue ``SIGNAL_BACKTEST_QUEUE``) and the command follows them with a progress bar
 (ticks/s, ETA), then prints a summary (ticks, records, errors per config, wall time). ``--inline`` replays in this
@@ -64,6 +64,9 @@ class Command(BaseCommand):
         parser.add_argument("--config", action="append", default=[], help="a config by name (repeatable)")
         parser.add_argument("--config-file", default=None, help="a JSON config document, or a list of them")
         parser.add_argument("--name", default="", help="a name for the run")
+        parser.add_argument("--batch-ticks", type=int, default=1,
+                            help="ticks per replayed batch: 1 (default) replays each tick alone, as the live service "
+                                 "takes a feed it keeps up with; more replays it as under load (faster)")
         parser.add_argument("--inline", action="store_true", help="replay in this process, no Celery")
         parser.add_argument("--timeout", type=float, default=24 * 3600.0, help="seconds to wait for the run")
 
@@ -72,7 +75,8 @@ class Command(BaseCommand):
         try:
             run = create_run(name=options["name"], start=start, end=end, instruments=options["instruments"],
                              config_names=options["config"], config_documents=_documents(options["config_file"]),
-                             created_by="manage.py backtest", send=not options["inline"])
+                             created_by="manage.py backtest", send=not options["inline"],
+                             batch_ticks=options["batch_ticks"])
         except BacktestInputError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"run {run.id}: {run.ticks_total:,} stored tick(s) of {len(run.underlyings)} "
