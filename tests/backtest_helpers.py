@@ -31,14 +31,15 @@ def create_session_configs() -> list[Any]:
     return [create_config(dict(d)) for d in (*DEMO_CONFIGS, INDICATORS, EVERY_INTERVAL)]
 
 
-def session_ticks(rounds: int = 9, step_s: float = 25.0, strikes: int = 2) -> list[tuple[str, dict[str, Any]]]:
+def session_ticks(rounds: int = 9, step_s: float = 25.0, strikes: int = 2,
+                  late: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """(stream, body) of a demo session crossing several one-minute bar closes, with one late spot tick (older
     than the spot's latest) after the fifth round."""
     session = NiftySession(start=SESSION_START, strikes_each_side=strikes, seed=5)
     out: list[tuple[str, dict[str, Any]]] = []
     for i in range(rounds):
         out += session.round_ticks(option_share=0.6)
-        if i == 4:
+        if i == 4 and late:
             late = dict(next(body for _, body in out if body["instrument_key"] == "NSE@NIFTY@index"))
             when = session.now - timedelta(seconds=40)
             late.update(ltp=round(session.spot + 3.5, 2), ltt=when.isoformat(timespec="milliseconds"))

@@ -120,3 +120,28 @@ def test_next_fire_uses_the_schedule_code() -> None:
     friday_close = datetime(2025, 6, 20, 15, 30, tzinfo=IST).timestamp()
     assert datetime.fromtimestamp(next_fire(parse_frequency("on_close"), friday_close), IST) == datetime(
         2025, 6, 23, 15, 30, tzinfo=IST)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_give_the_same_greeks_and_functions_with_moneyness_once_per_batch() -> None:
+    create_session_configs()
+    store_session(session_ticks(rounds=6, strikes=3, late=False))  # a late tick's neighbours see it in a batch
+
+    def results(batch_ticks: int) -> dict[str, dict[str, Any]]:
+        run = run_inline(create_run(name=f"b{batch_ticks}", start=SESSION_START, instruments=["NSE@*"],
+                                    end=SESSION_START + timedelta(minutes=5), config_names=[], config_documents=[],
+                                    send=False, batch_ticks=batch_ticks))
+        assert run.status == "completed" and run.batch_ticks == batch_ticks
+        return run_records(run.id)
+
+    alone, batched = results(1), results(30)
+
+    def by_type(records: dict[str, dict[str, Any]], kind: str) -> dict[str, Any]:
+        return {record_id: [c["results"] for c in r["computations"] if c["computation_type"] == kind]
+                for record_id, r in records.items() if any(c["computation_type"] == kind for c in r["computations"])}
+
+    for kind in ("greeks", "internal_function"):
+        a, b = by_type(alone, kind), by_type(batched, kind)
+        diff = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        assert not diff and a, diff[:2]
+    assert 0 < len(by_type(batched, "moneyness")) < len(by_type(alone, "moneyness"))
