@@ -27,12 +27,13 @@ from signals.backtest.replay import Replay
 from signals.backtest.runs import send_chunk
 from signals.backtest.state import RunState
 from signals.models import BacktestRecord, BacktestRun, BacktestState
-from signals.storage import TICK_COLUMNS
+from signals.storage import TICK_COLUMNS, relax_durability
 
 log = logging.getLogger(__name__)
 _COLUMNS = ", ".join(TICK_COLUMNS)
 _COPY_RECORDS = ("COPY signal_backtest_records (run_id, underlying, chunk, seq, instrument_key, time, config_id, "
-                 "record) FROM STDIN")
+                 "record) FROM STDIN (FORMAT BINARY)")
+_RECORD_TYPES = ["uuid", "varchar", "int4", "int4", "varchar", "timestamptz", "int8", "jsonb"]
 
 
 def orjson_text(value: Any) -> str:
@@ -121,7 +122,7 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
         state.cursor = (newest["ts"], newest["source_id"])
     if last:
         replay.fire_until(run.end_time.timestamp(), inclusive=False)
-    records = [(str(run.id), row.underlying, chunk, i, r["instrument_key"], datetime.fromisoformat(r["timestamp"]),
+    records = [(run.id, row.underlying, chunk, i, r["instrument_key"], datetime.fromisoformat(r["timestamp"]),
                 r["config_id"], Jsonb(r, dumps=orjson_text)) for i, r in enumerate(outcome.records)]
     committed = _commit(run, row.underlying, chunk, state, records, outcome, last)
     if committed and not last and send_next:
@@ -139,7 +140,11 @@ def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, reco
         if row is None or row.done or row.next_chunk != chunk:
             return False  # another attempt of this chunk committed first
         BacktestRecord.objects.filter(run_id=run.id, underlying=underlying, chunk=chunk).delete()
+        # the checkpoint and the records commit together or not at all: a crash losing an unflushed commit only
+        # means the chunk is redone (as for a killed worker), so the commit need not wait for the disk
+        relax_durability()
         with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(_COPY_RECORDS) as copy:
+            copy.set_types(_RECORD_TYPES)
             for record in records:  # COPY: a bulk INSERT of JSON documents costs more than replaying them
                 copy.write_row(record)
         errors = dict(row.errors)
