@@ -118,7 +118,10 @@ def main() -> None:
     first = (datetime.fromisoformat(start) + timedelta(seconds=args.tick_by_tick / FEED_RATE)).isoformat()
     results: dict[str, dict[str, float]] = {
         "tick by tick, inline": backtest(env, start, first, ["--inline"], args.timeout),
-        f"batches of {args.batch_ticks}, inline": backtest(env, start, end, ["--inline", *batched], args.timeout)}
+        f"batches of {args.batch_ticks}, inline": backtest(env, start, end, ["--inline", *batched], args.timeout),
+        # the configuration bench/pipeline.py measures live: the `price` config alone
+        f"price only, batches of {args.batch_ticks}, inline": backtest(
+            env, start, end, ["--inline", "--config", "nifty-price", *batched], args.timeout)}
     for count in (1, 2):
         procs = workers(env, count)
         try:
