@@ -1,8 +1,9 @@
 """A backtest run's own state for one underlying, held in process memory while a chunk replays and saved with the
-chunk (`signals.models.BacktestState`) for the next one: the latest tick of each instrument and the one before it,
+chunk (`signals.models.BacktestState`) for the next one: the latest tick of each instrument,
 each non-option instrument's recent history by tick time (what `feed.latest.LatestStore` keeps in Redis live),
 the latest results the computations cache (Greeks per option, moneyness, indicators), the ticks the run's bars are
-built from (`signals.backtest.bars.RunBars`), and where the replay stands.
+built from (`signals.backtest.bars.RunBars`), and where the replay stands. The bars' ticks are kept for the
+whole run when one of its configs reads bars: a run over many days of such a config holds them all.
 
 `StateReads` answers, from this state, the few read commands the shared computations queue on ``ctx.client`` (the
 history window of the Greeks, the chain of moneyness): the computations are the live code, reading the run's state
@@ -28,7 +29,6 @@ HISTORY_FIELDS = ("ts", "ltp", "open", "high", "low", "close")
 @dataclass
 class RunState:
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # instrument -> its newest tick by tick time
-    before_latest: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # instrument -> tick before it
     history: dict[str, list[tuple[float, bytes]]] = field(default_factory=dict)  # history key -> (score, member)
     values: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # cache key -> (value, expiry tick time)
     bar_ticks: dict[str, list[list[Any]]] = field(default_factory=dict)  # see RunBars
@@ -42,8 +42,6 @@ class RunState:
         key = tick["instrument_key"]
         held = self.latest.get(key)
         if held is None or not held["ts"] > tick["ts"]:
-            if held is not None and held["source_id"] != tick["source_id"]:
-                self.before_latest[key] = held
             self.latest[key] = tick
         if "@options@" in key:
             return
@@ -77,7 +75,7 @@ class RunState:
     def dump(self) -> bytes:
         live = {k: [v.decode(), expiry] for k, (v, expiry) in self.values.items() if expiry > self.now}
         return orjson.dumps({
-            "latest": self.latest, "before_latest": self.before_latest,
+            "latest": self.latest,
             "history": {k: [[score, member.decode()] for score, member in entries]
                         for k, entries in self.history.items()},
             "values": live, "bar_ticks": self.bar_ticks, "cursor": self.cursor, "fired_until": self.fired_until,
@@ -89,7 +87,7 @@ class RunState:
         if not raw:
             return cls()
         data = orjson.loads(bytes(raw))
-        return cls(latest=data["latest"], before_latest=data["before_latest"],
+        return cls(latest=data["latest"],
                    history={k: [(score, member.encode()) for score, member in entries]
                             for k, entries in data["history"].items()},
                    values={k: (v.encode(), expiry) for k, (v, expiry) in data["values"].items()},
