@@ -264,6 +264,12 @@ SIGNAL_GREEKS_CHAIN_CACHE_S = env_float("SIGNAL_GREEKS_CHAIN_CACHE_S", 5.0)
 # `compute_greeks` sends one Celery task per chunk of this many minutes to this queue.
 SIGNAL_GREEKS_HISTORY_QUEUE = env_str("SIGNAL_GREEKS_HISTORY_QUEUE", SIGNAL_DEFAULT_QUEUE)
 SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES", 30)
+# Backtests (signals.backtest): their own queue, so a long replay never delays live batches; stored ticks per chunk
+# (one task, one transaction with its checkpoint); a chunk whose underlying made no progress for this long is sent
+# again (its worker died: the replay restarts from the checkpoint)
+SIGNAL_BACKTEST_QUEUE = env_str("SIGNAL_BACKTEST_QUEUE", "backtest")
+SIGNAL_BACKTEST_CHUNK_TICKS = env_int("SIGNAL_BACKTEST_CHUNK_TICKS", 20_000)
+SIGNAL_BACKTEST_STALL_S = env_float("SIGNAL_BACKTEST_STALL_S", 120.0)
 # Largest number of points the historical Greeks / ATM IV endpoints return (the answer says "truncated").
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
 
@@ -330,6 +336,7 @@ CELERY_TASK_ROUTES = {
     "signals.tasks.publish_stream_metrics": {"queue": SIGNAL_DEFAULT_QUEUE},
     "configs.run_scheduled": {"queue": SIGNAL_DEFAULT_QUEUE},
     "signals.greeks_history_chunk": {"queue": SIGNAL_GREEKS_HISTORY_QUEUE},
+    "signals.backtest_chunk": {"queue": SIGNAL_BACKTEST_QUEUE},
     "signals.refresh_bar_rollup": {"queue": SIGNAL_ROLLUP_QUEUE},
     "signals.enforce_retention": {"queue": SIGNAL_ROLLUP_QUEUE},
 }
@@ -342,7 +349,7 @@ def quorum_queues(broker_url: str) -> list[Queue] | None:
     if broker_url.split("://", 1)[0] not in ("amqp", "amqps", "pyamqp"):
         return None
     names = {SIGNAL_DEFAULT_QUEUE, *SIGNAL_QUEUE_ROUTES.values(), SIGNAL_SCHEDULED_QUEUE, SIGNAL_GREEKS_HISTORY_QUEUE,
-             SIGNAL_ROLLUP_QUEUE}
+             SIGNAL_ROLLUP_QUEUE, SIGNAL_BACKTEST_QUEUE}
     return [Queue(name, routing_key=name, queue_arguments={"x-queue-type": "quorum"}) for name in sorted(names)]
 
 

@@ -150,3 +150,77 @@ class RollupPending(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_key} {self.lo.isoformat()}..{self.hi.isoformat()}"
+
+
+class BacktestRun(models.Model):
+    """A replay of stored ticks through the computations (`signals.backtest`): what was asked, how far it got."""
+
+    STATUSES = ("pending", "running", "completed", "failed")
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=128, blank=True, default="")
+    status = models.CharField(max_length=16, default="pending", choices=[(s, s) for s in STATUSES])
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    instruments = models.JSONField(default=list)  # the patterns asked for
+    configs = models.JSONField(default=list)  # [{id, name, pattern, frequency, document}] as the run uses them
+    underlyings = models.JSONField(default=list)  # symbol keys replayed, one task chain each
+    ticks_total = models.BigIntegerField(default=0)  # stored ticks in range when the run was created
+    batch_ticks = models.IntegerField(default=1)  # ticks per replayed batch: 1 = live keeping up with its feed
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        db_table = "signal_backtest_runs"
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name or self.id} ({self.status})"
+
+
+class BacktestState(models.Model):
+    """One underlying of a run: where its replay stands (the next chunk, the cursor in the stored ticks) and the
+    state the previous chunk left (latest values, history, bars' ticks, cached results), written in the chunk's
+    transaction so the next chunk, on any worker, continues from it."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(BacktestRun, on_delete=models.CASCADE, related_name="states")
+    underlying = models.CharField(max_length=128)
+    next_chunk = models.IntegerField(default=0)
+    done = models.BooleanField(default=False)
+    state = models.BinaryField(default=b"")
+    ticks = models.BigIntegerField(default=0)
+    records = models.BigIntegerField(default=0)
+    errors = models.JSONField(default=dict)  # config name -> failed computations
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "signal_backtest_states"
+        constraints = [models.UniqueConstraint(fields=["run", "underlying"], name="signal_backtest_state_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.underlying} chunk {self.next_chunk}"
+
+
+class BacktestRecord(models.Model):
+    """One record of a run, in the shape of the live ``computed_data`` records; a chunk's records are replaced as
+    a whole when the chunk is redone."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(BacktestRun, on_delete=models.CASCADE, related_name="results")
+    underlying = models.CharField(max_length=128)
+    chunk = models.IntegerField()
+    seq = models.IntegerField()  # order within the chunk
+    instrument_key = models.CharField(max_length=128)
+    time = models.DateTimeField()
+    config_id = models.BigIntegerField()
+    record = models.JSONField()
+
+    class Meta:
+        db_table = "signal_backtest_records"
+        indexes = [models.Index(fields=["run", "instrument_key", "time"], name="signal_backtest_rec_key"),
+                   models.Index(fields=["run", "underlying", "chunk"], name="signal_backtest_rec_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.instrument_key} {self.time.isoformat()}"

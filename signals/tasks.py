@@ -14,6 +14,8 @@ from django.db import close_old_connections
 
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
+from signals.backtest.chunks import run_chunk as run_backtest_chunk
+from signals.backtest.runs import TASK_NAME as BACKTEST_TASK
 from signals.bars import cagg_refresh, retention, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
 from signals.monitoring.streams import collect_stream_metrics
@@ -90,3 +92,10 @@ def drop_unusable_connections(**kwargs: Any) -> None:
     """Workers keep their database connection across tasks (CELERY_DB_REUSE_MAX); drop it first when it is broken
     or older than CONN_MAX_AGE, as Django does around each request."""
     close_old_connections()
+
+
+@shared_task(name=BACKTEST_TASK, acks_late=True, reject_on_worker_lost=True, time_limit=3600, soft_time_limit=3500)
+def backtest_chunk(run_id: str, underlying: str, chunk: int) -> dict[str, Any]:
+    """Replay one chunk of one underlying of a backtest run from the state the previous chunk saved; redone when
+    its worker dies (one attempt commits), then sends the next chunk."""
+    return run_backtest_chunk(run_id, underlying, chunk)

@@ -94,7 +94,7 @@ def test_one_worker_deployment_and_scaled_object_per_route(rendered: list[dict[s
 
     workers = {name: deploy_check.worker_queue(d) for name, d in of_kind(rendered, "Deployment").items()}
     workers = {name: queue for name, queue in workers.items() if queue}
-    assert sorted(workers.values()) == sorted(deploy_render.worker_queues()) == ["banknifty", "nifty", "signals"]
+    assert sorted(workers.values()) == sorted(deploy_render.worker_queues()) == ["backtest", "banknifty", "nifty", "signals"]
     scaled = of_kind(rendered, "ScaledObject")
     assert set(scaled) == set(workers)
     for name, obj in scaled.items():
@@ -118,8 +118,8 @@ def test_a_new_route_gets_its_own_worker_and_rabbitmq_triggers_validate(routed: 
     with override_settings(SIGNAL_QUEUE_ROUTES={**routes, "NSE@FIN_NIFTY": "Fin_Nifty"}):
         objects = deploy_render.worker_objects(deploy_render.WorkerSizing(broker="rabbitmq"))
     scaled = of_kind(objects, "ScaledObject")
-    assert set(scaled) == {"signal-worker-banknifty", "signal-worker-fin-nifty", "signal-worker-nifty",
-                           "signal-worker-signals"}
+    assert set(scaled) == {"signal-worker-backtest", "signal-worker-banknifty", "signal-worker-fin-nifty",
+                           "signal-worker-nifty", "signal-worker-signals"}
     assert scaled["signal-worker-fin-nifty"]["spec"]["triggers"] == [{"type": "rabbitmq", "metadata": {
         "protocol": "auto", "queueName": "Fin_Nifty", "mode": "QueueLength", "value": "5",
         "hostFromEnv": "CELERY_BROKER_URL"}}]

@@ -39,6 +39,7 @@ RUNTIME = [
     ("signals.delivery",),
     ("signals.pipeline",),
     ("signals.schedule",),
+    ("signals.backtest",),  # replays stored ticks through the pipeline's computations against its own state
     ("signals.tasks",),
     ("signals.api",),
     ("signals.admin", "signals.apps", "signals.management"),

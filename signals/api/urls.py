@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from signals.api import discovery, greeks_api, history_api, realtime, stored_api, usage_api
+from signals.api import backtests, discovery, greeks_api, history_api, realtime, stored_api, usage_api
 
 urlpatterns = [
     path("realtime/price/<str:instrument_key>", realtime.RealtimePriceView.as_view(), name="realtime-price"),
@@ -11,4 +11,5 @@ urlpatterns = [
     *discovery.urlpatterns,
     *stored_api.urlpatterns,
     *usage_api.urlpatterns,
+    *backtests.urlpatterns,
 ]

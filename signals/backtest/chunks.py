@@ -1,0 +1,159 @@
+"""One chunk of one underlying of a backtest run (the task ``signals.backtest_chunk``), and the run's progress.
+
+The chunk reads the next ``SIGNAL_BACKTEST_CHUNK_TICKS`` stored ticks of the underlying after the saved cursor (by
+time, then ``source_id``), with INDVIX's ticks of the same span as context (the Greeks price against it), and
+replays them in the order the live pipeline took them (stream entry order; an imported tick, which has none, by
+its time). Its records replace whatever an earlier attempt of the same chunk left, in the transaction that saves
+the state and moves the cursor; that transaction first checks the underlying still waits for this chunk, so a
+duplicate attempt commits nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from configs.registry import ActiveConfig
+from feed.streams import id_order, stream_entry
+from signals.backtest.replay import Replay
+from signals.backtest.runs import send_chunk
+from signals.backtest.state import RunState
+from signals.models import BacktestRecord, BacktestRun, BacktestState
+from signals.storage import TICK_COLUMNS, relax_durability
+
+log = logging.getLogger(__name__)
+_COLUMNS = ", ".join(TICK_COLUMNS)
+_COPY_RECORDS = ("COPY signal_backtest_records (run_id, underlying, chunk, seq, instrument_key, time, config_id, "
+                 "record) FROM STDIN (FORMAT BINARY)")
+_RECORD_TYPES = ["uuid", "varchar", "int4", "int4", "varchar", "timestamptz", "int8", "jsonb"]
+
+
+def orjson_text(value: Any) -> str:
+    return orjson.dumps(value).decode()  # NaN and infinities as null: JSON has no NaN
+
+
+def load_ticks(keys: list[str], context_keys: list[str], start: datetime, end: datetime,
+               cursor: tuple[float, str] | None, limit: int) -> list[dict[str, Any]]:
+    """The next ``limit`` stored ticks of ``keys`` in [start, end) after ``cursor`` by (time, source id), with the
+    ticks of ``context_keys`` in the same span marked ``context``."""
+    after_time = datetime.fromtimestamp(cursor[0], UTC) if cursor else start - timedelta(microseconds=1)
+    after_id = cursor[1] if cursor else ""
+    sql = (f"SELECT {_COLUMNS} FROM signal_ticks WHERE instrument_key = ANY(%s) AND time >= %s AND time < %s "
+           "AND (time > %s OR (time = %s AND source_id COLLATE \"C\" > %s)) "
+           "ORDER BY time, source_id COLLATE \"C\" LIMIT %s")
+    with connection.cursor() as db:
+        db.execute(sql, [keys, start, end, after_time, after_time, after_id, limit])
+        rows = db.fetchall()
+        ticks = [_tick(row) for row in rows]
+        if context_keys and ticks:
+            last = ticks[-1]["ts"] if len(ticks) == limit else end.timestamp()
+            db.execute(f"SELECT {_COLUMNS} FROM signal_ticks WHERE instrument_key = ANY(%s) AND (time > %s OR "
+                       "(time = %s AND source_id COLLATE \"C\" > %s)) AND time <= %s AND time < %s "
+                       "ORDER BY time, source_id COLLATE \"C\"",
+                       [context_keys, after_time, after_time, after_id, datetime.fromtimestamp(last, UTC), end])
+            ticks += [{**_tick(row), "context": True} for row in db.fetchall()]
+    return ticks
+
+
+def _tick(row: tuple[Any, ...]) -> dict[str, Any]:
+    values = dict(zip(TICK_COLUMNS, row, strict=True))
+    when = values.pop("time").astimezone(UTC)
+    key = values["instrument_key"]
+    tick = {"instrument_key": key, "symbol_key": "@".join(key.split("@")[:2]), "ts": when.timestamp(),
+            "timestamp": when.isoformat()}
+    for name in ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq"):
+        tick[name] = values[name]
+    tick["state"] = "U"  # not stored: every stored tick replays as a regular-session one
+    tick["source_id"] = values["source_id"]
+    return tick
+
+
+def arrival_order(tick: dict[str, Any]) -> tuple[float, int]:
+    """Where a tick came in live: its stream entry's id (milliseconds, sequence); an imported tick by its time."""
+    entry = stream_entry(tick["source_id"])
+    if entry is None:
+        return tick["ts"], 0
+    ms, seq = id_order(entry[1])
+    return ms / 1000.0, seq
+
+
+def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) -> dict[str, Any]:
+    """Replay chunk ``chunk`` of ``underlying``; returns what it did (``skipped`` when it was done already).
+    ``send_next``: queue the next chunk once this one is committed (not when the caller runs them itself)."""
+    run = BacktestRun.objects.filter(id=run_id).first()
+    if run is None or run.status == "failed":
+        return {"skipped": "run deleted or failed"}
+    row = BacktestState.objects.filter(run=run, underlying=underlying).first()
+    if row is None or row.done or row.next_chunk != chunk:
+        return {"skipped": f"chunk {chunk} is not next"}
+    try:
+        return _replay_chunk(run, row, chunk, send_next)
+    except Exception as exc:
+        log.exception("backtest chunk failed", extra={"run": run_id, "underlying": underlying, "chunk": chunk})
+        BacktestRun.objects.filter(id=run.id).update(status="failed", error=f"{underlying} chunk {chunk}: "
+                                                     f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now())
+        raise
+
+
+def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    state = RunState.load(row.state)
+    keys = run.underlyings[row.underlying]
+    vix = settings.SIGNAL_VIX_KEY
+    context = [vix] if vix not in keys else []
+    limit = int(settings.SIGNAL_BACKTEST_CHUNK_TICKS)
+    ticks = load_ticks(keys, context, run.start_time, run.end_time, state.cursor, limit)
+    own = [t for t in ticks if not t.get("context")]
+    last = len(own) < limit
+    ticks.sort(key=arrival_order)
+    configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
+    replay = Replay(row.underlying, configs, state)
+    outcome = replay.run(ticks, run.batch_ticks)
+    if own:
+        newest = max(own, key=lambda t: (t["ts"], t["source_id"]))
+        state.cursor = (newest["ts"], newest["source_id"])
+    if last:
+        replay.fire_until(run.end_time.timestamp(), inclusive=False)
+    records = [(run.id, row.underlying, chunk, i, r["instrument_key"], datetime.fromisoformat(r["timestamp"]),
+                r["config_id"], Jsonb(r, dumps=orjson_text)) for i, r in enumerate(outcome.records)]
+    committed = _commit(run, row.underlying, chunk, state, records, outcome, last)
+    if committed and not last and send_next:
+        transaction.on_commit(lambda: send_chunk(run.id, row.underlying, chunk + 1))
+    return {"ticks": outcome.ticks, "records": len(records), "committed": committed, "last": last,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, records: list[tuple[Any, ...]],
+            outcome: Any, last: bool) -> bool:
+    with transaction.atomic():
+        # the run's row first: commits of one run go one at a time, so the last one sees every other underlying done
+        BacktestRun.objects.select_for_update().filter(id=run.id).first()
+        row = BacktestState.objects.select_for_update().filter(run_id=run.id, underlying=underlying).first()
+        if row is None or row.done or row.next_chunk != chunk:
+            return False  # another attempt of this chunk committed first
+        BacktestRecord.objects.filter(run_id=run.id, underlying=underlying, chunk=chunk).delete()
+        # the checkpoint and the records commit together or not at all: a crash losing an unflushed commit only
+        # means the chunk is redone (as for a killed worker), so the commit need not wait for the disk
+        relax_durability()
+        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(_COPY_RECORDS) as copy:
+            copy.set_types(_RECORD_TYPES)
+            for record in records:  # COPY: a bulk INSERT of JSON documents costs more than replaying them
+                copy.write_row(record)
+        errors = dict(row.errors)
+        for name, count in outcome.errors.items():
+            errors[name] = errors.get(name, 0) + count
+        BacktestState.objects.filter(id=row.id).update(
+            state=state.dump(), next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
+            records=row.records + len(records), errors=errors, updated_at=timezone.now())
+        if last and not BacktestState.objects.filter(run_id=run.id, done=False).exclude(id=row.id).exists():
+            BacktestRun.objects.filter(id=run.id, status="running").update(status="completed",
+                                                                           finished_at=timezone.now())
+    return True
