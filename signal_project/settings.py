@@ -161,6 +161,13 @@ SIGNAL_JWT_AUDIENCE = env_str("SIGNAL_JWT_AUDIENCE", "")
 SIGNAL_WRITE_SCOPE = env_str("SIGNAL_WRITE_SCOPE", "signals:write")
 SIGNAL_API_RATE = env_str("SIGNAL_API_RATE", "1200/min")
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
+# Per WebSocket connection: subscriptions, size of one inbound message, inbound messages per second (a bucket of
+# SIGNAL_WS_MESSAGE_BURST), and how long a frame may wait in a slow reader's send queue before it is closed (4008).
+SIGNAL_WS_MAX_SUBSCRIPTIONS = env_int("SIGNAL_WS_MAX_SUBSCRIPTIONS", 200)
+SIGNAL_WS_MAX_MESSAGE_BYTES = env_int("SIGNAL_WS_MAX_MESSAGE_BYTES", 16_384)
+SIGNAL_WS_MESSAGES_PER_S = env_float("SIGNAL_WS_MESSAGES_PER_S", 20.0)
+SIGNAL_WS_MESSAGE_BURST = env_int("SIGNAL_WS_MESSAGE_BURST", 100)
+SIGNAL_WS_SLOW_CLOSE_S = env_float("SIGNAL_WS_SLOW_CLOSE_S", 10.0)
 # Retry-After (seconds) of a 503 answered while Redis or PostgreSQL is unreachable
 SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 
