@@ -77,9 +77,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
-        for group in list(self.subscriptions):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.subscriptions.clear()
+        await self._leave_groups()
         if self.user is not None:
             await async_redis().zrem(keys.ws_connections(self.user.sub), self.channel_name)
 
@@ -256,9 +254,17 @@ class SignalConsumer(AsyncWebsocketConsumer):
         sub["seq"] += 1
         await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"], count - 1))
 
+    async def _leave_groups(self) -> None:
+        for group in list(self.subscriptions):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.subscriptions.clear()
+
     async def _close_slow(self, code: int) -> None:
         metrics.WS_SLOW_CLOSES.inc()
         log.warning("websocket closed: the client reads too slowly", extra={"channel_name": self.channel_name})
+        # Out of every group first: the close frame waits behind what the client has not read yet (the server's
+        # send buffer is bounded), and nothing more is queued for it meanwhile.
+        await self._leave_groups()
         await self.close(code=code)
 
     # --- helpers ----------------------------------------------------------------------------------------------
