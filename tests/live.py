@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Any
 
 from tests.support import ROOT, stop_process, worker_database_url
 
