@@ -35,8 +35,11 @@ INSTALLED_APPS = [
     "channels",
     "signals",
     "configs",
-
+    "dashboard",
 ]
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:index"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -37,7 +37,8 @@ urlpatterns = [
                                                       authentication_classes=[]), name="docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[],
                                                      authentication_classes=[]), name="redoc"),
-    re_path(API_CATCH_ALL, api_not_found),  # last
+    re_path(API_CATCH_ALL, api_not_found),
+    path("", include("dashboard.urls")),
 ]
 
 handler400 = "webapi.errors.handler400"

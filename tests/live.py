@@ -20,11 +20,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_env(**extra: str) -> dict[str, str]:
+def live_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
-           "DATABASE_URL": worker_database_url(), **extra}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
+           "DATABASE_URL": worker_database_url()}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # unless the test gives its processes one to share
+    return {**env, **extra}
 
 
 class LiveProcess:
@@ -49,7 +49,7 @@ class WebProcess(LiveProcess):
     def __init__(self, **extra_env: str):
         self.port = free_port()
         super().__init__([sys.executable, "-m", "uvicorn", "signal_project.asgi:application", "--host", "127.0.0.1",
-                          "--port", str(self.port), "--no-access-log", "--lifespan", "off"], test_env(**extra_env))
+                          "--port", str(self.port), "--no-access-log", "--lifespan", "off"], live_env(**extra_env))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -77,4 +77,4 @@ class WebProcess(LiveProcess):
 
 
 def manage(*args: str, **extra_env: str) -> LiveProcess:
-    return LiveProcess([sys.executable, "manage.py", *args], test_env(**extra_env))
+    return LiveProcess([sys.executable, "manage.py", *args], live_env(**extra_env))
