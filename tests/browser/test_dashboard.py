@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
-from tests.live import LiveProcess, WebProcess, manage, live_env
+from tests.live import LiveProcess, WebProcess, live_env, manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
