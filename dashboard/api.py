@@ -21,22 +21,27 @@ from signals.api.history_api import HistoricalBarsView, HistoricalIndicatorsView
 from signals.models import InstrumentRecord
 
 
+@extend_schema(exclude=True)  # the session's copy of a documented route
 class Bars(SessionReads, HistoricalBarsView):
     pass
 
 
+@extend_schema(exclude=True)  # the session's copy of a documented route
 class Indicators(SessionReads, HistoricalIndicatorsView):
     pass
 
 
+@extend_schema(exclude=True)  # the session's copy of a documented route
 class LatestIndicators(SessionReads, RealtimeIndicatorsView):
     pass
 
 
+@extend_schema(exclude=True)  # the session's copy of a documented route
 class Chain(SessionReads, OptionChainView):
     pass
 
 
+@extend_schema(exclude=True)  # the session's copy of a documented route
 class AtmIvHistory(SessionReads, HistoricalAtmIvView):
     pass
 
