@@ -38,6 +38,7 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def cpu_seconds(pid: int) -> float:
 def start_web(env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "signal_project.asgi:application", "--host",
                              "127.0.0.1", "--port", str(port), "--no-access-log", "--lifespan", "off",
-                             "--backlog", "8192"], cwd=ROOT, env=env)
+                             "--backlog", "8192", "--ws-per-message-deflate", "false"], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -303,6 +304,7 @@ def main() -> None:
     parser.add_argument("--client-spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     hard = raise_fd_limit()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what it started on the way out
     if args.client_spec:
         try:
             import uvloop

@@ -49,7 +49,8 @@ class WebProcess(LiveProcess):
     def __init__(self, **extra_env: str):
         self.port = free_port()
         super().__init__([sys.executable, "-m", "uvicorn", "signal_project.asgi:application", "--host", "127.0.0.1",
-                          "--port", str(self.port), "--no-access-log", "--lifespan", "off"], live_env(**extra_env))
+                          "--port", str(self.port), "--no-access-log", "--lifespan", "off",
+                          "--ws-per-message-deflate", "false"], live_env(**extra_env))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

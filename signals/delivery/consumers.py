@@ -13,20 +13,20 @@ in time); data frames go through a per-connection `SendQueue` (slow readers get 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 import redis.asyncio as aredis
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
-from signals.delivery.events import SignalEvent, data_frame, snapshot_frame
+from signals.delivery.events import SIGNAL_EVENT, SignalEvent, data_frame, snapshot_frame
 from signals.delivery.sender import MessageBucket, SendQueue
 from signals.delivery.session import session_user
 from signals.delivery.subscriptions import resolve
@@ -39,6 +39,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY = 4429
 AUTH_TIMEOUT_S = 10.0
 CONNECTION_TTL_S = 3600
+REDIS_POOL_SIZE, REDIS_POOL_WAIT_S = 50, 20.0
 _clients: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
 
 
@@ -47,7 +48,11 @@ def async_redis() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aredis.Redis.from_url(settings.REDIS_URL)
+        # A blocking pool: a burst of connecting sockets waits for one of its connections (the plain pool would
+        # refuse the 101st at once: MaxConnectionsError, seen with 1,000 clients connecting together).
+        pool = aredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=REDIS_POOL_SIZE,
+                                                      timeout=REDIS_POOL_WAIT_S)
+        client = aredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
@@ -277,7 +282,15 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "message": message[:MAX_MESSAGE_CHARS]})
 
     async def send_json(self, content: Mapping[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))
+        await self.send(text_data=orjson.dumps(content).decode())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] == SIGNAL_EVENT:
+            # Channels closes stale database connections before every handler, through a thread: for the events
+            # (no database) that hop cost a fifth of the web process's CPU at 1,000 clients (bench/websocket.py).
+            await self.signal_event(message)  # type: ignore[arg-type]
+            return
+        await super().dispatch(message)
 
 
 class DashboardConsumer(SignalConsumer):
