@@ -81,6 +81,7 @@ bench: install
 	$(BIN)/python -m bench.history_api --gc-freeze
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/greeks_pipeline.py
+	$(BIN)/python -m bench.websocket
 
 # The fault suite (docs/RELIABILITY.md): its own Redis and PostgreSQL on free ports, the Procfile's processes, a few
 # minutes; exits non-zero on any loss or duplicate.

@@ -72,6 +72,11 @@ def raise_fd_limit() -> int:
 
 
 def own_redis() -> subprocess.Popen:
+    try:
+        redis.Redis(port=REDIS_PORT).ping()
+        raise SystemExit(f"port {REDIS_PORT} answers: another bench/websocket.py is running")
+    except redis.ConnectionError:
+        pass
     proc = subprocess.Popen(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--maxclients", "20000"], stdout=subprocess.DEVNULL)
     for _ in range(100):

@@ -119,6 +119,8 @@ class SignalConsumer(AsyncWebsocketConsumer):
             return
         try:
             await handler(message)
+        except OSError:
+            return  # the client went away while we answered (the server's ClientDisconnected): nothing to tell
         except Exception:
             # a bug must cost the client one answer, not the socket
             log.exception("websocket message failed", extra={"type": kind})

@@ -70,7 +70,11 @@ class SendQueue:
                 continue
             group = next(iter(self._pending))
             event, count, _ = self._pending.pop(group)
-            await self._send(group, event, count)
+            try:
+                await self._send(group, event, count)
+            except OSError:  # the client went away; its disconnect stops this queue
+                self.closed = True
+                return
 
 
 class MessageBucket:

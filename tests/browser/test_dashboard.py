@@ -20,8 +20,14 @@ from tests.live import LiveProcess, WebProcess, live_env, manage
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+class Stack:
+    def __init__(self, web: WebProcess, feed: LiveProcess):
+        self.web, self.feed = web, feed
+        self.url = web.url
+
+
 @pytest.fixture
-def stack() -> Iterator[WebProcess]:
+def stack() -> Iterator[Stack]:
     call_command("seed_demo", stdout=io.StringIO())
     metrics_dir = tempfile.mkdtemp(prefix="signal-dash-metrics-")
     env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -32,10 +38,11 @@ def stack() -> Iterator[WebProcess]:
                                       "--without-gossip", "--without-mingle", "--without-heartbeat"],
                                      live_env(**env)))
         processes.append(manage("stream_bridge", "--consumer", "dash-bridge", **env))
-        processes.append(manage("simulate_ticks", "--rate", "150", "--strikes", "6", "--duration", "300", **env))
+        feed = manage("simulate_ticks", "--rate", "150", "--strikes", "6", "--duration", "300", **env)
+        processes.append(feed)
         web = WebProcess(TEST_SERVE_STATIC="true", **env)
         processes.append(web)
-        yield web
+        yield Stack(web, feed)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -49,7 +56,7 @@ def chain_values(page: Page) -> list[str]:
     return page.eval_on_selector_all("#chain tbody td", "cells => cells.map(c => c.textContent)")
 
 
-def test_the_dashboard_shows_the_live_pipeline(stack: WebProcess, page: Page) -> None:
+def test_the_dashboard_shows_the_live_pipeline(stack: Stack, page: Page) -> None:
     from django.contrib.auth.models import User
 
     User.objects.create_user("viewer", password="view-pass-123")  # neither staff nor in the group
@@ -123,7 +130,7 @@ def test_the_dashboard_shows_the_live_pipeline(stack: WebProcess, page: Page) ->
     assert not errors, errors
 
 
-def test_the_socket_drop_is_shown_and_the_page_reconnects_and_resumes(stack: WebProcess, page: Page) -> None:
+def test_the_socket_drop_is_shown_and_the_page_reconnects_and_resumes(stack: Stack, page: Page) -> None:
     from django.contrib.auth.models import User
 
     User.objects.create_user("ops", password="ops-pass-123", is_staff=True)
@@ -138,6 +145,9 @@ def test_the_socket_drop_is_shown_and_the_page_reconnects_and_resumes(stack: Web
     expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=15_000)
     page.wait_for_function("n => window.dashboard.subs.get('chain').seq > n", arg=seq, timeout=20_000)
     expect(page.locator("#notice")).to_be_hidden(timeout=10_000)
+
+    stack.feed.stop()  # the feed goes quiet: the page says so
+    expect(page.locator("#notice")).to_contain_text("feed looks idle", timeout=25_000)
     assert not errors, errors
 
 
