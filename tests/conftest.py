@@ -14,6 +14,12 @@ from django.conf import settings
 from tests.support import WorkerProcess
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests last: Playwright's session keeps an event loop in the main thread until the run ends,
+    and the asyncio tests cannot start their own while it is there."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid)
+
+
 @pytest.fixture(autouse=True)
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""

@@ -10,9 +10,14 @@ import pytest
 
 CHROMIUM = os.environ.get("SIGNAL_TEST_CHROMIUM", "/usr/bin/chromium")
 
-# Playwright's sync API runs an event loop in the test's thread; Django would then refuse the test's own database
-# calls (made between browser steps, never concurrently with a request of this thread).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def database_between_browser_steps() -> None:
+    # Playwright's sync API keeps an event loop in the test thread until the run ends; Django would then refuse
+    # the tests' own database calls (between browser steps, and the database teardown after them). Left set: the
+    # browser tests run last (tests/conftest.py).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 
 @pytest.fixture(scope="session")

@@ -138,7 +138,8 @@ def test_the_socket_drop_is_shown_and_the_page_reconnects_and_resumes(stack: Sta
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "WebSocket" not in m.text
             else None)
     log_in(page, "ops", "ops-pass-123", stack.url + "/")
-    page.wait_for_function("() => window.dashboard.chainFrames > 0", timeout=30_000)
+    expect(page).to_have_url(stack.url + "/")
+    page.wait_for_function("() => window.dashboard && window.dashboard.chainFrames > 0", timeout=30_000)
     seq = page.evaluate("window.dashboard.subs.get('chain').seq")
     page.evaluate("window.dashboard.ws.close(4000)")  # as a dropped connection would
     expect(page.locator("#notice")).to_contain_text("reconnecting", timeout=5_000)
