@@ -213,3 +213,20 @@ async def test_a_chain_event_is_checked_like_every_event() -> None:
             "strikes": [{"strike": 24000, "call": {"strike": 24000}}]}
     check_event(signal_event("chain", SPOT, data, data["timestamp"], {"expiry_date": EXPIRY}))
     assert keys.topic_group("chain", SPOT, {"expiry_date": EXPIRY}) != keys.topic_group("chain", SPOT)
+
+
+def test_a_batch_asks_for_chain_listeners_with_its_first_reads(r: Any) -> None:
+    """A chain nobody watches costs a batch nothing: its listeners are read in the batch's first round trip and no
+    chain event is built."""
+    from feed.instruments import parse_instrument_key
+    from signals.delivery.ws_chain import chain_events
+    from signals.pipeline.batch_reads import read_batch
+    from tests.greeks_helpers import option_key
+
+    option = option_key("call", 24000)
+    reads = read_batch(r, [option])
+    channel = fanout.group_channel(keys.topic_group("chain", SPOT, {"expiry_date": EXPIRY}))
+    assert reads.listened[channel] == 0
+    entry = {"ts": 1.0, "timestamp": "2025-06-20T04:00:00+00:00", "underlying_price": 24000.0}
+    assert chain_events([(parse_instrument_key(option), entry)], reads.listened) == []
+    assert len(chain_events([(parse_instrument_key(option), entry)], {})) == 1  # unknown: built, NUMSUB decides

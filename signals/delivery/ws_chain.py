@@ -9,6 +9,7 @@ and overwrites the sides a frame carries.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aredis
@@ -16,7 +17,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from feed import keys
-from feed.instruments import Instrument, parse_expiry
+from feed.instruments import Instrument, parse_expiry, parse_instrument_key
 from feed.redis_client import get_redis
 from signals.delivery import fanout
 from signals.delivery.channels import ChannelSpec
@@ -43,6 +44,20 @@ def chain_payload(underlying_key: str, expiry_date: str) -> dict[str, Any]:
 
 async def _chain_snapshot(client: aredis.Redis, instrument_key: str, params: dict[str, Any]) -> Any:
     return await database_sync_to_async(chain_payload)(instrument_key, params["expiry_date"])
+
+
+def chain_groups(instrument_keys: list[str]) -> set[str]:
+    """The ``chain`` topics a batch of these instruments may send to (asked for listeners with the batch's reads,
+    so a chain nobody watches costs nothing)."""
+    index_symbols = frozenset(settings.SIGNAL_INDEX_SYMBOLS)
+    return {_chain_group(key, index_symbols) for key in instrument_keys if "@options@" in key}
+
+
+@lru_cache(maxsize=65536)
+def _chain_group(option_key: str, index_symbols: frozenset[str]) -> str:
+    inst = parse_instrument_key(option_key)
+    return keys.topic_group("chain", inst.underlying_key(index_symbols),
+                            {"expiry_date": inst.expiry.isoformat()})  # type: ignore[union-attr]
 
 
 def chain_events(priced: list[tuple[Instrument, dict[str, Any]]], listened: dict[str, int]) -> list[fanout.Event]:

@@ -15,6 +15,7 @@ import redis
 
 from feed import keys, redis_client
 from signals.delivery import fanout
+from signals.delivery.ws_chain import chain_groups
 
 WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
 _READ_LUA = redis_client.lua_source(__file__, "read_batch.lua")
@@ -36,6 +37,7 @@ class BatchReads:
 
 def read_batch(client: redis.Redis, instrument_keys: list[str]) -> BatchReads:
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
+    topics += [fanout.group_channel(group) for group in chain_groups(instrument_keys)]
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.configs_version())
     redis_client.script(client, _READ_LUA)(keys=read_batch_keys(instrument_keys), client=pipe)
