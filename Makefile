@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test test-timescale lint check bench fuzz faults clean deploy-render deploy-check
+.PHONY: run install services migrate test test-timescale test-cluster lint check bench fuzz faults clean deploy-render deploy-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -38,6 +38,7 @@ run: migrate
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cluster
 
 # The storage, bars, history, rollup, Greeks-history, import and pipeline tests again, on TimescaleDB: a PostgreSQL
 # cluster of its own with the extension preloaded, installed and started by TIMESCALEDB_INSTALL (the install script
@@ -55,6 +56,17 @@ test-timescale: install
 	url=$$("$(TIMESCALEDB_INSTALL)" $(TIMESCALEDB_PORT) | tee /dev/stderr | sed -n 's/^DATABASE_URL=//p'); \
 		test -n "$$url" || { echo "$(TIMESCALEDB_INSTALL) printed no DATABASE_URL"; exit 1; }; \
 		echo "TimescaleDB run on $$url"; DATABASE_URL=$$url $(BIN)/python -m pytest $(TIMESCALE_TESTS) $(PYTEST_ARGS)
+
+# The stream-to-sinks tests again with the data Redis a three-node Redis Cluster (faults/redis_cluster.py starts
+# it from redis-server on free ports and stops it after); the Channels layer, the cache and the broker stay on the
+# plain Redis.
+CLUSTER_TESTS := tests/test_cluster.py tests/test_end_to_end.py tests/test_bridge.py tests/test_pipeline.py \
+	tests/test_delivery.py tests/test_greeks_pipeline.py tests/test_many_bridges.py tests/test_turns.py
+test-cluster: install
+	dir=$$(mktemp -d); trap '$(BIN)/python -m faults.redis_cluster stop '"$$dir" EXIT; \
+		url=$$($(BIN)/python -m faults.redis_cluster start "$$dir" | sed -n 's/^REDIS_URL=//p'); \
+		test -n "$$url" || { echo "no Redis Cluster started"; exit 1; }; echo "Redis Cluster at $$url"; \
+		REDIS_CLUSTER=true TEST_REDIS_URL=$$url $(BIN)/python -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -32,6 +32,7 @@ from django.db import DatabaseError, InterfaceError, connection, transaction
 from configs import changes
 from configs.models import SignalConfig
 from configs.validation import ConfigError
+from feed import redis_client
 from feed.streams import id_order, text
 from feed.ticks import decode_fields
 from webapi.limits import LimitError, parse_json, text_problem
@@ -242,7 +243,7 @@ class ConfigStreamConsumer:
     # --- helpers ------------------------------------------------------------------------------------------------
     def dead_letter(self, entry: Entry, reason: str) -> None:
         entry_id, fields = entry
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=not redis_client.spans_slots(self.client))  # at worst twice
         pipe.xadd(self.config.dead_letter_stream, {**fields, "error": reason, "source_stream": self.config.stream,
                                                    "source_id": entry_id})
         pipe.xack(self.config.stream, self.config.group, entry_id)

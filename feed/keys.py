@@ -1,4 +1,10 @@
-"""Redis key and stream names, in one place (docs/REFERENCE.md §3.2, §3.5)."""
+"""Redis key and stream names, in one place (docs/REFERENCE.md §3.2, §3.5).
+
+On a Redis Cluster (`feed.redis_client.is_cluster`) every key of one underlying carries that underlying's
+``EXCHANGE@SYMBOL`` as its hash tag, written where the name holds the instrument key: ``computed_data:{NSE@NIFTY}@index``,
+``signal_output_stream:{NSE@NIFTY}``. A tick batch (one underlying) then reads and writes one slot, so its scripts
+run on one node; keys of no underlying (config version, locks) land anywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +14,61 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from feed import redis_client
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def shard(instrument_key: str) -> str:
+    """The ``EXCHANGE@SYMBOL`` an instrument's (or underlying's) keys are tagged with on a cluster; "" on one
+    server, where every key shares the one shard."""
+    head, at, rest = instrument_key.partition("@")
+    if not at or not redis_client.is_cluster():
+        return ""
+    return head + "@" + rest.partition("@")[0]
+
+
+def key_shard(name: str) -> str:
+    """The shard a key name carries as its hash tag on a cluster ("" on one server, or for a key of no underlying)."""
+    if not redis_client.is_cluster():
+        return ""
+    start = name.find("{")
+    end = name.find("}", start + 1)
+    return name[start + 1:end] if start >= 0 and end > start + 1 else ""
+
+
+def _tagged(instrument_key: str) -> str:
+    """The instrument key as written in key names: as is on one server, its ``EXCHANGE@SYMBOL`` in braces (the hash
+    tag) on a cluster."""
+    tag = shard(instrument_key)
+    return "{" + tag + "}" + instrument_key[len(tag):] if tag else instrument_key
+
+
 def tick_stream(symbol_key: str) -> str:
-    return f"tick_stream:{symbol_key}"
+    return f"tick_stream:{_tagged(symbol_key)}"
 
 
 def output_stream(symbol_key: str) -> str:
-    return f"signal_output_stream:{symbol_key}"
+    return f"signal_output_stream:{_tagged(symbol_key)}"
 
 
 def output_list(instrument_key: str) -> str:
-    return f"computed_data:{instrument_key}"
+    return f"computed_data:{_tagged(instrument_key)}"
 
 
 def latest_tick(instrument_key: str) -> str:
     """Hash with the newest tick by tick time: fields ``ts`` (epoch seconds) and ``data`` (JSON)."""
-    return f"signal:latest:tick:{instrument_key}"
+    return f"signal:latest:tick:{_tagged(instrument_key)}"
 
 
 def price_history(instrument_key: str) -> str:
     """Sorted set of recent ticks scored by tick time, to find the value at or before a given time."""
-    return f"signal:history:{instrument_key}"
+    return f"signal:history:{_tagged(instrument_key)}"
 
 
 def latest_result(kind: str, instrument_key: str, suffix: str = "") -> str:
     """Cached latest computation result for the realtime API: kind is computed/greeks/indicators/moneyness."""
-    return f"signal:latest:{kind}:{instrument_key}" + (f":{suffix}" if suffix else "")
+    return f"signal:latest:{kind}:{_tagged(instrument_key)}" + (f":{suffix}" if suffix else "")
 
 
 def tick_streams() -> str:
@@ -53,31 +86,32 @@ def stream_metrics() -> str:
     return "signal:metrics:streams"
 
 
-def emitted_once(run_id: str) -> str:
+def emitted_once(run_id: str, tag: str = "") -> str:
     """Marker that a time-driven run's outputs were written (so a retried or repeated run of the same schedule
-    period does not write them twice)."""
-    return f"signal:emitted:{run_id}"
+    period does not write them twice); ``tag``: the `shard` the outputs go to (a cluster writes each apart)."""
+    return f"signal:emitted:{{{tag}}}:{run_id}" if tag else f"signal:emitted:{run_id}"
 
 
-def emitted_entries(stream: str) -> str:
+def emitted_entries(stream: str, tag: str = "") -> str:
     """Hash of a tick stream's entries whose outputs were written and which are not yet acknowledged (entry id ->
-    1): a batch redelivered, or its entries reclaimed and regrouped, writes each entry's outputs once."""
-    return f"signal:emitted_entries:{stream}"
+    1): a batch redelivered, or its entries reclaimed and regrouped, writes each entry's outputs once. ``tag``: the
+    `shard` of the entries' underlying (on a cluster a stream may carry several)."""
+    return f"signal:emitted_entries:{{{tag}}}:{stream}" if tag else f"signal:emitted_entries:{stream}"
 
 
 def batch_ticket(symbol_key: str) -> str:
     """Counter of the tick batches bridges have sent for an underlying: each batch's ticket (its turn)."""
-    return f"signal:turns:{symbol_key}:ticket"
+    return f"signal:turns:{_tagged(symbol_key)}:ticket"
 
 
 def batch_done(symbol_key: str) -> str:
     """The newest ticket of an underlying whose batch finished: the next one may run."""
-    return f"signal:turns:{symbol_key}:done"
+    return f"signal:turns:{_tagged(symbol_key)}:done"
 
 
 def batch_holder(symbol_key: str) -> str:
     """The ticket of the underlying's batch running now (expires unless renewed: a dead worker holds nothing)."""
-    return f"signal:turns:{symbol_key}:holder"
+    return f"signal:turns:{_tagged(symbol_key)}:holder"
 
 
 def greeks_history_progress(run_id: str) -> str:
@@ -111,12 +145,12 @@ def _topic_group(channel: str, instrument_key: str, params_json: str) -> str:
 
 
 # Bars
-# Every bars key of one instrument carries it as a hash tag (``{NSE@NIFTY@index}``), so the scripts that touch several
-# of them stay on one slot under Redis Cluster.
+# Every bars key of one instrument carries a hash tag (on one server the instrument key, ``{NSE@NIFTY@index}``; on a
+# cluster its underlying's, as every key), so the scripts that touch several of them stay on one slot.
 
 
 def _bars_tag(instrument_key: str) -> str:
-    return "{" + instrument_key + "}"
+    return _tagged(instrument_key) if redis_client.is_cluster() else "{" + instrument_key + "}"
 
 
 def bars_chunks(timeframe: str, instrument_key: str) -> str:
@@ -173,12 +207,12 @@ def config_cache_pattern(config_id: int) -> str:
 
 def tick_stream_pattern() -> str:
     """Default pattern of the tick streams the bridges read (``SIGNAL_STREAM_PATTERNS``): every `tick_stream`."""
-    return tick_stream("*")
+    return "tick_stream:*"
 
 
 def tick_dead_letters() -> str:
     """Default stream of tick entries that could not be processed (``SIGNAL_DEAD_LETTER_STREAM``)."""
-    return tick_stream("dead")
+    return "tick_stream:dead"
 
 
 def config_stream() -> str:
@@ -199,7 +233,7 @@ def ws_connections(user: str) -> str:
 
 def moneyness_interest(underlying_key: str) -> str:
     """Sorted set of ``{"expiry_date", "level"}`` topics WebSocket clients subscribed to, scored by time."""
-    return f"signal:moneyness:interest:{underlying_key}"
+    return f"signal:moneyness:interest:{_tagged(underlying_key)}"
 
 
 def layer_group_channel(prefix: str, group: str) -> str:

@@ -53,8 +53,11 @@ class LatestStore:
         own = pipe is None
         if pipe is None:
             pipe = self.client.pipeline(transaction=False)
-        if newest:  # one script call for every instrument: per-call costs dominate small batches
-            script_keys, args = latest_write_args(newest)
+        shards: dict[str, dict[str, dict[str, Any]]] = {}  # one script call per shard (all of them on one server)
+        for key, tick in newest.items():
+            shards.setdefault(keys.shard(key), {})[key] = tick
+        for part in shards.values():  # one script call for every instrument: per-call costs dominate small batches
+            script_keys, args = latest_write_args(part)
             self._script(keys=script_keys, args=args, client=pipe)
         if history:
             by_key: dict[str, dict[bytes, float]] = {}
@@ -71,7 +74,7 @@ class LatestStore:
         if not own:
             return []  # queued on the caller's pipeline
         results = pipe.execute()
-        return [int(x) for x in results[0]] if newest else []
+        return [int(x) for written in results[:len(shards)] for x in written]
 
     def at_or_before(self, instrument_key: str, ts: float) -> dict[str, Any] | None:
         """The instrument's tick at or before tick time ``ts`` (epoch seconds) from the recent history, or None."""

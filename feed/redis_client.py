@@ -1,7 +1,9 @@
 """One Redis connection pool per process for data (streams, latest values, outputs).
 
 No Django here: the Django app sets where the default URL comes from (`set_default_url`), read at each call so a
-test's settings override applies.
+test's settings override applies, and whether that URL names a node of a Redis Cluster (`set_cluster`, default
+$REDIS_CLUSTER); then every client `get_redis` gives is cluster-aware and `feed.keys` tags every key of one
+underlying with the same hash tag.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis._parsers import CommandsParser
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import NoScriptError
 
-_clients: dict[str, redis.Redis] = {}
+_clients: dict[tuple[str, bool], Any] = {}
 
 
 class ScriptCachingPipeline(Pipeline):
@@ -51,6 +55,69 @@ class SignalRedis(redis.Redis):
         return ScriptCachingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
+class ScriptClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that carries Lua scripts, which redis-py's refuses (it cannot load a script on the node a
+    command lands on). Here `ClusterScript` loads each script on every primary before its first call, so EVALSHA
+    can be queued like any command: it goes to the node of its keys' one slot (several slots raise at once)."""
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return super().execute(raise_on_error)
+        except NoScriptError:  # a node restarted or failed over: the next attempt loads the scripts again
+            _loaded_scripts(self.nodes_manager).clear()
+            raise
+
+
+class LocalKeysParser(CommandsParser):
+    """Finds the streams of XREAD/XREADGROUP itself: redis-py asks the server (``COMMAND GETKEYS``, a round trip)
+    for every command whose keys move, which doubled the cost of each of a bridge's reads."""
+
+    def get_keys(self, redis_conn: Any, *args: Any) -> Any:
+        name = str(args[0]).upper()
+        if name in ("XREAD", "XREADGROUP"):
+            first = 4 if name == "XREADGROUP" else 1  # after GROUP name consumer
+            start = next(i for i in range(first, len(args)) if args[i] in ("STREAMS", b"STREAMS")) + 1
+            streams = args[start:]
+            return list(streams[:len(streams) // 2])
+        return super().get_keys(redis_conn, *args)
+
+
+class SignalRedisCluster(RedisCluster):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.commands_parser = LocalKeysParser(self)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        return ScriptClusterPipeline(
+            nodes_manager=self.nodes_manager, commands_parser=self.commands_parser,
+            startup_nodes=self.nodes_manager.startup_nodes, result_callbacks=self.result_callbacks,
+            cluster_response_callbacks=self.cluster_response_callbacks, read_from_replicas=self.read_from_replicas,
+            load_balancing_strategy=self.load_balancing_strategy, reinitialize_steps=self.reinitialize_steps,
+            retry=self.retry, lock=self._lock, transaction=transaction, event_dispatcher=self._event_dispatcher)
+
+
+class ClusterScript:
+    """A registered script on a cluster client: loaded on every primary once per process (again after a node
+    forgot it), then called by its SHA directly or queued on a `ScriptClusterPipeline`."""
+
+    def __init__(self, client: RedisCluster, source: str):
+        self.client = client
+        self.script = client.register_script(source)
+        self.sha = self.script.sha
+
+    def __call__(self, keys: list[Any] | None = None, args: list[Any] | None = None, client: Any = None) -> Any:
+        known = _loaded_scripts(self.client.nodes_manager)
+        if self.sha not in known:
+            self.client.script_load(self.script.script)  # every primary
+            known.add(self.sha)
+        if isinstance(client, ClusterPipeline):
+            return client.evalsha(self.sha, len(keys or []), *(keys or []), *(args or []))
+        return self.script(keys=keys, args=args, client=client)
+
+
 _script_lock = threading.Lock()
 _scripts_by_pool: dict[int, set[str]] = {}
 
@@ -72,7 +139,8 @@ def script(client: redis.Redis, source: str) -> Any:
     """``client.register_script(source)``, once per client and source."""
     found = _registered.get((id(client), source))
     if found is None:
-        found = _registered[(id(client), source)] = client.register_script(source)
+        found = ClusterScript(client, source) if isinstance(client, RedisCluster) else client.register_script(source)
+        _registered[(id(client), source)] = found
     return found
 
 
@@ -89,12 +157,40 @@ def set_default_url(source: Callable[[], str]) -> None:
     _default_url = source
 
 
+def _environment_cluster() -> bool:
+    return os.environ.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_cluster = _environment_cluster()
+
+
+def set_cluster(cluster: bool) -> None:
+    """Whether the default URL names a node of a Redis Cluster (fixed for the process: key names depend on it)."""
+    global _cluster
+    _cluster = bool(cluster)
+
+
+def is_cluster() -> bool:
+    return _cluster
+
+
+def spans_slots(client: Any) -> bool:
+    """Whether ``client`` is a cluster client, on which a MULTI cannot join keys of different slots (a stream and
+    its dead-letter stream): writes that would be one transaction on a server are then pipelined apart."""
+    return isinstance(client, RedisCluster)
+
+
 def get_redis(url: str | None = None) -> redis.Redis:
     """A client on ``url`` (default: `set_default_url`'s, else $REDIS_URL) with hiredis parsing when installed;
-    bytes in, bytes out."""
+    bytes in, bytes out. On the default URL under `set_cluster`, a Redis Cluster client that found every node from
+    the one named (other URLs, such as the Channels layer's or a broker's, are plain servers)."""
+    cluster = url is None and _cluster
     url = url or _default_url()
-    client = _clients.get(url)
+    client = _clients.get((url, cluster))
     if client is None:
-        client = SignalRedis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
-        _clients[url] = client
+        if cluster:
+            client = SignalRedisCluster.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        else:
+            client = SignalRedis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        _clients[(url, cluster)] = client
     return client

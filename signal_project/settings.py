@@ -76,10 +76,14 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# REDIS_URL names one node of a Redis Cluster (the clients find the others); the Django cache and the Channels layer
+# then need plain servers of their own (CACHE_URL, CHANNEL_LAYER_URL).
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+CACHE_URL = env_str("CACHE_URL", REDIS_URL)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_URL,
         "KEY_PREFIX": "signal-cache",
     }
 }

@@ -14,17 +14,21 @@ from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_i
 _SLOT = int(os.environ.get("SIGNAL_TEST_SLOT", "0"))
 if not 0 <= _SLOT <= 5:
     raise ValueError("SIGNAL_TEST_SLOT must be 0-5")
-REDIS_URL = env_str("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - 2 * _SLOT}")
+_PLAIN_REDIS_URL = f"redis://127.0.0.1:6379/{15 - 2 * _SLOT}"
+REDIS_URL = env_str("TEST_REDIS_URL", _PLAIN_REDIS_URL)
 CELERY_BROKER_URL = env_str("TEST_CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{14 - 2 * _SLOT}")
 CELERY_TASK_QUEUES = quorum_queues(CELERY_BROKER_URL)
 DATABASES["default"]["TEST"] = {"NAME": "test_signal_service" + (f"_{_SLOT}" if _SLOT else "")}
-CHANNEL_LAYER_URL = REDIS_URL
+# On a Redis Cluster (`make test-cluster`: REDIS_CLUSTER, TEST_REDIS_URL a node) the layer and the cache stay on
+# the plain server
+CHANNEL_LAYER_URL = _PLAIN_REDIS_URL if REDIS_CLUSTER else REDIS_URL  # noqa: F405
 CHANNEL_LAYER_PREFIX = f"signal-test{_SLOT}-asgi"
 CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [CHANNEL_LAYER_URL], "prefix": CHANNEL_LAYER_PREFIX}
+CACHE_URL = CHANNEL_LAYER_URL
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CHANNEL_LAYER_URL,
         "KEY_PREFIX": "signal-test-cache",
     }
 }

@@ -13,3 +13,4 @@ class SignalsConfig(AppConfig):
         from webapi import checks, schema  # noqa: F401  (register the system checks and the OpenAPI auth scheme)
 
         redis_client.set_default_url(lambda: settings.REDIS_URL)
+        redis_client.set_cluster(settings.REDIS_CLUSTER)

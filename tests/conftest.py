@@ -13,6 +13,9 @@ from django.conf import settings
 
 from tests.support import WorkerProcess
 
+# The cluster tests need the data Redis to be a Redis Cluster (`make test-cluster`, run by `make test` after this).
+collect_ignore = [] if settings.REDIS_CLUSTER else ["test_cluster.py"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The browser tests last: Playwright's session keeps an event loop in the main thread until the run ends,
@@ -24,10 +27,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""
     from configs.registry import registry
+    from feed.redis_client import get_redis
     from signals import instrument_registry
 
-    for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:
-        redis_lib.Redis.from_url(url).flushdb()
+    get_redis().flushdb()  # every node of a cluster
+    for url in {settings.CHANNEL_LAYER_URL, settings.CELERY_BROKER_URL} - {settings.REDIS_URL}:
+        if url.startswith("redis"):
+            redis_lib.Redis.from_url(url).flushdb()
     registry.forget()
     instrument_registry.clear_caches()  # per-process caches of rows each test's rollback removes
     yield

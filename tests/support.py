@@ -102,3 +102,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def start_bridge(name: str, **env: str) -> subprocess.Popen:
+    """A ``manage.py stream_bridge`` process (consumer ``name``) on the test settings, with ``env`` added."""
+    return subprocess.Popen([sys.executable, "manage.py", "stream_bridge", "--consumer", name], cwd=ROOT,
+                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
+                                 "DATABASE_URL": worker_database_url(), **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def consumer_pending(r: Any, stream: str, consumer: str, group: str = "signal_service") -> int:
+    """How many entries of ``stream`` the consumer holds pending (0 for an unknown consumer)."""
+    found = [c for c in r.xinfo_consumers(stream, group) if c["name"] == consumer.encode()]
+    return int(found[0]["pending"]) if found else 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from feed import keys
 from feed.simulator import IST, NiftySession, bsm_price, expiry_instant
 from feed.ticks import decode_fields, parse_tick
 
@@ -23,7 +24,7 @@ def test_simulated_session_covers_spot_vix_futures_and_the_chain() -> None:
     strikes = session.strikes
     assert len(strikes) == 31 and set(strikes[1:] - strikes[:-1]) == {50.0}
     streams = {stream for stream, _ in ticks}
-    assert streams == {"tick_stream:NSE@NIFTY", "tick_stream:NSE@INDVIX"}
+    assert streams == {keys.tick_stream("NSE@NIFTY"), keys.tick_stream("NSE@INDVIX")}
 
 
 def test_option_prices_come_from_the_smile_and_respect_no_arbitrage() -> None:
@@ -51,7 +52,7 @@ def test_option_prices_come_from_the_smile_and_respect_no_arbitrage() -> None:
 
 def test_simulator_ticks_are_valid_spec_messages(r: Any) -> None:
     call_command("simulate_ticks", "--start", "2025-06-20T09:15:00+05:30", "--max-ticks", "300", "--rate", "1000")
-    entries = r.xrange("tick_stream:NSE@NIFTY") + r.xrange("tick_stream:NSE@INDVIX")
+    entries = r.xrange(keys.tick_stream("NSE@NIFTY")) + r.xrange(keys.tick_stream("NSE@INDVIX"))
     assert len(entries) == 300
     parsed = [parse_tick(decode_fields(fields)) for _, fields in entries]
     assert {p["symbol_key"] for p in parsed} == {"NSE@NIFTY", "NSE@INDVIX"}

@@ -4,9 +4,6 @@ another, once idle, and nothing is lost or written twice."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -15,22 +12,14 @@ from django.conf import settings
 
 from feed import keys
 from tests.factories import create_config, fields, price_config, tick
-from tests.support import ROOT, stop_process, wait_for, worker_database_url
+from tests.support import consumer_pending, start_bridge, stop_process, wait_for
 
 STREAM = "tick_stream:NSE@NIFTY"
 SPOT = "NSE@NIFTY@index"
 
 
-def start_bridge(name: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "manage.py", "stream_bridge", "--consumer", name], cwd=ROOT,
-                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "signal_project.settings_test",
-                                 "DATABASE_URL": worker_database_url(), **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def pending_of(r: Any, consumer: str) -> int:
-    found = [c for c in r.xinfo_consumers(STREAM, "signal_service") if c["name"] == consumer.encode()]
-    return int(found[0]["pending"]) if found else 0
+    return consumer_pending(r, STREAM, consumer)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,6 +15,7 @@ from django.core.management import call_command
 
 from signal_project.asgi import application
 from signals.pipeline.batch import process_batch
+from signals.pipeline.computations.moneyness import moneyness_cache_key
 from tests.factories import create_config, tick
 from tests.greeks_helpers import (
     EXPIRY,
@@ -157,7 +158,7 @@ def test_moneyness_config_computes_levels_when_a_tick_arrives(r: Any) -> None:
     assert strikes_of(results["OTM1"]) == ([24100], [23900])
     # computed in the same batch as the Greeks it uses
     assert results["ATM"]["calls"][0]["iv"] is not None and results["atm_iv"]["iv"] is not None
-    assert json.loads(r.get(f"signal:latest:moneyness:NSE@NIFTY@index:{EXPIRY}:OTM1"))["level"] == "OTM1"
+    assert json.loads(r.get(moneyness_cache_key("NSE@NIFTY@index", EXPIRY, "OTM1")))["level"] == "OTM1"
 
 
 @pytest.mark.django_db

@@ -126,12 +126,13 @@ def test_latest_results_are_not_moved_back_by_a_concurrent_older_batch(r: Any) -
     older = batch(("NSE@NIFTY@index", 23900, 5), stream="tick_stream:late")
     ctx = BatchContext(client=r, latest=LatestStore(r))
     records = run_grouped(match_configs(older, "every_tick"), ctx)
-    ctx.outbox.guarded_cache_writes.append(("test:guarded", b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
+    guarded = keys.latest_result("test", "NSE@NIFTY@index")  # a key of the underlying (its slot on a cluster)
+    ctx.outbox.guarded_cache_writes.append((guarded, b"older", 60, "NSE@NIFTY@index", older[0]["ts"]))
     outputs.emit(records, r, ctx.outbox)
 
     cached = json.loads(r.get(keys.latest_result("computed", "NSE@NIFTY@index", str(config.id))))
     assert cached["tick_data"]["ltp"] == 24100
-    assert r.get("test:guarded") is None
+    assert r.get(guarded) is None
     assert r.xlen(keys.output_stream("NSE@NIFTY")) == 2  # the older record itself is still delivered
 
 

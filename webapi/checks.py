@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -27,10 +28,16 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
         else:
             if "PUBLIC KEY" not in key:
                 errors.append(Error("SIGNAL_JWT_PUBLIC_KEY is not a PEM public key", id="signals.E003"))
-    for name in ("REDIS_URL", "CHANNEL_LAYER_URL"):
+    for name in ("REDIS_URL", "CHANNEL_LAYER_URL", "CACHE_URL"):
         value = getattr(settings, name)
         if not value.startswith(("redis://", "rediss://", "unix://")):
             errors.append(Error(f"{name} must be a redis:// URL, got {value!r}", id="signals.E004"))
+        elif settings.REDIS_CLUSTER and name != "REDIS_URL" and value == settings.REDIS_URL:
+            errors.append(Error(f"{name} must name a Redis server of its own when REDIS_CLUSTER is on (it is "
+                                "REDIS_URL, a cluster node)", id="signals.E009"))
+    if settings.REDIS_CLUSTER and urlsplit(settings.REDIS_URL).path not in ("", "/", "/0"):
+        errors.append(Error(f"REDIS_URL must use database 0 when REDIS_CLUSTER is on (a cluster has no other), got "
+                            f"{settings.REDIS_URL!r}", id="signals.E009"))
     if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://", "amqp://", "amqps://",
                                                   "pyamqp://")):
         errors.append(Error(f"CELERY_BROKER_URL must be a redis:// or amqp:// URL, got "

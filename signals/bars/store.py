@@ -286,7 +286,7 @@ class BarsService:
         On TimescaleDB, ticks below the aggregates' watermark are recorded for a refresh (`cagg_refresh.note_late`).
         Queue it after the ticks are stored, with *every* tick of the instruments concerned (a subset would leave
         the open bars short); the pipeline can carry other writes of the batch in the same round trip. The
-        script's reply is the number of chunks it dropped."""
+        script's reply (one per shard of a cluster) is the number of chunks it dropped."""
         by_key = tick_record.ticks_by_instrument(ticks)
         # TimescaleDB: ticks below an aggregate's watermark are read from raw ticks until the beat refreshes it
         cagg_refresh.note_late({key: (min(t["ts"] for t in group), max(t["ts"] for t in group))
@@ -296,9 +296,12 @@ class BarsService:
         for key, key_grids in grids.items():
             if key_grids:  # timeframes in use stay in use while ticks arrive (their open bars stay continuous)
                 pipe.expire(keys.bars_timeframes(key), cache_ttl)
-        if by_key:
+        shards: dict[str, dict[str, list[dict[str, Any]]]] = {}  # one call per shard (one on one server)
+        for key, group in by_key.items():
+            shards.setdefault(keys.shard(key), {})[key] = group
+        for part in shards.values():
             call_keys, args = tick_record.record_call(
-                by_key, grids, ZoneInfo(self.alignment.tz), int(settings.SIGNAL_BARS_TRACK_TTL_S),
+                part, grids, ZoneInfo(self.alignment.tz), int(settings.SIGNAL_BARS_TRACK_TTL_S),
                 int(settings.SIGNAL_BARS_OPEN_TTL_S), cache_ttl)
             self._record(keys=call_keys, args=args, client=pipe)
 
@@ -318,7 +321,8 @@ class BarsService:
             pipe.delete(keys.bars_first_tick(key))
             for tf in tfs:
                 name = tf.decode()
-                pipe.delete(keys.bars_chunks(name, key), keys.bars_upto(name, key), keys.bars_open(name, key))
+                for cached in (keys.bars_chunks(name, key), keys.bars_upto(name, key), keys.bars_open(name, key)):
+                    pipe.delete(cached)  # one by one: a cluster pipeline takes no multi-key DEL
         pipe.execute()
 
 

@@ -23,6 +23,7 @@ import orjson
 import redis.asyncio as aredis
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.asyncio.cluster import RedisCluster
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
@@ -48,11 +49,14 @@ def async_redis() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        # A blocking pool: a burst of connecting sockets waits for one of its connections (the plain pool would
-        # refuse the 101st at once: MaxConnectionsError, seen with 1,000 clients connecting together).
-        pool = aredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=REDIS_POOL_SIZE,
-                                                      timeout=REDIS_POOL_WAIT_S)
-        client = aredis.Redis(connection_pool=pool)
+        if settings.REDIS_CLUSTER:
+            client = RedisCluster.from_url(settings.REDIS_URL)
+        else:
+            # A blocking pool: a burst of connecting sockets waits for one of its connections (the plain pool
+            # would refuse the 101st at once: MaxConnectionsError, seen with 1,000 clients connecting together).
+            pool = aredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=REDIS_POOL_SIZE,
+                                                          timeout=REDIS_POOL_WAIT_S)
+            client = aredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
@@ -168,7 +172,9 @@ class SignalConsumer(AsyncWebsocketConsumer):
         client = async_redis()
         key = keys.ws_connections(sub)
         now = time.time()
-        pipe = client.pipeline(transaction=True)
+        # redis-py's asyncio cluster pipeline breaks its connection after a MULTI (redis-py 8.1); untransacted, two
+        # connections racing can both count each other, so both may be refused, never both admitted over the limit
+        pipe = client.pipeline(transaction=not settings.REDIS_CLUSTER)
         pipe.zremrangebyscore(key, "-inf", now - CONNECTION_TTL_S)
         pipe.zadd(key, {self.channel_name: now})
         pipe.zcard(key)

@@ -7,20 +7,21 @@ end
 local function payload(j) return ARGV[1 + j] end
 -- Entries: a record is written only for a tick entry whose outputs no earlier delivery wrote. An entry is done
 -- when the consumer group no longer holds it as pending (its batch finished and acknowledged it), and claimed by
--- the first delivery to set its field in the stream's marker hash (the ack step deletes the field).
+-- the first delivery to set its field in the stream's marker hash (the ack step deletes the field). The caller
+-- checks pending itself (stream key 0) where the stream lies on another slot, and sends marker 0 for a done entry.
 local group = c[5]
 local fresh = {}
 local i = 7
 for e = 1, c[6] do
-  local stream, id, marker = KEYS[c[i]], c[i + 1], KEYS[c[i + 2]]
+  local stream, id, marker = c[i], c[i + 1], c[i + 2]
   i = i + 3
-  local pending = true
-  if group ~= '' then
-    local found = redis.pcall('XPENDING', stream, group, id, id, 1)
+  local pending = marker > 0
+  if pending and group ~= '' and stream > 0 then
+    local found = redis.pcall('XPENDING', KEYS[stream], group, id, id, 1)
     if type(found) == 'table' and found.err == nil then pending = #found > 0 end
   end
-  fresh[e] = pending and redis.call('HSETNX', marker, id, '1') == 1
-  if fresh[e] then redis.call('EXPIRE', marker, c[4]) end
+  fresh[e] = pending and redis.call('HSETNX', KEYS[marker], id, '1') == 1
+  if fresh[e] then redis.call('EXPIRE', KEYS[marker], c[4]) end
 end
 local function wanted(e) return e == 0 or fresh[e] end
 local n = c[i]; i = i + 1

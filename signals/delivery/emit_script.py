@@ -6,7 +6,9 @@ sinks; cached texts; WebSocket messages), which the array refers to by their num
 
 The array: stream MAXLEN (approximate), last index an output list keeps, the key number of the call's once-key
 (0: none), the ttl seconds of it and of the entry markers, the consumer group of the tick streams ("": none), then
-the tick entries the records come from (a count, then per entry: stream key number, entry id, marker key number);
+the tick entries the records come from (a count, then per entry: stream key number, entry id, marker key number;
+stream 0 on a cluster, where the stream may lie on another slot and `EmitCall.run` asks XPENDING itself, marker 0
+for an entry found done that way);
 then four sections, each a count followed by its items:
 XADD (key number, payload, instrument key, entry), LPUSH (key number, n, then n pairs of payload and entry), SET
 (key number, payload, ttl seconds, guard key number or 0, tick time), PUBLISH (channel, payload, entry). An item's
@@ -33,6 +35,7 @@ from feed import keys, redis_client
 from feed.streams import stream_entry
 
 EMIT_LUA = redis_client.lua_source(__file__, "emit.lua")
+PENDING_LUA = redis_client.lua_source(__file__, "pending.lua")
 
 
 @dataclass
@@ -40,6 +43,8 @@ class EmitCall:
     keys: dict[str, int] = field(default_factory=dict)  # key -> its number in KEYS
     payloads: list[bytes] = field(default_factory=list)  # payload j is payloads[j - 1]
     group: str = ""  # the tick streams' consumer group: entries it has acknowledged are done
+    tag: str = ""  # on a cluster, the shard (`keys.shard`) of every key of the call
+    done: set[tuple[str, str]] = field(default_factory=set)  # entries acknowledged already (cluster: read apart)
     entries: dict[tuple[str, str], int] = field(default_factory=dict)  # (stream, entry id) -> its number, from 1
     streamed: list[Any] = field(default_factory=list)  # XADD items, flat: key number, payload, instrument key, entry
     lists: dict[int, list[int]] = field(default_factory=dict)  # LPUSH: list key -> payload, entry, ... oldest first
@@ -79,9 +84,11 @@ class EmitCall:
                once_ttl_s: int) -> tuple[list[str], list[bytes]]:
         """(KEYS, ARGV) of the call; ``list_keep`` is how many entries an output list keeps."""
         once_index = self.key(once_key) if once_key else 0
+        in_script = not self.tag  # one server: the script checks the entries' streams itself
         control: list[Any] = [stream_maxlen, list_keep - 1, once_index, once_ttl_s, self.group, len(self.entries)]
         for stream, entry_id in self.entries:
-            control += (self.key(stream), entry_id, self.key(keys.emitted_entries(stream)))
+            marker = 0 if (stream, entry_id) in self.done else self.key(keys.emitted_entries(stream, self.tag))
+            control += (self.key(stream) if in_script else 0, entry_id, marker)
         control += (len(self.streamed) // 4, *self.streamed, len(self.lists))
         for index, numbers in self.lists.items():
             control += (index, len(numbers) // 2, *numbers)
@@ -95,5 +102,26 @@ class EmitCall:
 
     def run(self, client: redis.Redis, stream_maxlen: int, list_keep: int, once_key: str | None,
             once_ttl_s: int) -> Any:
+        if self.tag and self.group and self.entries:
+            self.done = acknowledged(client, self.group, list(self.entries))
         call_keys, args = self.encode(stream_maxlen, list_keep, once_key, once_ttl_s)
         return redis_client.script(client, EMIT_LUA)(keys=call_keys, args=args)
+
+
+def acknowledged(client: redis.Redis, group: str, entries: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The ``(stream, entry id)`` entries ``group`` no longer holds as pending (none of a missing stream or group).
+
+    On a cluster the emit script cannot read the streams (other slots), so this runs just before it. An entry
+    acknowledged between the two would be written again, but only by a second delivery running at the same time
+    as the first, which its underlying's turn (`signals.ingest.turns`) prevents while the first one lives."""
+    by_stream: dict[str, list[str]] = {}
+    for stream, entry_id in entries:
+        by_stream.setdefault(stream, []).append(entry_id)
+    pipe = client.pipeline(transaction=False)
+    check = redis_client.script(client, PENDING_LUA)
+    for stream, ids in by_stream.items():
+        check(keys=[stream], args=[group, *ids], client=pipe)
+    done: set[tuple[str, str]] = set()
+    for (stream, ids), pending in zip(by_stream.items(), pipe.execute(), strict=True):
+        done.update((stream, entry_id) for entry_id, flag in zip(ids, pending, strict=True) if not flag)
+    return done

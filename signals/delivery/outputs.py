@@ -16,7 +16,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from feed import keys
+from feed import keys, redis_client
 from signals import storage
 from signals.delivery import fanout
 from signals.delivery.emit_script import EmitCall
@@ -80,9 +80,41 @@ def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str |
     time-driven run's period), nothing is written if that run was emitted before (within SIGNAL_EMIT_ONCE_TTL_S).
     All of it runs as one script, so a batch's Redis outputs are written entirely or not at all.
 
-    Records are encoded with orjson, which writes NaN and infinities as null: JSON has no NaN.
+    Records are encoded with orjson, which writes NaN and infinities as null: JSON has no NaN. On a Redis Cluster,
+    one script call per underlying (each on its own slot), each all or nothing.
     """
-    call = EmitCall(group=group)
+    if not redis_client.is_cluster():
+        return _emit(records, client, outbox, once, EmitCall(group=group))
+    rows: list[ComputedRow] = []
+    for tag, (part, part_outbox) in _by_shard(records, outbox).items():
+        rows += _emit(part, client, part_outbox, once, EmitCall(group=group, tag=tag))
+    return rows
+
+
+def _by_shard(records: list[Record], outbox: Outbox) -> dict[str, tuple[list[Record], Outbox]]:
+    """The records and the outbox's cache writes split by the shard of their keys; the events (published apart
+    from the script on a cluster) go with the first part."""
+    parts: dict[str, tuple[list[Record], Outbox]] = {}
+
+    def part(tag: str) -> tuple[list[Record], Outbox]:
+        found = parts.get(tag)
+        if found is None:
+            found = parts[tag] = ([], Outbox(events=[] if parts else outbox.events, listened=outbox.listened))
+        return found
+
+    for item in records:
+        part(keys.shard(item[0]["instrument_key"]))[0].append(item)
+    for write in outbox.cache_writes:
+        part(keys.key_shard(write[0]))[1].cache_writes.append(write)
+    for guarded in outbox.guarded_cache_writes:
+        part(keys.shard(guarded[3]))[1].guarded_cache_writes.append(guarded)
+    if not parts and outbox.events:
+        part("")
+    return parts
+
+
+def _emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str | None,
+          call: EmitCall) -> list[ComputedRow]:
     events = list(outbox.events)
     event_entries: dict[int, int] = {}  # position in events -> tick entry, for the records' own events
     computed_rows = _queue_records(call, records, outbox.listened, events, event_entries)
@@ -97,7 +129,7 @@ def emit(records: list[Record], client: redis.Redis, outbox: Outbox, once: str |
         fanout.publish(events, known=outbox.listened)
     if call.writes():
         call.run(client, settings.SIGNAL_OUTPUT_STREAM_MAXLEN, settings.SIGNAL_OUTPUT_LIST_MAXLEN,
-                 keys.emitted_once(once) if once else None, settings.SIGNAL_EMIT_ONCE_TTL_S)
+                 keys.emitted_once(once, call.tag) if once else None, settings.SIGNAL_EMIT_ONCE_TTL_S)
     return computed_rows
 
 

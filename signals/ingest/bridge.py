@@ -25,16 +25,16 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from feed import keys
+from feed import keys, redis_client
 from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
-from signals.ingest import turns
+from signals.ingest import stream_reads, turns
 from signals.ingest.codec import celery_send
 from signals.ingest.waits import UnderlyingWaits
 from signals.monitoring import broker, metrics
 
 log = logging.getLogger(__name__)
-Entry = tuple[str, str, dict[str, str]]  # (stream, entry id, fields)
+Entry = stream_reads.Entry
 SendTask = Callable[[list[dict[str, Any]], str, int], None]  # (ticks, queue, ticket)
 
 
@@ -97,7 +97,7 @@ class StreamBridge:
         self.buffer_since: dict[str, float] = {}
         self._next_discovery = 0.0
         self._next_reclaim = 0.0
-        self._scan_pending: list[tuple[str, int]] = []  # (pattern, SCAN cursor) of the discovery pass under way
+        self._scan_pending: list[stream_reads.Scan] = []  # the discovery pass under way
         self._busy = False  # the last read returned entries
         self.last_ticket: dict[str, int] = {}  # symbol group -> the ticket of the last batch sent
         self.waits = UnderlyingWaits(client, config.underlying_wait_ms / 1000, config.staleness_s, config.vix_key,
@@ -118,21 +118,16 @@ class StreamBridge:
         so a busy bridge never stops reading for a whole pass. Without, the pass (a new one, or the rest of the
         one under way) runs to its end."""
         if not self._scan_pending:
-            self._scan_pending = [(pattern, 0) for pattern in self.config.patterns]
+            self._scan_pending = stream_reads.scan_starts(self.client, self.config.patterns)
         started = time.monotonic()
         found: set[str] = set()
         while self._scan_pending:
-            pattern, cursor = self._scan_pending[0]
-            if not any(ch in pattern for ch in "*?["):
-                found.add(pattern)
-                self._scan_pending.pop(0)
-                continue
-            cursor, names = self.client.scan(cursor, match=pattern, count=self.SCAN_COUNT, _type="STREAM")
-            found.update(text(name) for name in names)
+            cursor, names = stream_reads.scan_step(self.client, self._scan_pending[0], self.SCAN_COUNT)
+            found.update(names)
             if cursor == 0:
                 self._scan_pending.pop(0)
             else:
-                self._scan_pending[0] = (pattern, cursor)
+                self._scan_pending[0] = (*self._scan_pending[0][:2], cursor)
             if budget_s is not None and time.monotonic() - started >= budget_s:
                 break
         joined = self._join(found)
@@ -164,12 +159,8 @@ class StreamBridge:
         if self.buffer:  # wake up in time to send what is buffered
             oldest = min(self.buffer_since.values())
             block = max(1, min(block, int(self.config.max_wait_ms - (time.monotonic() - oldest) * 1000)))
-        response = self.client.xreadgroup(
-            self.config.group, self.consumer, {s: ">" for s in self.streams},
-            count=self.config.batch_size, block=block,
-        )
-        return [(text(stream), text(entry_id), decode_fields(fields))
-                for stream, entries in response or [] for entry_id, fields in entries if fields is not None]
+        return stream_reads.read_new(self.client, self.config.group, self.consumer, self.streams,
+                                     self.config.batch_size, block)
 
     def handle(self, entries: list[Entry], force: bool = False) -> int:
         """Parse, dead-letter and buffer entries, then send what is due; returns the number of ticks sent."""
@@ -375,7 +366,9 @@ class StreamBridge:
     def _dead_letter(self, dead: list[tuple[str, str, dict[str, str], str]], reason: str) -> None:
         if not dead:
             return
-        pipe = self.client.pipeline(transaction=True)
+        # one transaction on a server; on a cluster the dead-letter stream lies on another slot (at worst an entry is
+        # dead-lettered twice)
+        pipe = self.client.pipeline(transaction=not redis_client.spans_slots(self.client))
         for stream, entry_id, fields, error in dead:
             pipe.xadd(self.config.dead_letter_stream,
                       {**fields, "error": error, "source_stream": stream, "source_id": entry_id})

@@ -36,22 +36,34 @@ def stream_entries(ticks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 
 def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]]) -> int:
     """Acknowledge the ticks' entries in ``group`` and drop their output markers; returns how many were pending."""
+    ticks = list(ticks)
     by_stream = stream_entries(ticks)
     if not by_stream:
         return 0
     pipe = client.pipeline(transaction=False)
     for stream, ids in by_stream.items():
         pipe.xack(stream, group, *ids)
-        pipe.hdel(keys.emitted_entries(stream), *ids)
+    for (stream, tag), ids in _markers(ticks).items():
+        pipe.hdel(keys.emitted_entries(stream, tag), *ids)
     replies = pipe.execute(raise_on_error=False)
     acked = 0
-    for reply in replies[::2]:
+    for reply in replies[:len(by_stream)]:
         if isinstance(reply, Exception):
             if not isinstance(reply, redis.ResponseError):  # a missing group or key: nothing was pending there
                 raise reply
             continue
         acked += int(reply)
     return acked
+
+
+def _markers(ticks: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(stream, shard of the tick's underlying) -> entry ids: where the emit script marked the entries written."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for tick in ticks:
+        entry = stream_entry(tick.get("source_id", ""))
+        if entry is not None:
+            found.setdefault((entry[0], keys.shard(tick.get("instrument_key", ""))), []).append(entry[1])
+    return found
 
 
 class EntryLease:

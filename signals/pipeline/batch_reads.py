@@ -38,13 +38,21 @@ class BatchReads:
 def read_batch(client: redis.Redis, instrument_keys: list[str]) -> BatchReads:
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
     topics += [fanout.group_channel(group) for group in chain_groups(instrument_keys)]
+    shards: dict[str, list[str]] = {}  # a batch is one underlying; on a cluster a script reads one shard
+    for key in instrument_keys:
+        shards.setdefault(keys.shard(key), []).append(key)
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.configs_version())
-    redis_client.script(client, _READ_LUA)(keys=read_batch_keys(instrument_keys), client=pipe)
+    for part in shards.values():
+        redis_client.script(client, _READ_LUA)(keys=read_batch_keys(part), client=pipe)
     if topics and fanout.shares_data_server():
         pipe.pubsub_numsub(*topics)
-    version, (held_raw, timeframes_raw), *numsub = pipe.execute()
-    held = {k: orjson.loads(raw) for k, raw in zip(instrument_keys, held_raw, strict=True) if raw}
-    return BatchReads(version=version or b"0", held=held,
-                      timeframes=dict(zip(instrument_keys, timeframes_raw, strict=True)),
+    version, *replies = pipe.execute()
+    held: dict[str, dict[str, Any]] = {}
+    timeframes: dict[str, list[bytes]] = {}
+    for part, (held_raw, timeframes_raw) in zip(shards.values(), replies, strict=False):
+        held.update((k, orjson.loads(raw)) for k, raw in zip(part, held_raw, strict=True) if raw)
+        timeframes.update(zip(part, timeframes_raw, strict=True))
+    numsub = replies[len(shards):]
+    return BatchReads(version=version or b"0", held=held, timeframes=timeframes,
                       listened=fanout.listeners(numsub[0]) if numsub else {})
