@@ -25,4 +25,4 @@ RUN DEBUG=true python manage.py collectstatic --noinput -v 0 \
     && python -c "from greeks.engine import warm_up; warm_up()" \
     && test -n "$(ls -A "$NUMBA_CACHE_DIR")"
 EXPOSE 8000 9100
-CMD ["uvicorn", "signal_project.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "signal_project.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws-per-message-deflate", "false"]

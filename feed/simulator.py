@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -153,13 +153,20 @@ class NiftySession:
                                            int(self.rng.integers(25, 1000)), 500_000)))
         return out
 
-    def ticks(self, rate: float) -> Iterator[tuple[str, dict]]:
-        """Endless ticks at ``rate`` per simulated second; time advances between rounds."""
+    def ticks(self, rate: float, clock: Callable[[], datetime] | None = None) -> Iterator[tuple[str, dict]]:
+        """Endless ticks at ``rate`` per simulated second; time advances between rounds.
+
+        With ``clock`` (live mode) the session follows that clock instead: each round is priced at the time it
+        starts, never at a time still to come (ticks stamped ahead of the wall clock hide the tick-to-output
+        latency)."""
         per_round = 2 + len(self.expiry_dates) * (1 + 2 * len(self.strikes))
         while True:
+            if clock is not None:
+                self.advance(max((clock() - self.now).total_seconds(), 0.0))
             batch = self.round_ticks()
             yield from batch
-            self.advance(max(per_round / rate, 0.001))
+            if clock is None:
+                self.advance(max(per_round / rate, 0.001))
 
 
 def encode(tick: dict) -> dict[str, str]:

@@ -35,8 +35,11 @@ INSTALLED_APPS = [
     "channels",
     "signals",
     "configs",
-
+    "dashboard",
 ]
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:index"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -182,6 +185,13 @@ SIGNAL_TIER_CLAIM = env_str("SIGNAL_TIER_CLAIM", "tier")
 # API answers of at least this many bytes are compressed (brotli or gzip, as the client accepts)
 SIGNAL_COMPRESS_MIN_BYTES = env_int("SIGNAL_COMPRESS_MIN_BYTES", 1024)
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
+# Per WebSocket connection: subscriptions, size of one inbound message, inbound messages per second (a bucket of
+# SIGNAL_WS_MESSAGE_BURST), and how long a frame may wait in a slow reader's send queue before it is closed (4008).
+SIGNAL_WS_MAX_SUBSCRIPTIONS = env_int("SIGNAL_WS_MAX_SUBSCRIPTIONS", 200)
+SIGNAL_WS_MAX_MESSAGE_BYTES = env_int("SIGNAL_WS_MAX_MESSAGE_BYTES", 16_384)
+SIGNAL_WS_MESSAGES_PER_S = env_float("SIGNAL_WS_MESSAGES_PER_S", 20.0)
+SIGNAL_WS_MESSAGE_BURST = env_int("SIGNAL_WS_MESSAGE_BURST", 100)
+SIGNAL_WS_SLOW_CLOSE_S = env_float("SIGNAL_WS_SLOW_CLOSE_S", 10.0)
 # Retry-After (seconds) of a 503 answered while Redis or PostgreSQL is unreachable
 SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 
@@ -231,6 +241,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
+        # One line per task at INFO ("succeeded in …", or the failure), not also "received": the demo wrote 20 MB/h.
+        "celery.worker.strategy": {"level": "WARNING"},
     },
 }
 

@@ -39,8 +39,10 @@ SIGNAL_BLOCK_MS = 50
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("TEST_CELERY_VISIBILITY_TIMEOUT", 6),
                                    "unacked_restore_interval": 1,
                                    "unacked_restore_throttle": 1, "socket_timeout": 10, "socket_connect_timeout": 5}
-# Tests serve no static files; WhiteNoise would only warn that STATIC_ROOT (made by collectstatic) is missing.
-MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]
+# Tests serve no static files (WhiteNoise would only warn that STATIC_ROOT, made by collectstatic, is missing),
+# except a web process a browser test drives (TEST_SERVE_STATIC=true: from the apps' folders, as with DEBUG).
+if not env_str("TEST_SERVE_STATIC", ""):
+    MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,8 +1,29 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.urls import Resolver404, include, path, re_path, resolve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from signals.monitoring import views
+from webapi.errors import handler404 as json_not_found
+
+API_CATCH_ALL = r"^api/"
+
+
+def api_not_found(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    """An unknown route under /api/ answers the JSON 404 even with DEBUG on (Django's debug page is HTML)."""
+    slashed = request.path + "/"
+    # APPEND_SLASH as CommonMiddleware would do it, had this catch-all not matched first
+    if settings.APPEND_SLASH and request.method in ("GET", "HEAD") and not request.path.endswith("/"):
+        try:
+            match = resolve(slashed)
+        except Resolver404:
+            match = None
+        if match is not None and match.route != API_CATCH_ALL:
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(slashed + (f"?{query}" if query else ""))
+    return json_not_found(request)
+
 
 urlpatterns = [
     path("health", views.health, name="health"),
@@ -16,6 +37,8 @@ urlpatterns = [
                                                       authentication_classes=[]), name="docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[],
                                                      authentication_classes=[]), name="redoc"),
+    re_path(API_CATCH_ALL, api_not_found),
+    path("", include("dashboard.urls")),
 ]
 
 handler400 = "webapi.errors.handler400"

@@ -17,6 +17,12 @@ from tests.support import WorkerProcess
 collect_ignore = [] if settings.REDIS_CLUSTER else ["test_cluster.py"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests last: Playwright's session keeps an event loop in the main thread until the run ends,
+    and the asyncio tests cannot start their own while it is there."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid)
+
+
 @pytest.fixture(autouse=True)
 def clean_redis() -> Iterator[None]:
     """Each test starts with empty test Redis databases and fresh per-process caches."""

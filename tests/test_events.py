@@ -20,6 +20,7 @@ from signals.delivery.events import (
     EventError,
     SignalEvent,
     check_event,
+    coalesce,
     signal_event,
 )
 from signals.delivery.subscriptions import CHANNELS
@@ -41,6 +42,7 @@ TOPICS = [  # one subscription per channel
     ("greeks", OPTION, {}),
     ("moneyness", SPOT, {"expiry_date": EXPIRY, "level": "ATM"}),
     ("indicators", SPOT, {"timeframe": "1m"}),
+    ("chain", SPOT, {"expiry_date": EXPIRY}),
 ]
 
 
@@ -66,10 +68,35 @@ def test_check_event_refuses_events_that_break_the_schema() -> None:
                      {"timeframe": "1m"}),
         signal_event("moneyness", SPOT, {"underlying": SPOT, "expiry_date": EXPIRY, "level": "ATM"},
                      good["timestamp"], {"expiry_date": EXPIRY, "level": "ATM"}),  # no atm_iv
+        _chain_event({"strike": 24000}),  # a row without a side
+        _chain_event({"strike": 24000, "call": {"strike": 24100}}),  # a side of another strike
+        _chain_event({"strike": 24000, "straddle": {"strike": 24000}}),
+        {**_chain_event({"strike": 24000, "put": {"strike": 24000}}), "params": {"expiry_date": EXPIRY, "x": 1}},
     ]
     for event in broken:
         with pytest.raises(EventError):
             check_event(event)
+
+
+def _chain_event(*rows: dict[str, Any]) -> SignalEvent:
+    data = {"underlying": SPOT, "expiry_date": EXPIRY, "spot": 24010.0, "timestamp": "2025-06-20T04:00:00+00:00",
+            "strikes": list(rows)}
+    return signal_event("chain", SPOT, data, data["timestamp"], {"expiry_date": EXPIRY})
+
+
+def test_a_chain_event_passes_and_coalescing_keeps_every_changed_side() -> None:
+    older = _chain_event({"strike": 24000, "call": {"strike": 24000, "iv": 0.1}},
+                         {"strike": 24050, "put": {"strike": 24050, "iv": 0.2}})
+    newer = _chain_event({"strike": 24000, "put": {"strike": 24000, "iv": 0.3}},
+                         {"strike": 24050, "put": {"strike": 24050, "iv": 0.25}})
+    check_event(older)
+    merged = coalesce(older, newer)
+    check_event(merged)
+    assert merged["data"]["strikes"] == [
+        {"strike": 24000, "call": {"strike": 24000, "iv": 0.1}, "put": {"strike": 24000, "iv": 0.3}},
+        {"strike": 24050, "put": {"strike": 24050, "iv": 0.25}}]
+    plain = signal_event("computed", SPOT, {"instrument_key": SPOT}, "2025-06-20T04:00:00+00:00")
+    assert coalesce(plain, {**plain, "timestamp": "2025-06-20T04:00:01+00:00"})["timestamp"].endswith("01+00:00")
 
 
 async def _subscribe(ws: WebsocketCommunicator, channel: str, key: str, params: dict[str, Any]) -> None:

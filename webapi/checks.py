@@ -46,9 +46,13 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
     if settings.DATABASES["default"].get("ENGINE") != "django.db.backends.postgresql":
         errors.append(Error("DATABASE_URL must point at PostgreSQL (postgres://...)", id="signals.E005"))
     for name in ("SIGNAL_BATCH_SIZE", "SIGNAL_OUTPUT_LIST_MAXLEN", "SIGNAL_OUTPUT_STREAM_MAXLEN",
-                 "SIGNAL_MAX_DELIVERIES", "SIGNAL_WS_MAX_CONNECTIONS_PER_USER"):
+                 "SIGNAL_MAX_DELIVERIES", "SIGNAL_WS_MAX_CONNECTIONS_PER_USER", "SIGNAL_WS_MAX_SUBSCRIPTIONS",
+                 "SIGNAL_WS_MAX_MESSAGE_BYTES", "SIGNAL_WS_MESSAGE_BURST"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1", id="signals.E006"))
+    for name in ("SIGNAL_WS_MESSAGES_PER_S", "SIGNAL_WS_SLOW_CLOSE_S"):
+        if not getattr(settings, name) > 0:
+            errors.append(Error(f"{name} must be a positive number of seconds or messages", id="signals.E006"))
     if not settings.SIGNAL_STREAM_PATTERNS:
         errors.append(Error("SIGNAL_STREAM_PATTERNS must name at least one stream or pattern", id="signals.E007"))
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)

@@ -3,19 +3,23 @@
 Protocol (docs/REFERENCE.md §6): ``{"type": "auth", "token"}`` (or ``?token=``), ``subscribe`` / ``unsubscribe`` with
 ``channel``, ``instrument_key`` and ``params``, ``snapshot`` for a fresh copy of the latest value, ``ping``.
 Data frames carry a per-subscription ``seq``; a gap means frames were lost (PubSub drops messages across a Redis
-reconnect) and the client should ask for a snapshot. Bad messages get an error frame; the socket stays open.
+reconnect) and the client should ask for a snapshot. A client reconnecting subscribes again with the last ``seq`` it
+saw: it gets a fresh snapshot carrying that ``seq`` and data frames continue from it. Bad messages get an error
+frame; the socket stays open. A JWT's ``exp`` is enforced on the open socket (4401 unless a fresh ``auth`` came
+in time); data frames go through a per-connection `SendQueue` (slow readers get coalesced frames, then 4008).
+``/ws/v2/dashboard/`` is the same protocol authenticated by the Django session (`DashboardConsumer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 import redis.asyncio as aredis
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -23,7 +27,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
-from signals.delivery.events import SignalEvent, data_frame, snapshot_frame
+from signals.delivery.events import SIGNAL_EVENT, SignalEvent, data_frame, snapshot_frame
+from signals.delivery.sender import MessageBucket, SendQueue
+from signals.delivery.session import session_user
 from signals.delivery.subscriptions import resolve
 from signals.monitoring import metrics
 from webapi.auth import PlatformUser, TokenError, decode_token
@@ -34,6 +40,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY = 4429
 AUTH_TIMEOUT_S = 10.0
 CONNECTION_TTL_S = 3600
+REDIS_POOL_SIZE, REDIS_POOL_WAIT_S = 50, 20.0
 _clients: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
 
 
@@ -45,7 +52,11 @@ def async_redis() -> aredis.Redis:
         if settings.REDIS_CLUSTER:
             client = RedisCluster.from_url(settings.REDIS_URL)
         else:
-            client = aredis.Redis.from_url(settings.REDIS_URL)
+            # A blocking pool: a burst of connecting sockets waits for one of its connections (the plain pool
+            # would refuse the 101st at once: MaxConnectionsError, seen with 1,000 clients connecting together).
+            pool = aredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=REDIS_POOL_SIZE,
+                                                          timeout=REDIS_POOL_WAIT_S)
+            client = aredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
@@ -55,8 +66,14 @@ class SignalConsumer(AsyncWebsocketConsumer):
         self.user: PlatformUser | None = None
         self.subscriptions: dict[str, dict[str, Any]] = {}  # group -> {subscription_key, channel, key, params, seq}
         self._auth_timer: asyncio.Task[None] | None = None
+        self._expiry_timer: asyncio.Task[None] | None = None
+        self.outbox = SendQueue(self._send_data, self._close_slow, settings.SIGNAL_WS_SLOW_CLOSE_S)
+        self.bucket = MessageBucket(settings.SIGNAL_WS_MESSAGES_PER_S, settings.SIGNAL_WS_MESSAGE_BURST)
         await self.accept()
         metrics.WS_CONNECTIONS.inc()
+        await self._first_authentication()
+
+    async def _first_authentication(self) -> None:
         token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
         if token:
             await self._authenticate(token)
@@ -65,17 +82,25 @@ class SignalConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CONNECTIONS.dec()
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-        for group in list(self.subscriptions):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.subscriptions.clear()
+        self.outbox.stop()
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        await self._leave_groups()
         if self.user is not None:
             await async_redis().zrem(keys.ws_connections(self.user.sub), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else (bytes_data or b"")
+        if len(raw) > settings.SIGNAL_WS_MAX_MESSAGE_BYTES:
+            await self._error("too_large", f"a message may have at most {settings.SIGNAL_WS_MAX_MESSAGE_BYTES} bytes")
+            return
+        if not self.bucket.take():
+            await self._error("rate_limited", f"at most {settings.SIGNAL_WS_MESSAGES_PER_S:g} messages per second "
+                              f"(bursts of {settings.SIGNAL_WS_MESSAGE_BURST}); this one was dropped")
+            return
         try:
-            message = parse_json(text_data if text_data is not None else (bytes_data or b""))
+            message = parse_json(raw)
         except LimitError as exc:
             # too large, too deep, NaN or NUL: the same limits as a REST body (webapi/limits.py)
             await self._error(exc.code if exc.code != "invalid" else "bad_message", str(exc))
@@ -98,6 +123,8 @@ class SignalConsumer(AsyncWebsocketConsumer):
             return
         try:
             await handler(message)
+        except OSError:
+            return  # the client went away while we answered (the server's ClientDisconnected): nothing to tell
         except Exception:
             # a bug must cost the client one answer, not the socket
             log.exception("websocket message failed", extra={"type": kind})
@@ -113,6 +140,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
             return
         if self.user is not None:
             self.user = user if user.sub == self.user.sub else self.user
+            self._watch_expiry()
             await self.send_json({"type": "authenticated", "user": self.user.sub})
             return
         if not await self._take_connection_slot(user.sub):
@@ -123,7 +151,21 @@ class SignalConsumer(AsyncWebsocketConsumer):
         self.user = user
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+        self._watch_expiry()
         await self.send_json({"type": "authenticated", "user": user.sub})
+
+    def _watch_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        exp = (self.user.claims.get("exp") if self.user is not None else None)
+        if isinstance(exp, int | float):
+            self._expiry_timer = asyncio.create_task(self._expire_token(float(exp)))
+
+    async def _expire_token(self, exp: float) -> None:
+        await asyncio.sleep(max(exp - time.time(), 0))
+        await self._error("token_expired", "the token expired; send {\"type\": \"auth\", \"token\"} with a fresh "
+                          "one before exp to keep the socket")
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _take_connection_slot(self, sub: str) -> bool:
         # Entries expire by score so a crashed web process cannot hold a user's slots for ever.
@@ -150,10 +192,21 @@ class SignalConsumer(AsyncWebsocketConsumer):
         except SubscriptionError as exc:
             await self._error(exc.code, str(exc))
             return
+        resume = message.get("seq", 0)
+        if not isinstance(resume, int) or isinstance(resume, bool) or resume < 0:
+            await self._error("bad_seq", "seq (the last seq seen, to resume) must be a non-negative integer")
+            return
         if group not in self.subscriptions:
+            if len(self.subscriptions) >= settings.SIGNAL_WS_MAX_SUBSCRIPTIONS:
+                await self._error("too_many_subscriptions",
+                                  f"at most {settings.SIGNAL_WS_MAX_SUBSCRIPTIONS} subscriptions per connection")
+                return
             await self.channel_layer.group_add(group, self.channel_name)
             self.subscriptions[group] = {"subscription_key": group, "channel": spec.name, "instrument_key": key,
-                                         "params": params, "seq": 0}
+                                         "params": params, "seq": resume}
+        elif "seq" in message:
+            self.outbox.drop(group)  # the snapshot below supersedes what was queued
+            self.subscriptions[group]["seq"] = resume
         await self.send_json({"type": "subscribed", "subscription_key": group, "channel": spec.name,
                               "instrument_key": key, "params": params})
         await self._send_snapshot(group)
@@ -179,6 +232,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_discard(group, self.channel_name)
         del self.subscriptions[group]
+        self.outbox.drop(group)
         await self.send_json({"type": "unsubscribed", "subscription_key": group})
 
     async def _snapshot(self, message: dict[str, Any]) -> None:
@@ -199,13 +253,32 @@ class SignalConsumer(AsyncWebsocketConsumer):
 
     # --- events from workers ----------------------------------------------------------------------------------
     async def signal_event(self, event: SignalEvent) -> None:
-        """A computed value for a group: forward it to the subscription with the next seq."""
+        """A computed value for a group: queue it for the subscription (sent with its next seq)."""
         for group, sub in self.subscriptions.items():
             # .get: an event from a worker of an earlier release may lack params
             if sub["channel"] == event["channel"] and sub["instrument_key"] == event["instrument_key"] \
                     and _params_match(sub["params"], event.get("params")):
-                sub["seq"] += 1
-                await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"]))
+                self.outbox.put(group, event)
+
+    async def _send_data(self, group: str, event: SignalEvent, count: int) -> None:
+        sub = self.subscriptions.get(group)
+        if sub is None:
+            return
+        sub["seq"] += 1
+        await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"], count - 1))
+
+    async def _leave_groups(self) -> None:
+        for group in list(self.subscriptions):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.subscriptions.clear()
+
+    async def _close_slow(self, code: int) -> None:
+        metrics.WS_SLOW_CLOSES.inc()
+        log.warning("websocket closed: the client reads too slowly", extra={"channel_name": self.channel_name})
+        # Out of every group first: the close frame waits behind what the client has not read yet (the server's
+        # send buffer is bounded), and nothing more is queued for it meanwhile.
+        await self._leave_groups()
+        await self.close(code=code)
 
     # --- helpers ----------------------------------------------------------------------------------------------
     async def _expire_unauthenticated(self) -> None:
@@ -217,7 +290,32 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "message": message[:MAX_MESSAGE_CHARS]})
 
     async def send_json(self, content: Mapping[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))
+        await self.send(text_data=orjson.dumps(content).decode())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] == SIGNAL_EVENT:
+            # Channels closes stale database connections before every handler, through a thread: for the events
+            # (no database) that hop cost a fifth of the web process's CPU at 1,000 clients (bench/websocket.py).
+            await self.signal_event(message)  # type: ignore[arg-type]
+            return
+        await super().dispatch(message)
+
+
+class DashboardConsumer(SignalConsumer):
+    """The dashboard's socket: authenticated by the Django session of a same-origin page (staff or the
+    ``dashboard`` group), not by a JWT; it has no token to expire."""
+
+    async def _first_authentication(self) -> None:
+        user = await session_user(self.scope)
+        if user is None:
+            await self._error("unauthorized", "log in to the dashboard first")
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        await self.send_json({"type": "authenticated", "user": user.sub})
+
+    async def _authenticate(self, token: str) -> None:
+        await self._error("unauthorized", "the dashboard socket is authenticated by the session, not by tokens")
 
 
 def _params_match(subscribed: dict[str, Any], sent: Any) -> bool:

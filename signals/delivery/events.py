@@ -21,6 +21,7 @@ CHANNEL_PARAMS: dict[str, frozenset[str]] = {
     "greeks": frozenset(),
     "indicators": frozenset({"timeframe"}),
     "moneyness": frozenset({"expiry_date", "level"}),
+    "chain": frozenset({"expiry_date"}),
 }
 
 
@@ -43,6 +44,16 @@ class DataFrame(TypedDict):
     seq: int  # per subscription; a gap means frames were lost
 
 
+class ChainData(TypedDict):
+    """The ``chain`` channel's data: a batch's changed strikes of one underlying and expiry (a snapshot: all)."""
+
+    underlying: str
+    expiry_date: str
+    spot: float | None  # the underlying price the newest option was priced with
+    timestamp: str | None
+    strikes: list[dict[str, Any]]  # {strike, call?, put?}: only the sides that changed (both in a snapshot)
+
+
 class SnapshotFrame(TypedDict):
     type: Literal["snapshot"]
     subscription_key: str
@@ -58,9 +69,28 @@ def signal_event(channel: str, instrument_key: str, data: Any, timestamp: str,
             "params": {} if params is None else params, "data": data, "timestamp": timestamp}
 
 
-def data_frame(subscription_key: str, channel: str, instrument_key: str, event: SignalEvent, seq: int) -> DataFrame:
-    return {"type": "data", "subscription_key": subscription_key, "channel": channel,
-            "instrument_key": instrument_key, "data": event["data"], "timestamp": event["timestamp"], "seq": seq}
+def data_frame(subscription_key: str, channel: str, instrument_key: str, event: SignalEvent, seq: int,
+               coalesced: int = 0) -> DataFrame:
+    """``coalesced``: how many older events of this subscription the frame replaces (a slow reader's queue keeps
+    the latest per topic); the key is only present when some were."""
+    frame: DataFrame = {"type": "data", "subscription_key": subscription_key, "channel": channel,
+                        "instrument_key": instrument_key, "data": event["data"], "timestamp": event["timestamp"],
+                        "seq": seq}
+    if coalesced:
+        frame["coalesced"] = coalesced  # type: ignore[typeddict-unknown-key]
+    return frame
+
+
+def coalesce(older: SignalEvent, newer: SignalEvent) -> SignalEvent:
+    """One event standing for two of the same topic: the newer value, except that a ``chain`` event keeps the
+    older event's strikes (and sides) the newer one did not change."""
+    if newer["channel"] != "chain":
+        return newer
+    rows = {row["strike"]: dict(row) for row in older["data"]["strikes"]}
+    for row in newer["data"]["strikes"]:
+        rows[row["strike"]] = {**rows.get(row["strike"], {}), **row}
+    data = {**newer["data"], "strikes": [rows[strike] for strike in sorted(rows)]}
+    return {**newer, "data": data}
 
 
 def snapshot_frame(subscription_key: str, channel: str, instrument_key: str, data: Any, seq: int) -> SnapshotFrame:
@@ -102,8 +132,27 @@ def _check_data(channel: str, instrument_key: str, params: dict[str, Any], data:
         topic = {"underlying": instrument_key, "expiry_date": params["expiry_date"], "level": params["level"]}
         if "atm_iv" not in data:
             raise EventError("moneyness data must carry atm_iv")
+    elif channel == "chain":
+        topic = {"underlying": instrument_key, "expiry_date": params["expiry_date"]}
+        _check_chain_rows(data)
     else:
         topic = {"instrument_key": instrument_key, **params}
     wrong = {name: data.get(name) for name, value in topic.items() if data.get(name) != value}
     if wrong:
         raise EventError(f"{channel} data is not the topic's {topic}: {wrong}")
+
+
+def _check_chain_rows(data: dict[str, Any]) -> None:
+    odd = ChainData.__required_keys__ ^ set(data)
+    if odd:
+        raise EventError(f"chain data fields {sorted(odd)} missing or unexpected")
+    rows = data["strikes"]
+    if not isinstance(rows, list) or not rows:
+        raise EventError("chain data must carry at least one strike")
+    for row in rows:
+        sides = set(row) - {"strike"}
+        if "strike" not in row or not sides or sides - {"call", "put"}:
+            raise EventError(f"a chain row is {{strike, call?, put?}} with at least one side, got {sorted(row)}")
+        for side in sides:
+            if row[side]["strike"] != row["strike"]:
+                raise EventError(f"the {side} of strike {row['strike']} is priced at {row[side]['strike']}")

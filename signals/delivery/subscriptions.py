@@ -6,10 +6,11 @@ from typing import Any
 
 from feed import keys
 from signals.delivery.channels import COMPUTED, ChannelSpec, SubscriptionError
+from signals.delivery.ws_chain import CHAIN
 from signals.delivery.ws_greeks import GREEKS, MONEYNESS
 from signals.delivery.ws_indicators import INDICATORS
 
-CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (COMPUTED, GREEKS, MONEYNESS, INDICATORS)}
+CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (COMPUTED, GREEKS, MONEYNESS, INDICATORS, CHAIN)}
 
 
 def resolve(channel: Any, instrument_key: Any, params: Any) -> tuple[ChannelSpec, str, dict[str, Any], str]:

@@ -37,7 +37,7 @@ def _option_key(text: str) -> str:
     return inst.key
 
 
-def _underlying_key(text: str) -> str:
+def underlying_instrument(text: str) -> str:
     inst = parse_instrument_key(text)
     if inst.product not in ("index", "equities"):
         raise InstrumentKeyError(f"{inst.key} is not an underlying (index or equity)")
@@ -94,4 +94,4 @@ async def _moneyness_snapshot(client: aredis.Redis, instrument_key: str, params:
 
 
 GREEKS = ChannelSpec("greeks", _greeks_snapshot, _greeks_params, _option_key)
-MONEYNESS = ChannelSpec("moneyness", _moneyness_snapshot, moneyness_params, _underlying_key)
+MONEYNESS = ChannelSpec("moneyness", _moneyness_snapshot, moneyness_params, underlying_instrument)

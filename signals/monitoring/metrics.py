@@ -28,6 +28,8 @@ TICK_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WS_CONNECTIONS = Gauge("signal_websocket_connections", "Open WebSocket connections", multiprocess_mode="livesum")
+WS_SLOW_CLOSES = Counter("signal_websocket_slow_closes_total", "WebSocket connections closed (4008) for reading too "
+                         "slowly even for coalesced frames")
 BEAT_ACTIVE = Gauge("signal_beat_active", "1 while this celery-beat holds the single-beat lock and sends tasks",
                     multiprocess_mode="liveall")
 BEAT_LOCK_LOST = Counter("signal_beat_lock_lost_total", "Times an active celery-beat failed to renew its lock")

@@ -50,10 +50,14 @@ def ready(request: HttpRequest) -> JsonResponse:
 _stream_collector = StreamMetricsCollector()
 
 
+def exposition() -> bytes:
+    """What `/metrics` answers (the dashboard's health panel reads the same figures)."""
+    return generate_latest(metrics_registry()) + generate_latest(_StreamRegistry())
+
+
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    body = generate_latest(metrics_registry()) + generate_latest(_StreamRegistry())
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 class _StreamRegistry(CollectorRegistry):

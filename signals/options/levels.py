@@ -30,16 +30,20 @@ def parse_level(text: str) -> str:
 
 def _option_view(snapshot: ChainSnapshot, right: str, strike: float) -> dict[str, Any]:
     key = (snapshot.calls if right == "call" else snapshot.puts).get(strike)
-    entry = snapshot.entries.get(key) if key else None
+    return option_view(key, strike, snapshot.entries.get(key) if key else None)
+
+
+def option_view(key: str | None, strike: float, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """One side of a chain row: the option's latest Greeks entry as the option chain (REST and WebSocket) shows it."""
     view: dict[str, Any] = {"instrument_key": key, "strike": strike_number(strike)}
     if entry is None:
         view.update({name: None for name in GREEK_NAMES})
-        view.update({"option_price": None, "underlying_price": None, "sigma_source": None,
+        view.update({"option_price": None, "underlying_price": None, "sigma_source": None, "oi": None,
                      "status": "no_greeks" if key else "not_listed", "timestamp": None})
         return view
     view.update(entry.get("greeks") or {name: None for name in GREEK_NAMES})
     view.update({"option_price": entry.get("option_price"), "underlying_price": entry.get("underlying_price"),
-                 "sigma_source": entry.get("sigma_source"), "status": entry.get("status"),
+                 "sigma_source": entry.get("sigma_source"), "oi": entry.get("oi"), "status": entry.get("status"),
                  "stale_underlying": entry.get("stale_underlying", False), "timestamp": entry.get("timestamp")})
     return view
 

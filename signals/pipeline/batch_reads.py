@@ -15,6 +15,7 @@ import redis
 
 from feed import keys, redis_client
 from signals.delivery import fanout
+from signals.delivery.ws_chain import chain_groups
 
 WS_TOPICS = ("computed", "greeks")  # per-instrument WebSocket channels whose listeners are read up front
 _READ_LUA = redis_client.lua_source(__file__, "read_batch.lua")
@@ -36,6 +37,7 @@ class BatchReads:
 
 def read_batch(client: redis.Redis, instrument_keys: list[str]) -> BatchReads:
     topics = [fanout.group_channel(keys.topic_group(channel, k)) for k in instrument_keys for channel in WS_TOPICS]
+    topics += [fanout.group_channel(group) for group in chain_groups(instrument_keys)]
     shards: dict[str, list[str]] = {}  # a batch is one underlying; on a cluster a script reads one shard
     for key in instrument_keys:
         shards.setdefault(keys.shard(key), []).append(key)

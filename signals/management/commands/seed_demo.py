@@ -25,6 +25,17 @@ DEMO_CONFIGS: list[dict[str, Any]] = [
         "moneyness": {"underlying": "NSE@NIFTY@index", "levels": ["ATM", "ITM1", "OTM1", "D25"]},
         "output": ALL_OUTPUTS, "enabled": True,
     },
+    {
+        # Indicators of the spot on one-minute bars, so `realtime/indicators` and the dashboard's chart have data.
+        "name": "nifty-indicators", "version": "1.0", "instrument_key": "NSE@NIFTY@index", "interval": "1m",
+        "frequency": "every_tick",
+        "technical_indicators": [
+            {"name": "ema", "parameters": {"length": 20}, "output_key": "ema_20"},
+            {"name": "sma", "parameters": {"length": 50}, "output_key": "sma_50"},
+            {"name": "rsi", "parameters": {"length": 14}, "output_key": "rsi_14"},
+        ],
+        "output": ALL_OUTPUTS, "enabled": True,
+    },
 ]
 
 

@@ -31,6 +31,7 @@ from feed.latest import HistoryWindow
 from greeks import DEFAULT_MODEL, GREEK_NAMES
 from signals.delivery import fanout
 from signals.delivery.events import signal_event
+from signals.delivery.ws_chain import chain_events
 from signals.options.pricing import Priced, expiry_timestamp, price_quotes, underlying_for
 from signals.pipeline.computations.results import result
 from signals.pipeline.context import BatchContext
@@ -64,6 +65,7 @@ def cache_entry(tick: dict[str, Any], fields: dict[str, dict[str, Any]], main_fi
         "underlying_key": underlying_key,
         "underlying_price": main["underlying_price"],
         "option_price": main["option_price"],
+        "oi": tick.get("oi"),
         "model_price": main["price"],
         "sigma": main["sigma"],
         "sigma_source": main["sigma_source"],
@@ -151,6 +153,9 @@ def _deliver(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[Optio
         held = newest.get(key)
         if held is None or tick["ts"] >= held[0]:
             newest[key] = (tick["ts"], entry)
+    if websocket:
+        ctx.outbox.events.extend(chain_events([(inst, entry) for (_, inst), entry in zip(options, entries, strict=True)],
+                                              ctx.outbox.listened))
     ttl = int(output.get("cache_ttl_seconds", 300))
     for key, (ts, entry) in newest.items():
         latest_ts = ctx.held_ts.get(key)
