@@ -13,6 +13,7 @@ from kombu import Queue
 
 from feed import keys
 from signal_project.env import env_bool, env_float, env_int, env_list, env_map, env_str, session_minutes
+from signal_project.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -226,25 +227,7 @@ SIGNAL_HEARTBEAT_MAX_AGE_S = env_float("SIGNAL_HEARTBEAT_MAX_AGE_S", 60.0)
 
 # --- Logging: one JSON object per line on stdout, for every process -----------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        }
-    },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "celery": {"level": LOG_LEVEL},
-        # One line per task at INFO ("succeeded in …", or the failure), not also "received": the demo wrote 20 MB/h.
-        "celery.worker.strategy": {"level": "WARNING"},
-    },
-}
+LOGGING = logging_config(LOG_LEVEL)
 
 # --- Configs ------------------------------------------------------------------------------------------------
 # Config stream (SIGNAL_CONFIG_STREAM above): consumer group, dead letters, reclaim of dead consumers' entries.
