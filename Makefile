@@ -94,6 +94,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/greeks_pipeline.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python -m bench.websocket
 
 # The fault suite (docs/RELIABILITY.md): its own Redis and PostgreSQL on free ports, the Procfile's processes, a few
