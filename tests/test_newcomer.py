@@ -50,6 +50,15 @@ def test_unknown_api_routes_are_json_even_with_debug_on() -> None:
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
+def test_unknown_api_routes_answer_writes_with_json_not_a_csrf_page() -> None:
+    client = Client(enforce_csrf_checks=True)  # as a browser or API client meets it (the test client skips CSRF)
+    for method, path in (("delete", "/api/v2/signals/backtests/null,null/"), ("post", "/api/v2/nothing"),
+                         ("put", "/api/v2/signals/configs/not-a-number/")):
+        response = getattr(client, method)(path, data="{}", content_type="application/json",
+                                           HTTP_AUTHORIZATION="Bearer x")
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", (method, path)
+
+
 @override_settings(DEBUG=True)
 def test_a_known_api_route_without_its_slash_still_redirects() -> None:
     response = Client().get("/api/docs?x=1")
