@@ -37,18 +37,23 @@ class Count:
 class Config:
     id: int
     pattern: str
+    per_tick: bool = True  # one record per matching tick; else one per batch (technical indicators)
 
 
 def every_tick_configs(db_url: str) -> list[Config]:
-    """The enabled configs that write one record per matching tick (the demo's: price, chain Greeks)."""
+    """The enabled every-tick configs (the demo's: price, chain Greeks, indicators). One with technical indicators
+    writes one record per batch, on its newest tick: how many depends on the batching, so its records are not
+    expected one by one, but they take room in the capped output lists."""
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT id, instrument_key FROM configs_signalconfig WHERE enabled AND "
-                            "frequency = 'every_tick' ORDER BY id").fetchall()
-    return [Config(int(i), pattern) for i, pattern in rows]
+        rows = conn.execute("SELECT id, instrument_key, jsonb_array_length(COALESCE(config->'technical_indicators', "
+                            "'[]'::jsonb)) = 0 FROM configs_signalconfig WHERE enabled AND frequency = 'every_tick' "
+                            "ORDER BY id").fetchall()
+    return [Config(int(i), pattern, bool(per_tick)) for i, pattern, per_tick in rows]
 
 
 def expected_records(ticks: list[SentTick], configs: list[Config]) -> set[tuple[int, str, int]]:
-    return {(c.id, t.instrument_key, t.ts_ms) for t in ticks for c in configs if key_matches(c.pattern, t.instrument_key)}
+    return {(c.id, t.instrument_key, t.ts_ms) for t in ticks for c in configs
+            if c.per_tick and key_matches(c.pattern, t.instrument_key)}
 
 
 def record_identity(record: dict[str, Any]) -> Any:
@@ -106,7 +111,8 @@ def stored_count(db_url: str, ticks: list[SentTick]) -> int:
 
 def newest_in_list(ticks: list[SentTick], configs: list[Config], cap: int) -> set[tuple[int, str, int]]:
     """The records an output list capped at ``cap`` must still hold: those of each instrument's newest ticks, as
-    many as fit when every tick adds one record per matching config."""
+    many as fit when every tick adds one record per matching config (a per-batch config counted as one per tick,
+    its most)."""
     per_key: dict[str, list[int]] = {}
     for t in ticks:
         per_key.setdefault(t.instrument_key, []).append(t.ts_ms)
@@ -138,7 +144,7 @@ def count_latest(client: redis.Redis, ticks: list[SentTick], configs: list[Confi
         newest[t.instrument_key] = max(newest.get(t.instrument_key, 0), t.ts_ms)
     wanted = [(keys.latest_tick(key), None, ms) for key, ms in newest.items()]
     wanted += [(keys.latest_result("computed", key, str(c.id)), c.id, ms) for key, ms in newest.items()
-               for c in configs if key_matches(c.pattern, key)]
+               for c in configs if c.per_tick and key_matches(c.pattern, key)]
     pipe = client.pipeline(transaction=False)
     for redis_key, config_id, _ in wanted:
         if config_id is None:
