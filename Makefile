@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEV_ENV := DEBUG=$${DEBUG:-true}
 RUN_ENV := $(DEV_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.run/prometheus
 
-.PHONY: run install services migrate test test-timescale test-cluster lint check bench fuzz faults clean deploy-render deploy-check
+.PHONY: run install services migrate test test-timescale test-cluster test-rabbitmq lint check bench fuzz faults clean deploy-render deploy-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -39,6 +39,7 @@ run: migrate
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-cluster
+	$(MAKE) --no-print-directory test-rabbitmq
 
 # The storage, bars, history, rollup, Greeks-history, import and pipeline tests again, on TimescaleDB: a PostgreSQL
 # cluster of its own with the extension preloaded, installed and started by TIMESCALEDB_INSTALL (the install script
@@ -67,6 +68,13 @@ test-cluster: install
 		url=$$($(BIN)/python -m faults.redis_cluster start "$$dir" | sed -n 's/^REDIS_URL=//p'); \
 		test -n "$$url" || { echo "no Redis Cluster started"; exit 1; }; echo "Redis Cluster at $$url"; \
 		REDIS_CLUSTER=true TEST_REDIS_URL=$$url $(BIN)/python -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
+
+# The turn-order tests again with RabbitMQ as the Celery broker (a batch sent to the back of its queue goes
+# through the broker; the end-to-end RabbitMQ tests are in tests/test_rabbitmq.py).
+RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672//
+RABBITMQ_TESTS := tests/test_turns.py
+test-rabbitmq: install
+	TEST_CELERY_BROKER_URL=$(RABBITMQ_URL) $(BIN)/python -m pytest $(RABBITMQ_TESTS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,10 +26,12 @@ from signals.schedule.timed import run_schedule
 
 # No retry through the broker (it may be the Redis that is down): the batch retries in-process, and its stream
 # entries stay pending until it is done (signals/pipeline/attempts.py).
-@shared_task(name=PROCESS_TICKS_TASK, serializer=TICKS_SERIALIZER)
-def process_ticks(ticks: list[dict[str, Any]], ticket: int | None = None) -> dict[str, int]:
+@shared_task(name=PROCESS_TICKS_TASK, serializer=TICKS_SERIALIZER, bind=True)
+def process_ticks(self: Any, ticks: list[dict[str, Any]], ticket: int | None = None,
+                  first_delivered: float | None = None) -> dict[str, int]:
     """Process one underlying's normalised ticks from one bridge read, in its turn (idempotent on re-delivery)."""
-    report = process_until_done(ticks, ticket)
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    report = process_until_done(ticks, ticket, queue, first_delivered)
     return {"ticks": report.ticks, "stored": report.stored, "records": report.records}
 
 

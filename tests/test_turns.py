@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from feed import keys
-from signals.ingest import turns
+from signals.ingest import codec, turns
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import create_config, fields, price_config, tick
 from tests.support import wait_for, waiting_on_locks, worker_database_url
@@ -26,14 +26,15 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
     first, second = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])
     (other,) = turns.take_tickets(r, ["NSE@BANKNIFTY"])
     assert (first, second, other) == (1, 2, 1)
-    assert turns.wait_turn(r, "NSE@NIFTY", first, 1, 1)
-    assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 1, 1)  # other underlyings do not wait
+    assert turns.wait_turn(r, "NSE@NIFTY", first, 1, 1) == turns.TURN
+    assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 1, 1) == turns.TURN  # other underlyings do not wait
     turns.hold_turn(r, "NSE@NIFTY", first, ttl_s=5)
     started = time.monotonic()
-    assert not turns.wait_turn(r, "NSE@NIFTY", second, 0.3, 0.05)  # the first runs: waited the whole wait
+    # the first runs: waited the whole wait, and never sent to the back of its queue
+    assert turns.wait_turn(r, "NSE@NIFTY", second, 0.3, 0.05, queued=lambda: True) == turns.LATE
     assert time.monotonic() - started >= 0.3
     turns.finish_turn(r, "NSE@NIFTY", first)
-    assert turns.wait_turn(r, "NSE@NIFTY", second, 1, 1)
+    assert turns.wait_turn(r, "NSE@NIFTY", second, 1, 1) == turns.TURN
     turns.finish_turn(r, "NSE@NIFTY", second)
     turns.finish_turn(r, "NSE@NIFTY", first)  # a late finish never moves the mark back
     assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
@@ -42,8 +43,44 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
 def test_a_ticket_nobody_holds_holds_the_next_only_for_the_grace(r: Any) -> None:
     lost, waiting = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])  # the first one's worker died before it ran
     started = time.monotonic()
-    assert not turns.wait_turn(r, "NSE@NIFTY", waiting, 30, 0.2)
+    assert turns.wait_turn(r, "NSE@NIFTY", waiting, 30, 0.2) == turns.LATE
     assert time.monotonic() - started < 5
+    # while a task waits in its queue, the batch goes to the back of it instead (the lost one may be that task)
+    asked = []
+    assert turns.wait_turn(r, "NSE@NIFTY", waiting, 30, 5, queued=lambda: asked.append(1) or len(asked) > 2) \
+        == turns.DEFER
+    assert len(asked) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_of_two_bridges_queued_out_of_ticket_order_run_in_ticket_order(r: Any, start_worker: Any) -> None:
+    """Bridge A takes its ticket first but publishes after bridge B: the one worker of the queue gets B's batch
+    first, sends it to the back of the queue, and runs A's before it."""
+    create_config(price_config("every-tick"))
+    routes = {"NSE@NIFTY": "turns-test"}
+    held: list[tuple] = []
+    first = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes=routes), consumer="a",
+                         queue_lengths=lambda queues: [0] * len(queues), send_task=lambda *a: held.append(a))
+    second = StreamBridge(r, first.config, consumer="b", queue_lengths=lambda queues: [0] * len(queues))
+    start_worker("turns-test")
+    r.xadd(STREAM, fields(tick(SPOT, 24030, at=30)))
+    for bridge in (first, second):
+        bridge.discover()
+    second.handle(second.read())
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
+
+    r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
+    assert first.handle(first.read()) == 1  # ticket taken, not yet published
+    r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))
+    assert second.handle(second.read()) == 1  # the next ticket, published at once
+    time.sleep(0.3)  # the worker holds the later batch, waiting for the earlier one
+    codec.celery_send(*held[0])
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)
+
+    records = {rec["timestamp"][11:19]: rec["computations"][0]["results"]
+               for rec in map(json.loads, r.lrange(keys.output_list(SPOT), 0, -1))}
+    assert records["04:01:01"]["previous_ltp"] == 24030
+    assert records["04:01:02"]["previous_ltp"] == 24061  # against the tick before it, not the one before that
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,12 +9,18 @@ with a short ttl its lease renews), so the next batch waits as long as the runni
 ``SIGNAL_TURN_WAIT_S``), but only ``SIGNAL_TURN_GRACE_S`` for a ticket nobody holds: one whose worker died, whose
 task was lost, or which its bridge never sent. Such a batch's entries are sent again later with a new ticket, and
 their previous ticks then come from the stored ticks (`signals.pipeline.batch.previous_ticks`).
+
+Two bridges take tickets and publish independently, so a queue can hold ticket 6 ahead of ticket 5; its one worker
+would wait the grace for a ticket that sits behind it in the same queue. A batch whose earlier ticket nobody holds,
+while a task waits in its queue, therefore goes back to the end of the queue (`DEFER`) instead of waiting; the
+grace then counts from its first delivery.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -23,6 +29,9 @@ from feed import keys, redis_client
 log = logging.getLogger(__name__)
 _FINISH_LUA = redis_client.lua_source(__file__, "finish_turn.lua")
 IDLE_TTL_S = 7 * 24 * 3600  # an underlying idle this long starts its tickets again
+DEFER_AFTER_S = 0.02  # an earlier ticket unheld this long may be queued behind us (a sending bridge takes ~1 ms)
+
+TURN, LATE, DEFER = "turn", "late", "defer"  # what `wait_turn` found: run now, run out of turn, send to the back
 
 
 def take_tickets(client: redis.Redis, symbol_keys: list[str]) -> list[int]:
@@ -34,10 +43,13 @@ def take_tickets(client: redis.Redis, symbol_keys: list[str]) -> list[int]:
     return [int(n) for n in pipe.execute()[::2]]
 
 
-def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float) -> bool:
-    """Block until every ticket of the underlying before ``ticket`` is done; False when it gave up waiting: after
-    ``wait_s`` in all, or ``grace_s`` during which no earlier ticket held the turn."""
-    started = unheld_since = time.monotonic()
+def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float,
+              queued: Callable[[], bool] | None = None) -> str:
+    """Block until every ticket of the underlying before ``ticket`` is done (`TURN`). `LATE` when it gave up
+    waiting: after ``wait_s`` in all, or ``grace_s`` during which no earlier ticket held the turn. `DEFER` when no
+    earlier ticket has held the turn for `DEFER_AFTER_S` while ``queued()`` says a task waits in the batch's queue
+    (the earlier ticket may be that task)."""
+    started = unheld_since = asked = time.monotonic()
     pause = 0.001
     while True:
         pipe = client.pipeline(transaction=False)
@@ -45,14 +57,18 @@ def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, 
         pipe.get(keys.batch_holder(symbol_key))
         done, holder = (int(value or 0) for value in pipe.execute())
         if done >= ticket - 1:
-            return True
+            return TURN
         now = time.monotonic()
         if done < holder < ticket:  # an earlier batch is running
             unheld_since = now
         if now - unheld_since >= grace_s or now - started >= wait_s:
             log.warning("batch runs without its turn: an earlier one never finished",
                         extra={"underlying": symbol_key, "ticket": ticket, "done": done, "holder": holder})
-            return False
+            return LATE
+        if queued is not None and now - unheld_since >= DEFER_AFTER_S and now - asked >= DEFER_AFTER_S:
+            asked = now
+            if queued():
+                return DEFER
         time.sleep(pause)
         pause = min(pause * 2, 0.005)  # a waiting batch starts within 5 ms of its turn
 

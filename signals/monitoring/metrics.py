@@ -13,6 +13,8 @@ TICKS_DEAD_LETTERED = Counter("signal_ticks_dead_lettered_total", "Entries sent 
 TICKS_SKIPPED = Counter("signal_ticks_skipped_total", "Entries skipped because state=P")
 TASKS_SENT = Counter("signal_bridge_tasks_sent_total", "Tick batch tasks sent to Celery", ["queue"])
 ENTRIES_RECLAIMED = Counter("signal_bridge_reclaimed_total", "Pending entries reclaimed from dead consumers")
+BATCHES_DEFERRED = Counter("signal_batches_deferred_total", "Tick batches sent to the back of their queue to let an "
+                           "earlier batch of their underlying run first")
 TICKS_PROCESSED = Counter("signal_ticks_processed_total", "Ticks processed by workers")
 BATCH_SECONDS = Histogram(
     "signal_batch_processing_seconds", "Time to process one tick batch in a worker",

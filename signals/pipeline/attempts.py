@@ -21,8 +21,9 @@ from django.db import InterfaceError, OperationalError, connection
 from redis.exceptions import NoScriptError
 
 from feed.redis_client import get_redis
-from signals.ingest import turns
+from signals.ingest import codec, turns
 from signals.ingest.entries import EntryLease
+from signals.monitoring import broker, metrics
 from signals.pipeline.batch import BatchReport, process_batch
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,25 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, red
                     redis.exceptions.BusyLoadingError)
 
 
-def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -> BatchReport:
+def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None, queue: str | None = None,
+                       first_delivered: float | None = None) -> BatchReport:
     """`process_batch` the ticks in their underlying's turn (with a bridge's ``ticket``: `signals.ingest.turns`),
-    retrying through outages within the budget; raises what is left."""
+    retrying through outages within the budget; raises what is left. A batch out of turn whose earlier ticket may
+    wait behind it in ``queue`` is sent to the back of it (an empty report); ``first_delivered`` (epoch seconds)
+    is when such a batch was first delivered, from which its grace counts."""
     client = get_redis()
     every_s = settings.SIGNAL_RECLAIM_IDLE_MS / 3000
     symbol_key = ticks[0]["symbol_key"] if ticks and ticket is not None else None
     if symbol_key is None:
         with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s):
             return _attempts(ticks)
+    first_delivered = time.time() if first_delivered is None else first_delivered
     turn = Turn(client, symbol_key, ticket, 3 * every_s)
     with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s, also=turn.renew):
         try:
-            turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S),
-                            float(settings.SIGNAL_TURN_GRACE_S))
+            found = _wait_turn(client, symbol_key, ticket, queue, first_delivered)
+            if found == turns.DEFER and _send_back(ticks, queue, ticket, first_delivered):
+                return BatchReport(ticks=0, stored=0, records=0)
             turn.take()
         except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
             log.warning("could not wait for a batch's turn", exc_info=True)
@@ -54,6 +60,24 @@ def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None) -
             return _attempts(ticks)
         finally:
             _finish(client, symbol_key, ticket)
+
+
+def _wait_turn(client: redis.Redis, symbol_key: str, ticket: int, queue: str | None, first_delivered: float) -> str:
+    waited = time.time() - first_delivered
+    queued = (lambda: broker.queue_lengths([queue])[0] > 0) if queue else None
+    return turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S) - waited,
+                           float(settings.SIGNAL_TURN_GRACE_S) - waited, queued)
+
+
+def _send_back(ticks: list[dict[str, Any]], queue: str | None, ticket: int, first_delivered: float) -> bool:
+    """Send the batch to the back of its queue; False if the broker refused it (the batch then runs now)."""
+    try:
+        codec.celery_send(ticks, queue, ticket, first_delivered=first_delivered)
+    except Exception:
+        log.warning("could not send a batch to the back of its queue; it runs out of turn", exc_info=True)
+        return False
+    metrics.BATCHES_DEFERRED.inc()
+    return True
 
 
 class Turn:
