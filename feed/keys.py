@@ -76,6 +76,16 @@ def tick_streams() -> str:
     return "signal:tick_streams"
 
 
+def stream_owner(stream: str) -> str:
+    """The consumer name of the bridge that reads new entries of a tick stream, with a ttl it renews (its lease)."""
+    return f"signal:bridge:owner:{stream}"
+
+
+def live_bridges() -> str:
+    """Sorted set of the bridges' consumer names, scored by when their lease ends (epoch seconds)."""
+    return "signal:bridge:live"
+
+
 def configs_version() -> str:
     """Counter moved by every config change: workers reload the enabled configs when it moves."""
     return "signal:configs:version"

@@ -154,6 +154,10 @@ SIGNAL_TASK_RETRY_BUDGET_S = env_float("SIGNAL_TASK_RETRY_BUDGET_S", 60.0)
 # earlier one running for up to SIGNAL_TURN_WAIT_S, and SIGNAL_TURN_GRACE_S for one nobody runs (its worker died).
 SIGNAL_TURN_WAIT_S = env_float("SIGNAL_TURN_WAIT_S", 120.0)
 SIGNAL_TURN_GRACE_S = env_float("SIGNAL_TURN_GRACE_S", 2.0)
+# Each tick stream is read by one bridge at a time, which holds a lease on it for SIGNAL_BRIDGE_LEASE_S (renewed
+# every third of it); the streams are shared out among the live bridges (signals/ingest/stream_leases.py). 0: every
+# bridge reads every stream.
+SIGNAL_BRIDGE_LEASE_S = env_float("SIGNAL_BRIDGE_LEASE_S", 3.0)
 SIGNAL_DEFAULT_QUEUE = env_str("SIGNAL_DEFAULT_QUEUE", "signals")
 # Underlying (EXCHANGE@SYMBOL) -> Celery queue, e.g. "NSE@NIFTY=nifty,NSE@BANKNIFTY=banknifty".
 SIGNAL_QUEUE_ROUTES = env_map("SIGNAL_QUEUE_ROUTES", {})

@@ -8,7 +8,15 @@ import os
 os.environ.setdefault("SIGNAL_JWT_SECRET", "test-jwt-secret-0123456789abcdef-xyz")
 
 from signal_project.settings import *  # noqa: E402,F403
-from signal_project.settings import CHANNEL_LAYERS, DATABASES, MIDDLEWARE, env_int, env_str, quorum_queues  # noqa: E402
+from signal_project.settings import (  # noqa: E402
+    CHANNEL_LAYERS,
+    DATABASES,
+    MIDDLEWARE,
+    env_float,
+    env_int,
+    env_str,
+    quorum_queues,
+)
 
 # SIGNAL_TEST_SLOT (0-5) gives concurrent test runs on one machine their own database and Redis databases.
 _SLOT = int(os.environ.get("SIGNAL_TEST_SLOT", "0"))
@@ -35,6 +43,7 @@ CACHES = {
 SIGNAL_JWT_SECRET = os.environ["SIGNAL_JWT_SECRET"]
 SIGNAL_RECLAIM_IDLE_MS = env_int("TEST_SIGNAL_RECLAIM_IDLE_MS", 500)
 SIGNAL_BLOCK_MS = 50
+SIGNAL_BRIDGE_LEASE_S = env_float("TEST_SIGNAL_BRIDGE_LEASE_S", 1.0)
 # A short visibility timeout, except where a test needs production's (TEST_CELERY_VISIBILITY_TIMEOUT)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("TEST_CELERY_VISIBILITY_TIMEOUT", 6),
                                    "unacked_restore_interval": 1,

@@ -40,6 +40,13 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
     assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
 
 
+def test_bridges_hold_an_underlying_while_any_bridge_has_a_batch_of_it_unfinished(r: Any) -> None:
+    (first,) = turns.take_tickets(r, ["NSE@NIFTY"])
+    assert turns.unfinished(r, ["NSE@NIFTY", "NSE@BANKNIFTY"]) == {"NSE@NIFTY"}
+    turns.finish_turn(r, "NSE@NIFTY", first)
+    assert turns.unfinished(r, ["NSE@NIFTY", "NSE@BANKNIFTY"]) == set()
+
+
 def test_a_ticket_nobody_holds_holds_the_next_only_for_the_grace(r: Any) -> None:
     lost, waiting = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])  # the first one's worker died before it ran
     started = time.monotonic()
@@ -59,7 +66,8 @@ def test_batches_of_two_bridges_queued_out_of_ticket_order_run_in_ticket_order(r
     create_config(price_config("every-tick"))
     routes = {"NSE@NIFTY": "turns-test"}
     held: list[tuple] = []
-    first = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes=routes), consumer="a",
+    # both read the one stream: no leases (with them, a stream changes hands only between batches)
+    first = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes=routes, stream_lease_s=0), consumer="a",
                          queue_lengths=lambda queues: [0] * len(queues), send_task=lambda *a: held.append(a))
     second = StreamBridge(r, first.config, consumer="b", queue_lengths=lambda queues: [0] * len(queues))
     start_worker("turns-test")
@@ -72,7 +80,8 @@ def test_batches_of_two_bridges_queued_out_of_ticket_order_run_in_ticket_order(r
     r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
     assert first.handle(first.read()) == 1  # ticket taken, not yet published
     r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))
-    assert second.handle(second.read()) == 1  # the next ticket, published at once
+    # the next ticket, published at once (forced: as if both bridges had seen the underlying idle at once)
+    assert second.handle(second.read(), force=True) == 1
     time.sleep(0.3)  # the worker holds the later batch, waiting for the earlier one
     codec.celery_send(*held[0])
     wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)
@@ -89,7 +98,9 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
     from signals.models import ComputedSignal
 
     create_config(price_config("per-minute", frequency="every_interval", interval="1m"))
-    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes={"NSE@NIFTY": "turns-test"}),
+    # no stream leases: the other bridge below reads the same stream, as after a lease ran out during a long pause
+    bridge = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes={"NSE@NIFTY": "turns-test"},
+                                     stream_lease_s=0),
                           consumer="bridge", queue_lengths=lambda queues: [0] * len(queues))
     start_worker("turns-test", name="a")
     start_worker("turns-test", name="b")
@@ -106,12 +117,14 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
         r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
         bridge.handle(bridge.read())
         wait_for(lambda: waiting_on_locks(observer, 'INSERT INTO "signal_instruments"') == 1)
-        # The next batch, read by another bridge (which cannot know the first one's batch is still running) and
-        # taken by the other worker, which waits for its turn.
+        # The next batch, read by another bridge, which holds it while the first runs, but only for
+        # SIGNAL_TURN_GRACE_S (forced here: as if that had passed), and taken by the other worker, which waits for
+        # its turn.
         r.xadd(STREAM, fields(tick(SPOT, 24062, at=62)))
         other = StreamBridge(r, bridge.config, consumer="other-bridge", queue_lengths=lambda queues: [0] * len(queues))
         other.discover()
-        assert other.handle(other.read()) == 1
+        assert other.handle(other.read()) == 0  # held: the first bridge's batch has not finished
+        assert other.handle([], force=True) == 1
         time.sleep(3.0)  # longer than SIGNAL_TURN_GRACE_S: the other worker waits because this one runs
         locker.rollback()
     wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0, timeout=30)

@@ -30,6 +30,7 @@ from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
 from signals.ingest import stream_reads, turns
 from signals.ingest.codec import celery_send
+from signals.ingest.stream_leases import StreamLeases
 from signals.ingest.waits import UnderlyingWaits
 from signals.monitoring import broker, metrics
 
@@ -57,6 +58,7 @@ class BridgeSettings:
     vix_key: str = "NSE@INDVIX@index"
     index_symbols: frozenset[str] = frozenset()
     turn_grace_s: float = 2.0  # see signals/ingest/turns.py
+    stream_lease_s: float = 0.0  # see signals/ingest/stream_leases.py; 0: every bridge reads every stream
 
     @classmethod
     def from_django(cls) -> BridgeSettings:
@@ -69,6 +71,7 @@ class BridgeSettings:
             max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS, underlying_wait_ms=settings.SIGNAL_UNDERLYING_WAIT_MS,
             staleness_s=settings.SIGNAL_UNDERLYING_STALENESS_S, vix_key=settings.SIGNAL_VIX_KEY,
             index_symbols=frozenset(settings.SIGNAL_INDEX_SYMBOLS), turn_grace_s=settings.SIGNAL_TURN_GRACE_S,
+            stream_lease_s=settings.SIGNAL_BRIDGE_LEASE_S,
         )
 
     def queue_for(self, symbol_key: str) -> str:
@@ -99,7 +102,7 @@ class StreamBridge:
         self._next_reclaim = 0.0
         self._scan_pending: list[stream_reads.Scan] = []  # the discovery pass under way
         self._busy = False  # the last read returned entries
-        self.last_ticket: dict[str, int] = {}  # symbol group -> the ticket of the last batch sent
+        self.leases = StreamLeases(client, self.consumer, config.stream_lease_s)
         self.waits = UnderlyingWaits(client, config.underlying_wait_ms / 1000, config.staleness_s, config.vix_key,
                                      config.index_symbols)
 
@@ -152,14 +155,22 @@ class StreamBridge:
         return bool(new)
 
     def read(self) -> list[Entry]:
-        """Read up to batch_size new entries across all streams, blocking up to block_ms."""
+        """Read up to batch_size new entries across the streams this bridge owns, blocking up to block_ms."""
         if not self.streams:
+            return []
+        streams = self.leases.readable(self.streams)
+        extra = self.leases.beyond_share()
+        if extra:  # another bridge started: what was read from them goes out before they are given back
+            self.flush(force=True)
+            self.leases.release(extra)
+        if not streams:  # a standby: it reads once a lease is free (a bridge died or stopped)
+            time.sleep(self.config.block_ms / 1000)
             return []
         block = self.config.block_ms
         if self.buffer:  # wake up in time to send what is buffered
             oldest = min(self.buffer_since.values())
             block = max(1, min(block, int(self.config.max_wait_ms - (time.monotonic() - oldest) * 1000)))
-        return stream_reads.read_new(self.client, self.config.group, self.consumer, self.streams,
+        return stream_reads.read_new(self.client, self.config.group, self.consumer, streams,
                                      self.config.batch_size, block)
 
     def handle(self, entries: list[Entry], force: bool = False) -> int:
@@ -197,7 +208,7 @@ class StreamBridge:
         groups = sorted(self.buffer, key=lambda g: g != vix_group)  # INDVIX first: options may have waited for it
         queues = [self.config.queue_for(g) for g in groups]
         waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
-        running = self._running(groups) if not force else set()
+        running = turns.unfinished(self.client, groups) if not force else set()
         now = time.monotonic()
         chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
                   if self._due(symbol_key, queue, waiting, running, now, force)]
@@ -217,25 +228,15 @@ class StreamBridge:
             else:
                 metrics.TASKS_SENT.labels(queue).inc()
                 sent += len(items)
-                self.last_ticket[symbol_key] = ticket
             del self.buffer[symbol_key], self.buffer_since[symbol_key]
         return sent
 
-    def _running(self, groups: list[str]) -> set[str]:
-        """The groups whose last batch this bridge sent is not done yet (`signals.ingest.turns`)."""
-        sent = [g for g in groups if g in self.last_ticket]
-        if not sent:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        for symbol_key in sent:
-            pipe.get(keys.batch_done(symbol_key))
-        return {g for g, done in zip(sent, pipe.execute(), strict=True) if int(done or 0) < self.last_ticket[g]}
-
     def _due(self, symbol_key: str, queue: str, waiting: dict[str, int], running: set[str], now: float,
              force: bool) -> bool:
-        """A group goes when its queue has no task waiting, it is full, or it has waited max_wait_ms; but while
-        the underlying's previous batch has not finished (it could only wait for its turn in a worker), it keeps
-        growing up to SIGNAL_TURN_GRACE_S, and options wait for a stale underlying (`signals.ingest.waits`)."""
+        """A group goes when its queue has no task waiting, it is full, or it has waited max_wait_ms; but while a
+        batch of the underlying has not finished, whichever bridge sent it (this one could only wait for its turn
+        in a worker), it keeps growing up to SIGNAL_TURN_GRACE_S, and options wait for a stale underlying
+        (`signals.ingest.waits`)."""
         if force:
             return True
         held_ms = (now - self.buffer_since[symbol_key]) * 1000
@@ -355,6 +356,7 @@ class StreamBridge:
             self._loop(should_stop)
         finally:
             self.flush(force=True)
+            self.leases.leave()
 
     def _loop(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():

@@ -29,7 +29,7 @@ from feed import keys, redis_client
 log = logging.getLogger(__name__)
 _FINISH_LUA = redis_client.lua_source(__file__, "finish_turn.lua")
 IDLE_TTL_S = 7 * 24 * 3600  # an underlying idle this long starts its tickets again
-DEFER_AFTER_S = 0.02  # an earlier ticket unheld this long may be queued behind us (a sending bridge takes ~1 ms)
+DEFER_AFTER_S = 0.005  # an earlier ticket unheld this long may be queued behind us (a sending bridge takes ~1 ms)
 
 TURN, LATE, DEFER = "turn", "late", "defer"  # what `wait_turn` found: run now, run out of turn, send to the back
 
@@ -41,6 +41,17 @@ def take_tickets(client: redis.Redis, symbol_keys: list[str]) -> list[int]:
         pipe.incr(keys.batch_ticket(symbol_key))
         pipe.expire(keys.batch_ticket(symbol_key), IDLE_TTL_S)
     return [int(n) for n in pipe.execute()[::2]]
+
+
+def unfinished(client: redis.Redis, symbol_keys: list[str]) -> set[str]:
+    """The underlyings with a batch sent (by any bridge) and not finished yet, in one round trip."""
+    if not symbol_keys:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for symbol_key in symbol_keys:  # both keys carry the underlying's hash tag: one slot on a cluster
+        pipe.mget(keys.batch_ticket(symbol_key), keys.batch_done(symbol_key))
+    return {symbol_key for symbol_key, (ticket, done) in zip(symbol_keys, pipe.execute(), strict=True)
+            if int(ticket or 0) > int(done or 0)}
 
 
 def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float,
