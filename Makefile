@@ -62,7 +62,8 @@ test-timescale: install
 # it from redis-server on free ports and stops it after); the Channels layer, the cache and the broker stay on the
 # plain Redis.
 CLUSTER_TESTS := tests/test_cluster.py tests/test_end_to_end.py tests/test_bridge.py tests/test_pipeline.py \
-	tests/test_delivery.py tests/test_greeks_pipeline.py tests/test_many_bridges.py tests/test_turns.py
+	tests/test_delivery.py tests/test_greeks_pipeline.py tests/test_many_bridges.py tests/test_turns.py \
+	tests/test_stream_leases.py
 test-cluster: install
 	dir=$$(mktemp -d); trap '$(BIN)/python -m faults.redis_cluster stop '"$$dir" EXIT; \
 		url=$$($(BIN)/python -m faults.redis_cluster start "$$dir" | sed -n 's/^REDIS_URL=//p'); \

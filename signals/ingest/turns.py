@@ -48,9 +48,11 @@ def unfinished(client: redis.Redis, symbol_keys: list[str]) -> set[str]:
     if not symbol_keys:
         return set()
     pipe = client.pipeline(transaction=False)
-    for symbol_key in symbol_keys:  # both keys carry the underlying's hash tag: one slot on a cluster
-        pipe.mget(keys.batch_ticket(symbol_key), keys.batch_done(symbol_key))
-    return {symbol_key for symbol_key, (ticket, done) in zip(symbol_keys, pipe.execute(), strict=True)
+    for symbol_key in symbol_keys:  # (a cluster's pipelines refuse MGET)
+        pipe.get(keys.batch_ticket(symbol_key))
+        pipe.get(keys.batch_done(symbol_key))
+    replies = pipe.execute()
+    return {symbol_key for symbol_key, ticket, done in zip(symbol_keys, replies[::2], replies[1::2], strict=True)
             if int(ticket or 0) > int(done or 0)}
 
 
