@@ -45,7 +45,6 @@ import sys
 import threading
 import time
 import urllib.request
-from array import array
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._stack import bench_env, running_stack  # noqa: E402
 from bench.greeks_pipeline import send  # noqa: E402
+from bench.ws_client import client_process  # noqa: E402
 
 DATABASE, REDIS_PORT = "signal_bench_ws", 16_399
 CLIENTS_PER_PROCESS = 1250
@@ -140,72 +140,17 @@ def topics(count: int, first: int, expiries: list[str], options: list[str]) -> l
     return out
 
 
-# --- one client process ----------------------------------------------------------------------------------------
-async def client(url: str, secret: str, index: int, topic: dict[str, Any], window: tuple[float, float],
-                 stats: dict[str, Any], gate: asyncio.Semaphore) -> None:
-    from websockets.asyncio.client import connect
-
-    token = jwt.encode({"sub": f"bench-{index}", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
-    start, end = window
-    try:
-        async with gate:
-            # a client not connected by the end of the window gives up (counted as a connect error)
-            ws = await connect(f"{url}?token={token}", max_size=None, open_timeout=max(end - time.time(), 1.0),
-                               ping_interval=None, close_timeout=2)
-            await ws.send(json.dumps({"type": "subscribe", **topic}))
-    except Exception:
-        stats["connect_errors"] += 1
-        return
-    if time.time() > start:
-        stats["late"] += 1
-    stats["connected"] += 1
-    try:
-        while True:
-            left = end - time.time()
-            if left <= 0:
-                break
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=left)
-            except TimeoutError:
-                break
-            now = time.time()
-            frame = json.loads(raw)
-            kind = frame.get("type")
-            if kind == "data" and now >= start:
-                stats["frames"] += 1
-                stats["events"] += 1 + frame.get("coalesced", 0)
-                stats["latencies"].append(now - datetime.fromisoformat(frame["timestamp"]).timestamp())
-            elif kind == "error":
-                stats["error_frames"] += 1
-    except Exception:
-        stats["closed_by_server"] += 1
-    finally:
-        await ws.close()
-
-
-async def client_process(spec: dict[str, Any]) -> dict[str, Any]:
-    stats: dict[str, Any] = {"connected": 0, "late": 0, "connect_errors": 0, "error_frames": 0, "closed_by_server": 0,
-                             "frames": 0, "events": 0, "latencies": array("d")}
-    gate = asyncio.Semaphore(100)
-    window = (spec["start"], spec["end"])
-    await asyncio.gather(*(client(spec["url"], spec["secret"], spec["first"] + i, topic, window, stats, gate)
-                           for i, topic in enumerate(spec["topics"])))
-    lat = sorted(stats.pop("latencies"))
-    stats["latencies"] = [lat[int(q * (len(lat) - 1))] for q in (i / 1000 for i in range(1001))] if lat else []
-    stats["count"] = len(lat)
-    return stats
-
-
 # --- the driver --------------------------------------------------------------------------------------------------
 def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[str], options: list[str],
                 web_pid: int) -> dict[str, Any]:
     before = rss_kib(web_pid)
+    launched = time.time()
     start = time.time() + min(CONNECT_BUDGET_S, 15 + n * 0.012)
     end = start + seconds
     procs = []
     for first in range(0, n, CLIENTS_PER_PROCESS):
         count = min(CLIENTS_PER_PROCESS, n - first)
-        spec = {"url": f"ws://127.0.0.1:{port}/ws/v2/signals/", "secret": secret, "first": first,
+        spec = {"port": port, "path": "/ws/v2/signals/", "secret": secret, "first": first,
                 "topics": topics(count, first, expiries, options), "start": start, "end": end}
         procs.append(subprocess.Popen([sys.executable, "-m", "bench.websocket", "--client-spec", json.dumps(spec)],
                                       cwd=ROOT, stdout=subprocess.PIPE, text=True))
@@ -216,13 +161,15 @@ def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[s
     web_cpu = cpu_seconds(web_pid) - cpu_start
     results = [json.loads(proc.communicate(timeout=end - time.time() + 90)[0]) for proc in procs]
     total = {key: sum(r[key] for r in results) for key in ("connected", "late", "connect_errors", "error_frames",
-                                                            "closed_by_server", "frames", "events", "count")}
+                                                            "closed_by_server", "frames", "events", "coalesced_frames",
+                                                            "count", "cpu_s")}
     # quantiles from each process's 0.1 % quantiles, weighted by its count
     pooled = sorted(v for r in results for v in r["latencies"] for _ in range(max(1, r["count"] // 1001)))
     q = (lambda p: pooled[int(p * (len(pooled) - 1))] * 1000) if pooled else (lambda p: float("nan"))
     return {"clients": n, **total, "frames_per_s": total["frames"] / seconds, "events_per_s": total["events"] / seconds,
             "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "rss_before_mib": before / 1024,
-            "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu,
+            "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu, "client_cpu_s": total["cpu_s"],
+            "client_processes": len(procs), "connect_s": max(r["connected_at"] for r in results) - launched,
             # what one web process would deliver with a core to itself (the machine is shared)
             "frames_per_web_cpu_s": total["frames"] / web_cpu if web_cpu else float("nan"),
             "kib_per_connection": (during - before) / max(total["connected"], 1)}
@@ -259,6 +206,18 @@ async def rest_phase(port: int, token: str, rate: float, seconds: float, option:
     return {"requests": len(latencies), "rate": rate, "statuses": dict(statuses),
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000, "max_ms": latencies[-1] * 1000}
+
+
+def wait_until_quiet(pid: int, limit_s: float = 30.0) -> float:
+    """Wait (at most ``limit_s``) until the web process uses under a tenth of a core, so REST is measured on a
+    process with no fan-out backlog left; returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        used = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - used < 0.1:
+            break
+    return time.monotonic() - began
 
 
 def feed(client: redis.Redis, rate: float, stop: threading.Event) -> None:
@@ -319,7 +278,7 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        print(json.dumps(asyncio.run(client_process(json.loads(args.client_spec)))))
+        print(json.dumps(asyncio.run(client_process(json.loads(args.client_spec)))))  # bench/ws_client.py
         return
     counts = [int(c) for c in args.clients.split(",")]
     if max(counts) * 2 + 1000 > hard:
@@ -368,6 +327,7 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
                 time.sleep(3)
             token = jwt.encode({"sub": "bench-rest", "exp": int(time.time()) + 3600}, env["SIGNAL_JWT_SECRET"],
                                algorithm="HS256")
+            results["rest_waited_s"] = wait_until_quiet(web.pid)
             try:
                 results["rest"] = asyncio.run(rest_phase(port, token, args.rest_rate, 10.0,
                                                          options[len(options) // 4]))
@@ -387,12 +347,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
           f"{args.seconds:.0f} s measured")
     for r in results["clients"]:
         print(f"  {r['clients']:>5} clients: connected {r['connected']} ({r['late']} after the window opened), frames/s {r['frames_per_s']:,.0f} "
-              f"(events/s {r['events_per_s']:,.0f}; {r['frames_per_web_cpu_s']:,.0f} per web CPU-second, the web "
-              f"process had {r['web_cpu_s'] / args.seconds:.0%} of a core), tick→frame p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
+              f"(events/s {r['events_per_s']:,.0f}, {r['coalesced_frames'] / max(r['frames'], 1):.0%} of frames "
+              f"coalesced; {r['frames_per_web_cpu_s']:,.0f} per web CPU-second, the web process had "
+              f"{r['web_cpu_s'] / args.seconds:.0%} of a core, {r['client_processes']} client processes "
+              f"{r['client_cpu_s'] / args.seconds:.0%}), connecting took {r['connect_s']:.1f} s, tick→frame p50 "
+              f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
               f"error frames {r['error_frames']}, closed {r['closed_by_server']}")
     rest = results["rest"]
-    print(f"  REST realtime/* at {rest['rate']:.0f}/s: p50 {rest['p50_ms']:.1f} ms, p99 {rest['p99_ms']:.1f} ms, "
+    print(f"  REST realtime/* at {rest['rate']:.0f}/s (after waiting {results['rest_waited_s']:.0f} s for the web "
+          f"process to be idle): p50 {rest['p50_ms']:.1f} ms, p99 {rest['p99_ms']:.1f} ms, "
           f"statuses {rest['statuses']}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,7 +28,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
-from signals.delivery.events import SIGNAL_EVENT, SignalEvent, data_frame, snapshot_frame
+from signals.delivery.events import SharedEvent, snapshot_frame
+from signals.delivery.hub import topic_hub
 from signals.delivery.sender import MessageBucket, SendQueue
 from signals.delivery.session import session_user
 from signals.delivery.subscriptions import resolve
@@ -62,7 +64,12 @@ def async_redis() -> aredis.Redis:
 
 
 class SignalConsumer(AsyncWebsocketConsumer):
+    # Not on the Channels layer: the process's topic hub hands events to the send queue (`deliver`), decoded once
+    # per process instead of once per socket; the layer would also subscribe a Pub/Sub channel per socket.
+    channel_layer_alias = "none"
+
     async def connect(self) -> None:
+        self.channel_name = f"ws.{uuid.uuid4().hex}"  # this socket's entry among its user's connections
         self.user: PlatformUser | None = None
         self.subscriptions: dict[str, dict[str, Any]] = {}  # group -> {subscription_key, channel, key, params, seq}
         self._auth_timer: asyncio.Task[None] | None = None
@@ -201,9 +208,9 @@ class SignalConsumer(AsyncWebsocketConsumer):
                 await self._error("too_many_subscriptions",
                                   f"at most {settings.SIGNAL_WS_MAX_SUBSCRIPTIONS} subscriptions per connection")
                 return
-            await self.channel_layer.group_add(group, self.channel_name)
             self.subscriptions[group] = {"subscription_key": group, "channel": spec.name, "instrument_key": key,
                                          "params": params, "seq": resume}
+            await topic_hub().join(group, self)
         elif "seq" in message:
             self.outbox.drop(group)  # the snapshot below supersedes what was queued
             self.subscriptions[group]["seq"] = resume
@@ -230,7 +237,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
         group = await self._subscription(message, "no such subscription on this connection")
         if group is None:
             return
-        await self.channel_layer.group_discard(group, self.channel_name)
+        await topic_hub().leave(group, self)
         del self.subscriptions[group]
         self.outbox.drop(group)
         await self.send_json({"type": "unsubscribed", "subscription_key": group})
@@ -252,24 +259,21 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong", "timestamp": time.time()})
 
     # --- events from workers ----------------------------------------------------------------------------------
-    async def signal_event(self, event: SignalEvent) -> None:
-        """A computed value for a group: queue it for the subscription (sent with its next seq)."""
-        for group, sub in self.subscriptions.items():
-            # .get: an event from a worker of an earlier release may lack params
-            if sub["channel"] == event["channel"] and sub["instrument_key"] == event["instrument_key"] \
-                    and _params_match(sub["params"], event.get("params")):
-                self.outbox.put(group, event)
+    def deliver(self, shared: SharedEvent) -> None:
+        """An event of a topic this socket subscribes to (from `signals.delivery.hub`): queue it."""
+        self.outbox.put(shared)
 
-    async def _send_data(self, group: str, event: SignalEvent, count: int) -> None:
-        sub = self.subscriptions.get(group)
+    async def _send_data(self, shared: SharedEvent, count: int) -> None:
+        sub = self.subscriptions.get(shared.group)
         if sub is None:
             return
         sub["seq"] += 1
-        await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"], count - 1))
+        await self.send(text_data=shared.frame(sub["seq"], count - 1))
 
     async def _leave_groups(self) -> None:
+        hub = topic_hub()
         for group in list(self.subscriptions):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await hub.leave(group, self)
         self.subscriptions.clear()
 
     async def _close_slow(self, code: int) -> None:
@@ -292,14 +296,6 @@ class SignalConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: Mapping[str, Any]) -> None:
         await self.send(text_data=orjson.dumps(content).decode())
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == SIGNAL_EVENT:
-            # Channels closes stale database connections before every handler, through a thread: for the events
-            # (no database) that hop cost a fifth of the web process's CPU at 1,000 clients (bench/websocket.py).
-            await self.signal_event(message)  # type: ignore[arg-type]
-            return
-        await super().dispatch(message)
-
 
 class DashboardConsumer(SignalConsumer):
     """The dashboard's socket: authenticated by the Django session of a same-origin page (staff or the
@@ -316,7 +312,3 @@ class DashboardConsumer(SignalConsumer):
 
     async def _authenticate(self, token: str) -> None:
         await self._error("unauthorized", "the dashboard socket is authenticated by the session, not by tokens")
-
-
-def _params_match(subscribed: dict[str, Any], sent: Any) -> bool:
-    return not subscribed or subscribed == (sent or {})
