@@ -17,11 +17,13 @@ the nearest expiry. Measured over ``--seconds`` once every client is subscribed:
 * frames/s delivered to the clients, and how many events they stood for (``coalesced``);
 * p50/p99 from a tick's time to its frame's arrival at the client;
 * the web process's memory per connection (RSS after connecting and subscribing, minus before, over N);
-* errors: failed connections, error frames, connections closed by the server.
+* errors: failed connections, error frames, connections closed by the server;
+* the CPU the client processes used in the window (`bench/ws_client.py`: a bare-protocol client, so they are not the
+  bottleneck), and how long connecting took (at most 100 handshakes in flight per client process).
 
-Then REST ``realtime/*`` (price, greeks, indicators in turn) at ``--rest-rate`` requests/s, open loop over 32
-keep-alive connections, latency counted from each request's scheduled time. Every phase is bounded in time; the
-processes are stopped at the end. The file-descriptor limit is raised to the hard limit (each client holds one
+Then, once the web process is idle (under a tenth of a core, waited for at most 30 s), REST ``realtime/*`` (price,
+greeks, indicators in turn) at ``--rest-rate`` requests/s, open loop over 32 keep-alive connections, latency counted
+from each request's scheduled time. Every phase is bounded in time; the processes are stopped at the end. The file-descriptor limit is raised to the hard limit (each client holds one
 socket, the web process one per client).
 
     .venv/bin/python -m bench.websocket [--clients 1000,5000] [--seconds 20] [--rate 2000] [--rest-rate 500]
@@ -268,6 +270,8 @@ def main() -> None:
     parser.add_argument("--rest-rate", type=float, default=500.0, help="REST requests/s")
     parser.add_argument("--source", choices=("pipeline", "direct"), default="pipeline",
                         help="events from the real pipeline, or published straight to the web process's groups")
+    parser.add_argument("--rest-without-feed", action="store_true",
+                        help="stop the feed (or the direct publisher) before the REST phase")
     parser.add_argument("--client-spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     hard = raise_fd_limit()
@@ -327,10 +331,15 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
                 time.sleep(3)
             token = jwt.encode({"sub": "bench-rest", "exp": int(time.time()) + 3600}, env["SIGNAL_JWT_SECRET"],
                                algorithm="HS256")
+            if args.rest_without_feed:
+                stop.set()
             results["rest_waited_s"] = wait_until_quiet(web.pid)
+            rest_cpu = cpu_seconds(web.pid)
             try:
                 results["rest"] = asyncio.run(rest_phase(port, token, args.rest_rate, 10.0,
                                                          options[len(options) // 4]))
+                results["rest"]["web_cpu_ms_per_request"] = (cpu_seconds(web.pid) - rest_cpu) * 1000 / \
+                    results["rest"]["requests"]
             except TimeoutError:  # the web process is still behind on the fan-out: say so instead of a figure
                 results["rest"] = {"rate": args.rest_rate, "p50_ms": float("nan"), "p99_ms": float("nan"),
                                    "statuses": "not all answered within 60 s"}
@@ -355,9 +364,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
               f"error frames {r['error_frames']}, closed {r['closed_by_server']}")
     rest = results["rest"]
-    print(f"  REST realtime/* at {rest['rate']:.0f}/s (after waiting {results['rest_waited_s']:.0f} s for the web "
-          f"process to be idle): p50 {rest['p50_ms']:.1f} ms, p99 {rest['p99_ms']:.1f} ms, "
-          f"statuses {rest['statuses']}")
+    print(f"  REST realtime/* at {rest['rate']:.0f}/s ({'feed stopped, ' if args.rest_without_feed else ''}after "
+          f"waiting {results['rest_waited_s']:.0f} s for the web process to be idle): p50 {rest['p50_ms']:.1f} ms, "
+          f"p99 {rest['p99_ms']:.1f} ms, {rest.get('web_cpu_ms_per_request', float('nan')):.2f} web CPU-ms per "
+          f"request, statuses {rest['statuses']}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 
 import orjson
 import redis.asyncio as aredis
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
@@ -295,6 +296,12 @@ class SignalConsumer(AsyncWebsocketConsumer):
 
     async def send_json(self, content: Mapping[str, Any]) -> None:
         await self.send(text_data=orjson.dumps(content).decode())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, through a thread: a hop per connect and
+        # per client message, all queued on one thread while thousands of sockets connect. The database is only
+        # ever reached through database_sync_to_async here, which closes stale connections itself.
+        await getattr(self, get_handler_name(message))(message)
 
 
 class DashboardConsumer(SignalConsumer):
