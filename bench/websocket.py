@@ -8,8 +8,8 @@ bridge, a Celery worker (2 processes, as the Procfile) and one web process (uvic
 2 x 2 x 31-option chain) at ``--rate`` ticks/s, each tick stamped with its send time, so a frame's latency is the
 whole path: bridge, worker, Redis Pub/Sub, web process, socket. ``--source direct`` measures the web process alone:
 after the pipeline has priced the chain once, the feed stops and the script publishes, at ``--rate`` option ticks/s,
-the events a batch would (each option's real latest Greeks as a ``greeks`` event, and per 64 of them one ``chain``
-event with their strikes), stamped with their send time. For each client count it
+the events a batch would (each option's real latest Greeks as a ``greeks`` event, and per 10 ms batch of them one
+``chain`` event per expiry with their strikes), stamped with their send time. For each client count it
 opens that many real WebSocket connections (one user each, spread over client processes): 90 % subscribe to the
 ``greeks`` topic of one option of the demo chain (spread over every option), 10 % to the whole ``chain`` channel of
 the nearest expiry. Measured over ``--seconds`` once every client is subscribed:
@@ -65,6 +65,9 @@ from bench.ws_client import client_process  # noqa: E402
 DATABASE, REDIS_PORT = "signal_bench_ws", 16_399
 CLIENTS_PER_PROCESS = 1250
 CONNECT_BUDGET_S = 120.0
+# The direct source publishes what one batch of this many seconds of ticks would (the pipeline's batches: 16 ticks
+# at the median, so ~8 ms at 2,000 ticks/s): one chain event per expiry and batch, as a worker sends.
+DIRECT_BATCH_S = 0.01
 
 
 def raise_fd_limit() -> int:
@@ -171,6 +174,7 @@ def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[s
     return {"clients": n, **total, "frames_per_s": total["frames"] / seconds, "events_per_s": total["events"] / seconds,
             "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "rss_before_mib": before / 1024,
             "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu, "client_cpu_s": total["cpu_s"],
+            "close_codes": dict(sum((Counter(r["close_codes"]) for r in results), Counter())),
             "client_processes": len(procs), "connect_s": max(r["connected_at"] for r in results) - launched,
             # what one web process would deliver with a core to itself (the machine is shared)
             "frames_per_web_cpu_s": total["frames"] / web_cpu if web_cpu else float("nan"),
@@ -246,7 +250,7 @@ def publish_direct(options: list[str], rate: float, stop: threading.Event) -> No
     sent, began = 0, time.time()
     while not stop.is_set():
         due = int((time.time() - began) * rate) - sent
-        if due <= 0:
+        if due < rate * DIRECT_BATCH_S:
             time.sleep(0.001)
             continue
         stamp = datetime.now(UTC).isoformat()
@@ -362,7 +366,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['client_cpu_s'] / args.seconds:.0%}), connecting took {r['connect_s']:.1f} s, tick→frame p50 "
               f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
-              f"error frames {r['error_frames']}, closed {r['closed_by_server']}")
+              f"error frames {r['error_frames']}, closed {r['closed_by_server']} {r['close_codes'] or ''}")
     rest = results["rest"]
     print(f"  REST realtime/* at {rest['rate']:.0f}/s ({'feed stopped, ' if args.rest_without_feed else ''}after "
           f"waiting {results['rest_waited_s']:.0f} s for the web process to be idle): p50 {rest['p50_ms']:.1f} ms, "

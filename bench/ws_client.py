@@ -45,7 +45,12 @@ class Stats:
         self.start, self.end = start, end
         self.counts = {"connected": 0, "late": 0, "connect_errors": 0, "error_frames": 0, "closed_by_server": 0,
                        "frames": 0, "events": 0, "coalesced_frames": 0}
+        self.close_codes: dict[str, int] = {}  # close code (or "dropped": no close frame) -> connections
         self.latencies = array("d")
+
+    def closed(self, code: str) -> None:
+        self.counts["closed_by_server"] += 1
+        self.close_codes[code] = self.close_codes.get(code, 0) + 1
 
     def frame(self, payload: bytes) -> None:
         now = time.time()
@@ -116,7 +121,7 @@ class Connection(asyncio.Protocol):
                 self.stats.frame(payload)
         elif opcode == 0x8:
             if not self.closing:
-                self.stats.counts["closed_by_server"] += 1
+                self.stats.closed(str(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else "none")
                 self.closing = True
             if self.transport is not None:
                 self.transport.close()
@@ -129,7 +134,7 @@ class Connection(asyncio.Protocol):
         if not self.first_frame.done():
             self.first_frame.set_exception(ConnectionError("closed before the first frame"))
         elif not self.closing and time.time() < self.stats.end:
-            self.stats.counts["closed_by_server"] += 1
+            self.stats.closed("dropped")
         self.closing = True
 
     def send(self, message: dict[str, Any]) -> None:
@@ -182,5 +187,5 @@ async def client_process(spec: dict[str, Any]) -> dict[str, Any]:
             conn.close()
     await asyncio.sleep(0.5)
     lat = sorted(stats.latencies)
-    return {**stats.counts, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
+    return {**stats.counts, "close_codes": stats.close_codes, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
             "latencies": [lat[int(q * (len(lat) - 1))] for q in (i / 1000 for i in range(1001))] if lat else []}
