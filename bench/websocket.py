@@ -175,6 +175,7 @@ def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[s
             "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "rss_before_mib": before / 1024,
             "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu, "client_cpu_s": total["cpu_s"],
             "close_codes": dict(sum((Counter(r["close_codes"]) for r in results), Counter())),
+            "refused": dict(sum((Counter(r["refused"]) for r in results), Counter())),
             "client_processes": len(procs), "connect_s": max(r["connected_at"] for r in results) - launched,
             # what one web process would deliver with a core to itself (the machine is shared)
             "frames_per_web_cpu_s": total["frames"] / web_cpu if web_cpu else float("nan"),
@@ -366,7 +367,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['client_cpu_s'] / args.seconds:.0%}), connecting took {r['connect_s']:.1f} s, tick→frame p50 "
               f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
-              f"error frames {r['error_frames']}, closed {r['closed_by_server']} {r['close_codes'] or ''}")
+              f"error frames {r['error_frames']}, closed {r['closed_by_server']} {r['close_codes'] or ''}, "
+              f"upgrades refused {r['refused'] or 0}")
     rest = results["rest"]
     print(f"  REST realtime/* at {rest['rate']:.0f}/s ({'feed stopped, ' if args.rest_without_feed else ''}after "
           f"waiting {results['rest_waited_s']:.0f} s for the web process to be idle): p50 {rest['p50_ms']:.1f} ms, "

@@ -46,6 +46,7 @@ class Stats:
         self.counts = {"connected": 0, "late": 0, "connect_errors": 0, "error_frames": 0, "closed_by_server": 0,
                        "frames": 0, "events": 0, "coalesced_frames": 0}
         self.close_codes: dict[str, int] = {}  # close code (or "dropped": no close frame) -> connections
+        self.refused: dict[str, int] = {}  # HTTP status of a refused upgrade -> connections
         self.latencies = array("d")
 
     def closed(self, code: str) -> None:
@@ -89,6 +90,12 @@ class Connection(asyncio.Protocol):
             if head_end < 0:
                 return
             ok = self.buffer.startswith(b"HTTP/1.1 101")
+            if not ok:  # refused: the status line says why (counted by the caller as a connect error)
+                status = bytes(self.buffer[9:12]).decode(errors="replace")
+                self.stats.refused[status] = self.stats.refused.get(status, 0) + 1
+                self.upgraded.set_result(False)
+                self.transport.close()  # type: ignore[union-attr]
+                return
             del self.buffer[:head_end + 4]
             self.upgraded.set_result(ok)
         self._frames()
@@ -187,5 +194,5 @@ async def client_process(spec: dict[str, Any]) -> dict[str, Any]:
             conn.close()
     await asyncio.sleep(0.5)
     lat = sorted(stats.latencies)
-    return {**stats.counts, "close_codes": stats.close_codes, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
+    return {**stats.counts, "close_codes": stats.close_codes, "refused": stats.refused, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
             "latencies": [lat[int(q * (len(lat) - 1))] for q in (i / 1000 for i in range(1001))] if lat else []}

@@ -7,12 +7,14 @@ Going through the Channels layer, every event was queued once per subscribed con
 socket watches (and unsubscribes when the last one leaves, so ``PUBSUB NUMSUB`` still tells workers who listens);
 an event is decoded once and put, as one `SharedEvent`, into the send queue of every local subscriber.
 
-Shedding load: the reader takes everything the connection has buffered at once (up to `BURST_MAX` messages). While
-the process keeps up, every event goes out: a topic's events of one burst are handed out in rounds, the sockets
-writing one round before the next (a send queue would otherwise merge them). When a burst took longer than
-`BEHIND_S` to go out, the process is behind its events: the next burst, holding what piled up meanwhile, keeps only
-the latest event per topic (`signals.delivery.events.coalesce`, counted in the frame's ``coalesced``), so it costs
-one frame per topic and socket and latency stays bounded instead of growing with the backlog.
+Two tasks: a reader keeps the connection drained (decoding each event once, into a list in arrival order), and a
+fan-out hands what has arrived to the subscribers' send queues. Shedding load: while the process keeps up, every
+event goes out: a topic's events that arrived together are handed out in rounds, the sockets writing one round
+before the next (a send queue would otherwise merge them). When a fan-out took longer than `BEHIND_S` (its frames
+written, the loop free again), the process is behind its events: the next fan-out, holding what piled up
+meanwhile, keeps only the latest event per topic (`signals.delivery.events.coalesce`, counted in the frame's
+``coalesced``), so it costs one frame per topic and socket and latency stays bounded instead of growing with a
+backlog.
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis.asyncio as aredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from signals.delivery import fanout
-from signals.delivery.events import SharedEvent, SignalEvent, coalesce
+from signals.delivery.events import SharedEvent, coalesce
 
 log = logging.getLogger(__name__)
-BURST_MAX = 5000  # messages taken per read before handing them out (bounds one step of the event loop)
+BURST_MAX = 5000  # messages read in one step of the event loop
+HELD_MAX = 50_000  # events read and not yet handed out, beyond which they are coalesced at once
 RECONNECT_WAIT_S = 1.0
 # A burst that took longer than this to go out (its frames written, the loop free again) means the process is behind
 # its events: the next burst is coalesced to the latest event per topic. Half the 50 ms tick-to-frame target.
@@ -45,65 +48,64 @@ class TopicHub:
     def __init__(self, url: str):
         self._redis = aredis.Redis.from_url(url)
         self._pubsub = self._redis.pubsub()
-        self._members: dict[str, set[Subscriber]] = {}  # Pub/Sub channel -> local subscribers
-        self._subscribed: set[str] = set()
+        self._members: dict[str, set[Subscriber]] = {}  # group -> local subscribers
+        self._subscribed: set[str] = set()  # groups
         self._lock = asyncio.Lock()
         self._has_channels = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
+        self._arrived: list[SharedEvent] = []  # read, not yet handed out (in arrival order)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._decode = get_channel_layer().deserialize
+        self._prefix_len = len(fanout.group_channel(""))
 
     async def join(self, group: str, member: Subscriber) -> None:
         """Deliver ``group``'s events to ``member`` from now on (returns once the topic is subscribed)."""
-        channel = fanout.group_channel(group)
-        self._members.setdefault(channel, set()).add(member)
-        await self._reconcile(channel)
+        self._members.setdefault(group, set()).add(member)
+        await self._reconcile(group)
 
     async def leave(self, group: str, member: Subscriber) -> None:
-        channel = fanout.group_channel(group)
-        members = self._members.get(channel)
+        members = self._members.get(group)
         if members is None or member not in members:
             return
         members.discard(member)
         if not members:
-            del self._members[channel]
-        await self._reconcile(channel)
+            del self._members[group]
+        await self._reconcile(group)
 
     def members(self, group: str) -> int:
-        return len(self._members.get(fanout.group_channel(group), ()))
+        return len(self._members.get(group, ()))
 
-    async def _reconcile(self, channel: str) -> None:
+    async def _reconcile(self, group: str) -> None:
         # Joins and leaves interleave while a SUBSCRIBE is on its way: whoever holds the lock makes Redis match
         # the members as they are then.
         async with self._lock:
-            wanted, held = channel in self._members, channel in self._subscribed
+            wanted, held = group in self._members, group in self._subscribed
             if wanted and not held:
-                await self._pubsub.subscribe(channel)
-                self._subscribed.add(channel)
+                await self._pubsub.subscribe(fanout.group_channel(group))
+                self._subscribed.add(group)
                 self._has_channels.set()
-                if self._reader is None or self._reader.done():
-                    self._reader = asyncio.create_task(self._read())
+                if not self._tasks:
+                    self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._fan_out())]
             elif held and not wanted:
-                await self._pubsub.unsubscribe(channel)
-                self._subscribed.discard(channel)
+                await self._pubsub.unsubscribe(fanout.group_channel(group))
+                self._subscribed.discard(group)
 
     async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        behind = False
+        """Keep the Pub/Sub connection drained (Redis drops a subscriber whose output buffer outgrows its limit),
+        whatever the sockets are doing."""
         while True:
             try:
                 if not self._subscribed:
                     self._has_channels.clear()
                     await self._has_channels.wait()
                     continue
-                rounds = await self._burst(coalesced=behind)
-                read_at = loop.time()
-                for number, handed in enumerate(rounds):
-                    if number:
-                        await asyncio.sleep(0)  # the sockets send the round before the topics' next events
-                    self._hand_out(handed)
-                await asyncio.sleep(0)
-                # what arrived while this burst went out waited that long: past BEHIND_S it is taken as a backlog
-                behind = bool(rounds) and loop.time() - read_at > BEHIND_S
+                taken = await self._take_buffered()
+                if self._arrived:
+                    if len(self._arrived) > HELD_MAX:  # the fan-out has not come round for long: keep the latest
+                        self._arrived = list(in_rounds(self._arrived, coalesced=True)[0].values())
+                    self._wake.set()
+                if taken >= BURST_MAX:
+                    await asyncio.sleep(0)  # let the sockets write before reading on
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -112,52 +114,69 @@ class TopicHub:
                 log.exception("websocket topic reader failed; retrying")
                 await asyncio.sleep(RECONNECT_WAIT_S)
 
-    async def _burst(self, coalesced: bool) -> list[dict[str, SharedEvent]]:
-        """Wait for a message, then take what else is buffered, as rounds of at most one event per channel in
-        arrival order; ``coalesced``: one round, the latest event per channel (counted)."""
+    async def _take_buffered(self) -> int:
+        """Wait for a message, then take what else is buffered (at most BURST_MAX); returns how many were read."""
         message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        rounds: list[dict[str, SharedEvent]] = []
-        next_round: dict[str, int] = {}  # channel -> the first round after its latest event
         taken = 0
         while message is not None:
             taken += 1
-            channel, event = self._take(message)
-            if event is not None:
-                number = 0 if coalesced else next_round.get(channel, 0)
-                if number == len(rounds):
-                    rounds.append({})
-                held = rounds[number].get(channel)
-                rounds[number][channel] = SharedEvent(_group_of(channel), event) if held is None else \
-                    SharedEvent(held.group, coalesce(held.event, event), held.count + 1)
-                next_round[channel] = number + 1
+            channel = message["channel"]
+            group = (channel.decode() if isinstance(channel, bytes) else channel)[self._prefix_len:]
+            try:
+                self._arrived.append(SharedEvent(group, self._decode(message["data"])))
+            except Exception:
+                log.warning("undecodable websocket event dropped", extra={"group": group})
             if taken >= BURST_MAX:
                 break
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
-        return rounds
+        return taken
 
-    def _take(self, message: dict[str, Any]) -> tuple[str, SignalEvent | None]:
-        channel = message["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else channel
-        try:
-            return channel, self._decode(message["data"])
-        except Exception:
-            log.warning("undecodable websocket event dropped", extra={"channel": channel})
-            return channel, None
+    async def _fan_out(self) -> None:
+        loop = asyncio.get_running_loop()
+        behind = False
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            arrived, self._arrived = self._arrived, []
+            started = loop.time()
+            try:
+                for number, handed in enumerate(in_rounds(arrived, coalesced=behind)):
+                    if number:
+                        await asyncio.sleep(0)  # the sockets send the round before the topics' next events
+                    self._hand_out(handed)
+            except Exception:
+                log.exception("websocket events could not be handed out")
+            await asyncio.sleep(0)
+            # what arrived while these went out waited that long: past BEHIND_S it is taken as a backlog
+            behind = loop.time() - started > BEHIND_S
 
-    def _hand_out(self, burst: dict[str, SharedEvent]) -> None:
-        for channel, shared in burst.items():
-            for member in tuple(self._members.get(channel, ())):
+    def _hand_out(self, handed: dict[str, SharedEvent]) -> None:
+        for group, shared in handed.items():
+            for member in tuple(self._members.get(group, ())):
                 member.deliver(shared)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self._pubsub.aclose()
         await self._redis.aclose()
 
 
-def _group_of(channel: str) -> str:
-    return channel[len(fanout.group_channel("")):]
+def in_rounds(arrived: list[SharedEvent], coalesced: bool) -> list[dict[str, SharedEvent]]:
+    """Events in rounds of at most one per group, in arrival order; ``coalesced``: one round, the latest event per
+    group standing for all of that group's (counted)."""
+    rounds: list[dict[str, SharedEvent]] = []
+    next_round: dict[str, int] = {}  # group -> the first round after its latest event
+    for shared in arrived:
+        group = shared.group
+        number = 0 if coalesced else next_round.get(group, 0)
+        if number == len(rounds):
+            rounds.append({})
+        held = rounds[number].get(group)
+        rounds[number][group] = shared if held is None else \
+            SharedEvent(group, coalesce(held.event, shared.event), held.count + shared.count)
+        next_round[group] = number + 1
+    return rounds
 
 
 _hubs: dict[asyncio.AbstractEventLoop, TopicHub] = {}
