@@ -84,6 +84,8 @@ class Connection(asyncio.Protocol):
                         .encode())
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded.cancelled():  # the client gave up on this connection (see `client`)
+            return
         self.buffer += data
         if not self.upgraded.done():
             head_end = self.buffer.find(b"\r\n\r\n")
@@ -159,6 +161,7 @@ async def client(spec: dict[str, Any], index: int, topic: dict[str, Any], stats:
                  gate: asyncio.Semaphore) -> Connection | None:
     token = jwt.encode({"sub": f"bench-{index}", "exp": int(time.time()) + 3600}, spec["secret"], algorithm="HS256")
     loop = asyncio.get_running_loop()
+    conn: Connection | None = None
     try:
         async with gate:
             # a client not connected by the end of the window gives up (counted as a connect error)
@@ -170,6 +173,9 @@ async def client(spec: dict[str, Any], index: int, topic: dict[str, Any], stats:
                 conn.send({"type": "subscribe", **topic})
     except Exception:
         stats.counts["connect_errors"] += 1
+        if conn is not None and conn.transport is not None:
+            conn.closing = True
+            conn.transport.close()
         return None
     stats.counts["late"] += time.time() > stats.start
     stats.counts["connected"] += 1

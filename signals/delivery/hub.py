@@ -51,6 +51,7 @@ class TopicHub:
         self._members: dict[str, set[Subscriber]] = {}  # group -> local subscribers
         self._subscribed: set[str] = set()  # groups
         self._lock = asyncio.Lock()
+        self._changing: dict[str, int] = {}  # group -> reconciles under way (its subscription may be changing)
         self._has_channels = asyncio.Event()
         self._arrived: list[SharedEvent] = []  # read, not yet handed out (in arrival order)
         self._wake = asyncio.Event()
@@ -76,8 +77,21 @@ class TopicHub:
         return len(self._members.get(group, ()))
 
     async def _reconcile(self, group: str) -> None:
+        # Nothing to change (the common case: a socket joins a topic others watch): no lock, whose waiters would
+        # each wait a turn of the event loop (with thousands of sockets connecting during a fan-out, seconds).
+        if (group in self._members) == (group in self._subscribed) and group not in self._changing:
+            return
         # Joins and leaves interleave while a SUBSCRIBE is on its way: whoever holds the lock makes Redis match
         # the members as they are then.
+        self._changing[group] = self._changing.get(group, 0) + 1
+        try:
+            await self._change(group)
+        finally:
+            self._changing[group] -= 1
+            if not self._changing[group]:
+                del self._changing[group]
+
+    async def _change(self, group: str) -> None:
         async with self._lock:
             wanted, held = group in self._members, group in self._subscribed
             if wanted and not held:
