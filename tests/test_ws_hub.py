@@ -103,3 +103,24 @@ def test_the_shared_frame_is_the_protocols_data_frame() -> None:
         expected = data_frame("the-group", shared_event["channel"], KEY, shared_event, seq, coalesced)
         assert shared.frame(seq, coalesced) == orjson.dumps(expected).decode()
         assert json.loads(shared.frame(seq, coalesced)) == json.loads(orjson.dumps(expected))
+
+
+async def test_a_join_racing_the_last_leave_keeps_the_topic_subscribed() -> None:
+    hub = TopicHub(settings.CHANNEL_LAYER_URL)
+    got: list[int] = []
+
+    class Member:
+        def deliver(self, shared: SharedEvent) -> None:
+            got.append(shared.event["data"]["n"])
+
+    leaving, joining = Member(), Member()
+    await hub.join(GROUP, leaving)
+    try:
+        # the leave's UNSUBSCRIBE is on its way when the join comes in: the join must subscribe again
+        await asyncio.gather(hub.leave(GROUP, leaving), hub.join(GROUP, joining))
+        assert await sync_to_async(listeners)() == 1
+        await sync_to_async(fanout.publish)([(GROUP, event(1))])
+        await wait_for(lambda: got)
+        assert got == [1]
+    finally:
+        await hub.close()
