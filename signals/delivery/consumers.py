@@ -6,7 +6,8 @@ Data frames carry a per-subscription ``seq``; a gap means frames were lost (PubS
 reconnect) and the client should ask for a snapshot. A client reconnecting subscribes again with the last ``seq`` it
 saw: it gets a fresh snapshot carrying that ``seq`` and data frames continue from it. Bad messages get an error
 frame; the socket stays open. A JWT's ``exp`` is enforced on the open socket (4401 unless a fresh ``auth`` came
-in time); data frames go through a per-connection `SendQueue` (slow readers get coalesced frames, then 4008).
+in time); events come from the process's `signals.delivery.hub` (a subscription joins its topic there) and data
+frames go through a per-connection `SendQueue` (slow readers get coalesced frames, then 4008).
 ``/ws/v2/dashboard/`` is the same protocol authenticated by the Django session (`DashboardConsumer`).
 """
 
