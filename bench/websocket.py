@@ -176,6 +176,7 @@ def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[s
             "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu, "client_cpu_s": total["cpu_s"],
             "close_codes": dict(sum((Counter(r["close_codes"]) for r in results), Counter())),
             "refused": dict(sum((Counter(r["refused"]) for r in results), Counter())),
+            "connect_error_kinds": dict(sum((Counter(r["connect_error_kinds"]) for r in results), Counter())),
             "client_processes": len(procs), "connect_s": max(r["connected_at"] for r in results) - launched,
             # what one web process would deliver with a core to itself (the machine is shared)
             "frames_per_web_cpu_s": total["frames"] / web_cpu if web_cpu else float("nan"),
@@ -368,7 +369,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
               f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
               f"error frames {r['error_frames']}, closed {r['closed_by_server']} {r['close_codes'] or ''}, "
-              f"upgrades refused {r['refused'] or 0}")
+              f"upgrades refused {r['refused'] or 0}, connect errors {r['connect_error_kinds'] or 0}")
     rest = results["rest"]
     print(f"  REST realtime/* at {rest['rate']:.0f}/s ({'feed stopped, ' if args.rest_without_feed else ''}after "
           f"waiting {results['rest_waited_s']:.0f} s for the web process to be idle): p50 {rest['p50_ms']:.1f} ms, "

@@ -47,6 +47,7 @@ class Stats:
                        "frames": 0, "events": 0, "coalesced_frames": 0}
         self.close_codes: dict[str, int] = {}  # close code (or "dropped": no close frame) -> connections
         self.refused: dict[str, int] = {}  # HTTP status of a refused upgrade -> connections
+        self.connect_errors: dict[str, int] = {}  # why a connection was not made -> connections
         self.latencies = array("d")
 
     def closed(self, code: str) -> None:
@@ -168,11 +169,16 @@ async def client(spec: dict[str, Any], index: int, topic: dict[str, Any], stats:
             async with asyncio.timeout(max(stats.end - time.time(), 1.0)):
                 _, conn = await loop.create_connection(
                     lambda: Connection(f"{spec['path']}?token={token}", stats), "127.0.0.1", spec["port"])
-                if not await conn.upgraded or orjson.loads(await conn.first_frame).get("type") != "authenticated":
-                    raise ConnectionError("not upgraded or not authenticated")
+                if not await conn.upgraded:
+                    raise ConnectionError("upgrade refused")
+                first = orjson.loads(await conn.first_frame)
+                if first.get("type") != "authenticated":
+                    raise ConnectionError(f"first frame {first.get('type')} {first.get('code', '')}")
                 conn.send({"type": "subscribe", **topic})
-    except Exception:
+    except Exception as exc:
         stats.counts["connect_errors"] += 1
+        kind = f"{type(exc).__name__} {exc}"[:60]
+        stats.connect_errors[kind] = stats.connect_errors.get(kind, 0) + 1
         if conn is not None and conn.transport is not None:
             conn.closing = True
             conn.transport.close()
@@ -200,5 +206,5 @@ async def client_process(spec: dict[str, Any]) -> dict[str, Any]:
             conn.close()
     await asyncio.sleep(0.5)
     lat = sorted(stats.latencies)
-    return {**stats.counts, "close_codes": stats.close_codes, "refused": stats.refused, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
+    return {**stats.counts, "close_codes": stats.close_codes, "refused": stats.refused, "connect_error_kinds": stats.connect_errors, "cpu_s": cpu_s, "count": len(lat), "connected_at": connected_at,
             "latencies": [lat[int(q * (len(lat) - 1))] for q in (i / 1000 for i in range(1001))] if lat else []}
