@@ -8,8 +8,8 @@ bridge, a Celery worker (2 processes, as the Procfile) and one web process (uvic
 2 x 2 x 31-option chain) at ``--rate`` ticks/s, each tick stamped with its send time, so a frame's latency is the
 whole path: bridge, worker, Redis Pub/Sub, web process, socket. ``--source direct`` measures the web process alone:
 after the pipeline has priced the chain once, the feed stops and the script publishes, at ``--rate`` option ticks/s,
-the events a batch would (each option's real latest Greeks as a ``greeks`` event, and per 64 of them one ``chain``
-event with their strikes), stamped with their send time. For each client count it
+the events a batch would (each option's real latest Greeks as a ``greeks`` event, and per 10 ms batch of them one
+``chain`` event per expiry with their strikes), stamped with their send time. For each client count it
 opens that many real WebSocket connections (one user each, spread over client processes): 90 % subscribe to the
 ``greeks`` topic of one option of the demo chain (spread over every option), 10 % to the whole ``chain`` channel of
 the nearest expiry. Measured over ``--seconds`` once every client is subscribed:
@@ -17,11 +17,13 @@ the nearest expiry. Measured over ``--seconds`` once every client is subscribed:
 * frames/s delivered to the clients, and how many events they stood for (``coalesced``);
 * p50/p99 from a tick's time to its frame's arrival at the client;
 * the web process's memory per connection (RSS after connecting and subscribing, minus before, over N);
-* errors: failed connections, error frames, connections closed by the server.
+* errors: failed connections, error frames, connections closed by the server;
+* the CPU the client processes used in the window (`bench/ws_client.py`: a bare-protocol client, so they are not the
+  bottleneck), and how long connecting took (at most 100 handshakes in flight per client process).
 
-Then REST ``realtime/*`` (price, greeks, indicators in turn) at ``--rest-rate`` requests/s, open loop over 32
-keep-alive connections, latency counted from each request's scheduled time. Every phase is bounded in time; the
-processes are stopped at the end. The file-descriptor limit is raised to the hard limit (each client holds one
+Then, once the web process is idle (under a tenth of a core, waited for at most 30 s), REST ``realtime/*`` (price,
+greeks, indicators in turn) at ``--rest-rate`` requests/s, open loop over 32 keep-alive connections, latency counted
+from each request's scheduled time. Every phase is bounded in time; the processes are stopped at the end. The file-descriptor limit is raised to the hard limit (each client holds one
 socket, the web process one per client).
 
     .venv/bin/python -m bench.websocket [--clients 1000,5000] [--seconds 20] [--rate 2000] [--rest-rate 500]
@@ -45,7 +47,6 @@ import sys
 import threading
 import time
 import urllib.request
-from array import array
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +60,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench._stack import bench_env, running_stack  # noqa: E402
 from bench.greeks_pipeline import send  # noqa: E402
+from bench.ws_client import client_process  # noqa: E402
 
 DATABASE, REDIS_PORT = "signal_bench_ws", 16_399
 CLIENTS_PER_PROCESS = 1250
 CONNECT_BUDGET_S = 120.0
+# The direct source publishes what one batch of this many seconds of ticks would (the pipeline's batches: 16 ticks
+# at the median, so ~8 ms at 2,000 ticks/s): one chain event per expiry and batch, as a worker sends.
+DIRECT_BATCH_S = 0.01
 
 
 def raise_fd_limit() -> int:
@@ -140,72 +145,17 @@ def topics(count: int, first: int, expiries: list[str], options: list[str]) -> l
     return out
 
 
-# --- one client process ----------------------------------------------------------------------------------------
-async def client(url: str, secret: str, index: int, topic: dict[str, Any], window: tuple[float, float],
-                 stats: dict[str, Any], gate: asyncio.Semaphore) -> None:
-    from websockets.asyncio.client import connect
-
-    token = jwt.encode({"sub": f"bench-{index}", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
-    start, end = window
-    try:
-        async with gate:
-            # a client not connected by the end of the window gives up (counted as a connect error)
-            ws = await connect(f"{url}?token={token}", max_size=None, open_timeout=max(end - time.time(), 1.0),
-                               ping_interval=None, close_timeout=2)
-            await ws.send(json.dumps({"type": "subscribe", **topic}))
-    except Exception:
-        stats["connect_errors"] += 1
-        return
-    if time.time() > start:
-        stats["late"] += 1
-    stats["connected"] += 1
-    try:
-        while True:
-            left = end - time.time()
-            if left <= 0:
-                break
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=left)
-            except TimeoutError:
-                break
-            now = time.time()
-            frame = json.loads(raw)
-            kind = frame.get("type")
-            if kind == "data" and now >= start:
-                stats["frames"] += 1
-                stats["events"] += 1 + frame.get("coalesced", 0)
-                stats["latencies"].append(now - datetime.fromisoformat(frame["timestamp"]).timestamp())
-            elif kind == "error":
-                stats["error_frames"] += 1
-    except Exception:
-        stats["closed_by_server"] += 1
-    finally:
-        await ws.close()
-
-
-async def client_process(spec: dict[str, Any]) -> dict[str, Any]:
-    stats: dict[str, Any] = {"connected": 0, "late": 0, "connect_errors": 0, "error_frames": 0, "closed_by_server": 0,
-                             "frames": 0, "events": 0, "latencies": array("d")}
-    gate = asyncio.Semaphore(100)
-    window = (spec["start"], spec["end"])
-    await asyncio.gather(*(client(spec["url"], spec["secret"], spec["first"] + i, topic, window, stats, gate)
-                           for i, topic in enumerate(spec["topics"])))
-    lat = sorted(stats.pop("latencies"))
-    stats["latencies"] = [lat[int(q * (len(lat) - 1))] for q in (i / 1000 for i in range(1001))] if lat else []
-    stats["count"] = len(lat)
-    return stats
-
-
 # --- the driver --------------------------------------------------------------------------------------------------
 def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[str], options: list[str],
                 web_pid: int) -> dict[str, Any]:
     before = rss_kib(web_pid)
+    launched = time.time()
     start = time.time() + min(CONNECT_BUDGET_S, 15 + n * 0.012)
     end = start + seconds
     procs = []
     for first in range(0, n, CLIENTS_PER_PROCESS):
         count = min(CLIENTS_PER_PROCESS, n - first)
-        spec = {"url": f"ws://127.0.0.1:{port}/ws/v2/signals/", "secret": secret, "first": first,
+        spec = {"port": port, "path": "/ws/v2/signals/", "secret": secret, "first": first,
                 "topics": topics(count, first, expiries, options), "start": start, "end": end}
         procs.append(subprocess.Popen([sys.executable, "-m", "bench.websocket", "--client-spec", json.dumps(spec)],
                                       cwd=ROOT, stdout=subprocess.PIPE, text=True))
@@ -216,13 +166,18 @@ def run_clients(port: int, secret: str, n: int, seconds: float, expiries: list[s
     web_cpu = cpu_seconds(web_pid) - cpu_start
     results = [json.loads(proc.communicate(timeout=end - time.time() + 90)[0]) for proc in procs]
     total = {key: sum(r[key] for r in results) for key in ("connected", "late", "connect_errors", "error_frames",
-                                                            "closed_by_server", "frames", "events", "count")}
+                                                            "closed_by_server", "frames", "events", "coalesced_frames",
+                                                            "count", "cpu_s")}
     # quantiles from each process's 0.1 % quantiles, weighted by its count
     pooled = sorted(v for r in results for v in r["latencies"] for _ in range(max(1, r["count"] // 1001)))
     q = (lambda p: pooled[int(p * (len(pooled) - 1))] * 1000) if pooled else (lambda p: float("nan"))
     return {"clients": n, **total, "frames_per_s": total["frames"] / seconds, "events_per_s": total["events"] / seconds,
             "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "rss_before_mib": before / 1024,
-            "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu,
+            "rss_connected_mib": during / 1024, "web_cpu_s": web_cpu, "client_cpu_s": total["cpu_s"],
+            "close_codes": dict(sum((Counter(r["close_codes"]) for r in results), Counter())),
+            "refused": dict(sum((Counter(r["refused"]) for r in results), Counter())),
+            "connect_error_kinds": dict(sum((Counter(r["connect_error_kinds"]) for r in results), Counter())),
+            "client_processes": len(procs), "connect_s": max(r["connected_at"] for r in results) - launched,
             # what one web process would deliver with a core to itself (the machine is shared)
             "frames_per_web_cpu_s": total["frames"] / web_cpu if web_cpu else float("nan"),
             "kib_per_connection": (during - before) / max(total["connected"], 1)}
@@ -261,6 +216,18 @@ async def rest_phase(port: int, token: str, rate: float, seconds: float, option:
             "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000, "max_ms": latencies[-1] * 1000}
 
 
+def wait_until_quiet(pid: int, limit_s: float = 30.0) -> float:
+    """Wait (at most ``limit_s``) until the web process uses under a tenth of a core, so REST is measured on a
+    process with no fan-out backlog left; returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        used = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - used < 0.1:
+            break
+    return time.monotonic() - began
+
+
 def feed(client: redis.Redis, rate: float, stop: threading.Event) -> None:
     while not stop.is_set():
         send(client, rate, 1.0, 15)
@@ -285,7 +252,7 @@ def publish_direct(options: list[str], rate: float, stop: threading.Event) -> No
     sent, began = 0, time.time()
     while not stop.is_set():
         due = int((time.time() - began) * rate) - sent
-        if due <= 0:
+        if due < rate * DIRECT_BATCH_S:
             time.sleep(0.001)
             continue
         stamp = datetime.now(UTC).isoformat()
@@ -309,6 +276,8 @@ def main() -> None:
     parser.add_argument("--rest-rate", type=float, default=500.0, help="REST requests/s")
     parser.add_argument("--source", choices=("pipeline", "direct"), default="pipeline",
                         help="events from the real pipeline, or published straight to the web process's groups")
+    parser.add_argument("--rest-without-feed", action="store_true",
+                        help="stop the feed (or the direct publisher) before the REST phase")
     parser.add_argument("--client-spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     hard = raise_fd_limit()
@@ -319,7 +288,7 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        print(json.dumps(asyncio.run(client_process(json.loads(args.client_spec)))))
+        print(json.dumps(asyncio.run(client_process(json.loads(args.client_spec)))))  # bench/ws_client.py
         return
     counts = [int(c) for c in args.clients.split(",")]
     if max(counts) * 2 + 1000 > hard:
@@ -368,9 +337,15 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
                 time.sleep(3)
             token = jwt.encode({"sub": "bench-rest", "exp": int(time.time()) + 3600}, env["SIGNAL_JWT_SECRET"],
                                algorithm="HS256")
+            if args.rest_without_feed:
+                stop.set()
+            results["rest_waited_s"] = wait_until_quiet(web.pid)
+            rest_cpu = cpu_seconds(web.pid)
             try:
                 results["rest"] = asyncio.run(rest_phase(port, token, args.rest_rate, 10.0,
                                                          options[len(options) // 4]))
+                results["rest"]["web_cpu_ms_per_request"] = (cpu_seconds(web.pid) - rest_cpu) * 1000 / \
+                    results["rest"]["requests"]
             except TimeoutError:  # the web process is still behind on the fan-out: say so instead of a figure
                 results["rest"] = {"rate": args.rest_rate, "p50_ms": float("nan"), "p99_ms": float("nan"),
                                    "statuses": "not all answered within 60 s"}
@@ -387,13 +362,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
           f"{args.seconds:.0f} s measured")
     for r in results["clients"]:
         print(f"  {r['clients']:>5} clients: connected {r['connected']} ({r['late']} after the window opened), frames/s {r['frames_per_s']:,.0f} "
-              f"(events/s {r['events_per_s']:,.0f}; {r['frames_per_web_cpu_s']:,.0f} per web CPU-second, the web "
-              f"process had {r['web_cpu_s'] / args.seconds:.0%} of a core), tick→frame p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
+              f"(events/s {r['events_per_s']:,.0f}, {r['coalesced_frames'] / max(r['frames'], 1):.0%} of frames "
+              f"coalesced; {r['frames_per_web_cpu_s']:,.0f} per web CPU-second, the web process had "
+              f"{r['web_cpu_s'] / args.seconds:.0%} of a core, {r['client_processes']} client processes "
+              f"{r['client_cpu_s'] / args.seconds:.0%}), connecting took {r['connect_s']:.1f} s, tick→frame p50 "
+              f"{r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms, "
               f"{r['kib_per_connection']:.0f} KiB/connection, errors: connect {r['connect_errors']}, "
-              f"error frames {r['error_frames']}, closed {r['closed_by_server']}")
+              f"error frames {r['error_frames']}, closed {r['closed_by_server']} {r['close_codes'] or ''}, "
+              f"upgrades refused {r['refused'] or 0}, connect errors {r['connect_error_kinds'] or 0}")
     rest = results["rest"]
-    print(f"  REST realtime/* at {rest['rate']:.0f}/s: p50 {rest['p50_ms']:.1f} ms, p99 {rest['p99_ms']:.1f} ms, "
-          f"statuses {rest['statuses']}")
+    print(f"  REST realtime/* at {rest['rate']:.0f}/s ({'feed stopped, ' if args.rest_without_feed else ''}after "
+          f"waiting {results['rest_waited_s']:.0f} s for the web process to be idle): p50 {rest['p50_ms']:.1f} ms, "
+          f"p99 {rest['p99_ms']:.1f} ms, {rest.get('web_cpu_ms_per_request', float('nan')):.2f} web CPU-ms per "
+          f"request, statuses {rest['statuses']}")
 
 
 if __name__ == "__main__":

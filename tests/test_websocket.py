@@ -1,4 +1,4 @@
-"""The WebSocket protocol through the real ASGI app and the real channels-redis PubSub layer."""
+"""The WebSocket protocol through the real ASGI app, real Redis Pub/Sub and the web process's topic hub."""
 
 from __future__ import annotations
 

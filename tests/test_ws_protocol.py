@@ -1,4 +1,4 @@
-"""WebSocket protocol additions of issue 13 through the real ASGI app and the real channels-redis layer: the
+"""WebSocket protocol additions of issue 13 through the real ASGI app, Redis Pub/Sub and the topic hub: the
 whole-chain channel against the REST option chain, resume by seq, token expiry on open sockets, per-connection
 limits, the session-authenticated dashboard socket, and groups left clean."""
 

@@ -147,14 +147,15 @@ def test_a_reader_that_cannot_keep_up_is_closed_and_delays_nobody(web: WebProces
 
 
 async def test_a_slow_send_gets_the_latest_value_per_topic_and_merged_chain_rows() -> None:
+    from signals.delivery.events import SharedEvent
     from signals.delivery.sender import SendQueue
 
     sent: list[tuple[str, Any, int]] = []
     closed: list[int] = []
 
-    async def slow_send(group: str, event: Any, count: int) -> None:
+    async def slow_send(shared: SharedEvent, count: int) -> None:
         await asyncio.sleep(0.05)
-        sent.append((group, event, count))
+        sent.append((shared.group, shared.event, count))
 
     async def close(code: int) -> None:
         closed.append(code)
@@ -162,11 +163,12 @@ async def test_a_slow_send_gets_the_latest_value_per_topic_and_merged_chain_rows
     queue = SendQueue(slow_send, close, slow_close_s=5)
     chain = {"underlying": KEY, "expiry_date": "2025-06-26", "spot": 1.0, "timestamp": "2025-06-20T04:00:00+00:00"}
     for n in range(20):
-        queue.put("computed", signal_event("computed", KEY, {"instrument_key": KEY, "n": n}, chain["timestamp"]))
+        queue.put(SharedEvent("computed", signal_event("computed", KEY, {"instrument_key": KEY, "n": n},
+                                                       chain["timestamp"])))
         side = "call" if n % 2 else "put"
         rows = [{"strike": 24000 + 50 * (n % 3), side: {"strike": 24000 + 50 * (n % 3), "n": n}}]
-        queue.put("chain", signal_event("chain", KEY, {**chain, "strikes": rows}, chain["timestamp"],
-                                        {"expiry_date": "2025-06-26"}))
+        queue.put(SharedEvent("chain", signal_event("chain", KEY, {**chain, "strikes": rows}, chain["timestamp"],
+                                                    {"expiry_date": "2025-06-26"})))
         assert len(queue) <= 2  # at most one pending event per subscription
         if n == 0:
             await asyncio.sleep(0.01)  # the sender takes the first events and is busy with them

@@ -6,7 +6,8 @@ Data frames carry a per-subscription ``seq``; a gap means frames were lost (PubS
 reconnect) and the client should ask for a snapshot. A client reconnecting subscribes again with the last ``seq`` it
 saw: it gets a fresh snapshot carrying that ``seq`` and data frames continue from it. Bad messages get an error
 frame; the socket stays open. A JWT's ``exp`` is enforced on the open socket (4401 unless a fresh ``auth`` came
-in time); data frames go through a per-connection `SendQueue` (slow readers get coalesced frames, then 4008).
+in time); events come from the process's `signals.delivery.hub` (a subscription joins its topic there) and data
+frames go through a per-connection `SendQueue` (slow readers get coalesced frames, then 4008).
 ``/ws/v2/dashboard/`` is the same protocol authenticated by the Django session (`DashboardConsumer`).
 """
 
@@ -15,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 import redis.asyncio as aredis
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
 
 from feed import keys
 from signals.delivery.channels import SubscriptionError
-from signals.delivery.events import SIGNAL_EVENT, SignalEvent, data_frame, snapshot_frame
+from signals.delivery.events import SharedEvent, snapshot_frame
+from signals.delivery.hub import topic_hub
 from signals.delivery.sender import MessageBucket, SendQueue
 from signals.delivery.session import session_user
 from signals.delivery.subscriptions import resolve
@@ -62,7 +66,12 @@ def async_redis() -> aredis.Redis:
 
 
 class SignalConsumer(AsyncWebsocketConsumer):
+    # Not on the Channels layer: the process's topic hub hands events to the send queue (`deliver`), decoded once
+    # per process instead of once per socket; the layer would also subscribe a Pub/Sub channel per socket.
+    channel_layer_alias = "none"
+
     async def connect(self) -> None:
+        self.channel_name = f"ws.{uuid.uuid4().hex}"  # this socket's entry among its user's connections
         self.user: PlatformUser | None = None
         self.subscriptions: dict[str, dict[str, Any]] = {}  # group -> {subscription_key, channel, key, params, seq}
         self._auth_timer: asyncio.Task[None] | None = None
@@ -201,9 +210,9 @@ class SignalConsumer(AsyncWebsocketConsumer):
                 await self._error("too_many_subscriptions",
                                   f"at most {settings.SIGNAL_WS_MAX_SUBSCRIPTIONS} subscriptions per connection")
                 return
-            await self.channel_layer.group_add(group, self.channel_name)
             self.subscriptions[group] = {"subscription_key": group, "channel": spec.name, "instrument_key": key,
                                          "params": params, "seq": resume}
+            await topic_hub().join(group, self)
         elif "seq" in message:
             self.outbox.drop(group)  # the snapshot below supersedes what was queued
             self.subscriptions[group]["seq"] = resume
@@ -230,7 +239,7 @@ class SignalConsumer(AsyncWebsocketConsumer):
         group = await self._subscription(message, "no such subscription on this connection")
         if group is None:
             return
-        await self.channel_layer.group_discard(group, self.channel_name)
+        await topic_hub().leave(group, self)
         del self.subscriptions[group]
         self.outbox.drop(group)
         await self.send_json({"type": "unsubscribed", "subscription_key": group})
@@ -252,24 +261,21 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong", "timestamp": time.time()})
 
     # --- events from workers ----------------------------------------------------------------------------------
-    async def signal_event(self, event: SignalEvent) -> None:
-        """A computed value for a group: queue it for the subscription (sent with its next seq)."""
-        for group, sub in self.subscriptions.items():
-            # .get: an event from a worker of an earlier release may lack params
-            if sub["channel"] == event["channel"] and sub["instrument_key"] == event["instrument_key"] \
-                    and _params_match(sub["params"], event.get("params")):
-                self.outbox.put(group, event)
+    def deliver(self, shared: SharedEvent) -> None:
+        """An event of a topic this socket subscribes to (from `signals.delivery.hub`): queue it."""
+        self.outbox.put(shared)
 
-    async def _send_data(self, group: str, event: SignalEvent, count: int) -> None:
-        sub = self.subscriptions.get(group)
+    async def _send_data(self, shared: SharedEvent, count: int) -> None:
+        sub = self.subscriptions.get(shared.group)
         if sub is None:
             return
         sub["seq"] += 1
-        await self.send_json(data_frame(group, sub["channel"], sub["instrument_key"], event, sub["seq"], count - 1))
+        await self.send(text_data=shared.frame(sub["seq"], count - 1))
 
     async def _leave_groups(self) -> None:
+        hub = topic_hub()
         for group in list(self.subscriptions):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await hub.leave(group, self)
         self.subscriptions.clear()
 
     async def _close_slow(self, code: int) -> None:
@@ -293,12 +299,10 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=orjson.dumps(content).decode())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == SIGNAL_EVENT:
-            # Channels closes stale database connections before every handler, through a thread: for the events
-            # (no database) that hop cost a fifth of the web process's CPU at 1,000 clients (bench/websocket.py).
-            await self.signal_event(message)  # type: ignore[arg-type]
-            return
-        await super().dispatch(message)
+        # Channels closes stale database connections before every handler, through a thread: a hop per connect and
+        # per client message, all queued on one thread while thousands of sockets connect. The database is only
+        # ever reached through database_sync_to_async here, which closes stale connections itself.
+        await getattr(self, get_handler_name(message))(message)
 
 
 class DashboardConsumer(SignalConsumer):
@@ -316,7 +320,3 @@ class DashboardConsumer(SignalConsumer):
 
     async def _authenticate(self, token: str) -> None:
         await self._error("unauthorized", "the dashboard socket is authenticated by the session, not by tokens")
-
-
-def _params_match(subscribed: dict[str, Any], sent: Any) -> bool:
-    return not subscribed or subscribed == (sent or {})

@@ -1,8 +1,9 @@
 """A WebSocket connection's outgoing data frames: a bounded queue that keeps the latest event per subscription,
 drained by one task per connection, so a slow reader only ever holds its own frames.
 
-Events from workers are queued and the consumer returns at once: the channel layer's reader never waits for a
-socket. While the socket is slower than its events, a subscription's queued event is replaced by the next one
+Events from workers are queued and the process's topic reader (`signals.delivery.hub`) returns at once: it never
+waits for a socket. While the socket (or the whole process) is slower than its events, a subscription's queued
+event is replaced by the next one
 (`signals.delivery.events.coalesce`: the latest value; a ``chain`` frame merges its strikes), so the queue holds at
 most one event per subscription. A frame that has waited ``slow_close_s`` means the reader cannot keep up even with
 coalesced updates: the connection is closed with `CLOSE_SLOW`.
@@ -14,31 +15,35 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from signals.delivery.events import SignalEvent, coalesce
+from signals.delivery.events import SharedEvent, coalesce
 
 CLOSE_SLOW = 4008  # the client reads too slowly even for coalesced updates
 
 
 class SendQueue:
-    def __init__(self, send: Callable[[str, SignalEvent, int], Awaitable[None]],
+    def __init__(self, send: Callable[[SharedEvent, int], Awaitable[None]],
                  close: Callable[[int], Awaitable[None]], slow_close_s: float):
-        self._send = send  # (subscription group, event, how many events it stands for)
+        self._send = send  # (event, how many events it stands for)
         self._close = close
         self._slow_close_s = slow_close_s
-        self._pending: dict[str, tuple[SignalEvent, int, float]] = {}  # group -> (event, count, first queued at)
+        self._pending: dict[str, tuple[SharedEvent, int, float]] = {}  # group -> (event, count, first queued at)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.closed = False
 
-    def put(self, group: str, event: SignalEvent) -> None:
+    def put(self, shared: SharedEvent) -> None:
         if self.closed:
             return
+        group = shared.group
         held = self._pending.get(group)
         if held is None:
-            self._pending[group] = (event, 1, time.monotonic())
+            self._pending[group] = (shared, shared.count, time.monotonic())
         else:
-            self._pending[group] = (coalesce(held[0], event), held[1] + 1, held[2])
+            merged = coalesce(held[0].event, shared.event)
+            # the newer event as it is (not a merged chain) keeps the frame the other sockets share
+            kept = shared if merged is shared.event else SharedEvent(group, merged)
+            self._pending[group] = (kept, held[1] + shared.count, held[2])
             if time.monotonic() - held[2] > self._slow_close_s:
                 self._give_up()
                 return
@@ -68,10 +73,9 @@ class SendQueue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            group = next(iter(self._pending))
-            event, count, _ = self._pending.pop(group)
+            shared, count, _ = self._pending.pop(next(iter(self._pending)))
             try:
-                await self._send(group, event, count)
+                await self._send(shared, count)
             except OSError:  # the client went away; its disconnect stops this queue
                 self.closed = True
                 return

@@ -1,0 +1,126 @@
+"""The web process's topic hub (signals/delivery/hub.py) on the real Redis: one Pub/Sub subscription per topic
+however many local sockets watch it, left when the last one goes; every event handed out in order while the
+process keeps up, the latest per topic (counted) when it is behind; the frame serialised once is the protocol's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from feed import keys
+from feed.redis_client import get_redis
+from signal_project.asgi import application
+from signals.delivery import fanout
+from signals.delivery.events import SharedEvent, data_frame, signal_event
+from signals.delivery.hub import BEHIND_S, TopicHub
+
+KEY = "NSE@NIFTY@index"
+GROUP = keys.topic_group("computed", KEY)
+
+
+def listeners() -> int:
+    name = fanout.group_channel(GROUP)
+    return fanout.listeners(get_redis(settings.CHANNEL_LAYER_URL).pubsub_numsub(name)).get(name, 0)
+
+
+def event(n: int) -> dict[str, Any]:
+    return signal_event("computed", KEY, {"instrument_key": KEY, "n": n}, "2025-06-20T04:00:00+00:00")
+
+
+async def connect(token: str) -> WebsocketCommunicator:
+    ws = WebsocketCommunicator(application, f"/ws/v2/signals/?token={token}")
+    assert (await ws.connect())[0]
+    assert (await ws.receive_json_from())["type"] == "authenticated"
+    await ws.send_json_to({"type": "subscribe", "channel": "computed", "instrument_key": KEY})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
+    assert (await ws.receive_json_from(timeout=5))["type"] == "snapshot"
+    return ws
+
+
+async def test_one_subscription_per_topic_per_process_left_with_its_last_socket(make_token: Any) -> None:
+    first, second = await connect(make_token(sub="a")), await connect(make_token(sub="b"))
+    assert await sync_to_async(listeners)() == 1  # both sockets share the process's one subscription
+    assert await sync_to_async(fanout.publish)([(GROUP, event(1))]) == 1
+    for ws in (first, second):
+        frame = await ws.receive_json_from(timeout=3)
+        assert (frame["seq"], frame["data"]["n"]) == (1, 1)
+    await first.disconnect()
+    assert await sync_to_async(listeners)() == 1  # the other socket still watches the topic
+    await sync_to_async(fanout.publish)([(GROUP, event(2))])
+    frame = await second.receive_json_from(timeout=3)
+    assert (frame["seq"], frame["data"]["n"]) == (2, 2)
+    await second.disconnect()
+    for _ in range(60):
+        if not await sync_to_async(listeners)():
+            break
+        await asyncio.sleep(0.05)
+    assert await sync_to_async(listeners)() == 0
+
+
+async def test_every_event_goes_out_while_keeping_up_and_the_latest_per_topic_when_behind() -> None:
+    hub = TopicHub(settings.CHANNEL_LAYER_URL)
+    got: list[tuple[int, int]] = []
+
+    class Member:
+        def deliver(self, shared: SharedEvent) -> None:
+            got.append((shared.event["data"]["n"], shared.count))
+            if shared.event["data"]["n"] == 0:
+                # the process is busy for longer than BEHIND_S while three more events arrive
+                fanout.publish([(GROUP, event(n)) for n in (1, 2, 3)])
+                time.sleep(BEHIND_S * 2)
+
+    await hub.join(GROUP, Member())
+    try:
+        await sync_to_async(fanout.publish)([(GROUP, event(0))])
+        await wait_for(lambda: len(got) >= 2)
+        await sync_to_async(fanout.publish)([(GROUP, event(4)), (GROUP, event(5))])  # keeping up again
+        await wait_for(lambda: len(got) >= 4)
+        assert got == [(0, 1), (3, 3), (4, 1), (5, 1)]
+    finally:
+        await hub.close()
+
+
+async def wait_for(condition: Any, timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
+def test_the_shared_frame_is_the_protocols_data_frame() -> None:
+    chain = signal_event("chain", KEY, {"underlying": KEY, "expiry_date": "2025-06-26", "spot": float("nan"),
+                                        "timestamp": "2025-06-20T04:00:00+00:00", "strikes": [{"strike": 24000}]},
+                         "2025-06-20T04:00:00+00:00", {"expiry_date": "2025-06-26"})
+    for shared_event, seq, coalesced in ((event(7), 1, 0), (chain, 12, 4)):
+        shared = SharedEvent("the-group", shared_event)
+        expected = data_frame("the-group", shared_event["channel"], KEY, shared_event, seq, coalesced)
+        assert shared.frame(seq, coalesced) == orjson.dumps(expected).decode()
+        assert json.loads(shared.frame(seq, coalesced)) == json.loads(orjson.dumps(expected))
+
+
+async def test_a_join_racing_the_last_leave_keeps_the_topic_subscribed() -> None:
+    hub = TopicHub(settings.CHANNEL_LAYER_URL)
+    got: list[int] = []
+
+    class Member:
+        def deliver(self, shared: SharedEvent) -> None:
+            got.append(shared.event["data"]["n"])
+
+    leaving, joining = Member(), Member()
+    await hub.join(GROUP, leaving)
+    try:
+        # the leave's UNSUBSCRIBE is on its way when the join comes in: the join must subscribe again
+        await asyncio.gather(hub.leave(GROUP, leaving), hub.join(GROUP, joining))
+        assert await sync_to_async(listeners)() == 1
+        await sync_to_async(fanout.publish)([(GROUP, event(1))])
+        await wait_for(lambda: got)
+        assert got == [1]
+    finally:
+        await hub.close()
