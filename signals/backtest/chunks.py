@@ -15,14 +15,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from configs.registry import ActiveConfig
 from feed.streams import id_order, stream_entry
+from signals.backtest.records import COPY_SQL, copy_stream
 from signals.backtest.replay import Replay
 from signals.backtest.runs import send_chunk
 from signals.backtest.state import RunState
@@ -31,13 +30,6 @@ from signals.storage import TICK_COLUMNS, relax_durability
 
 log = logging.getLogger(__name__)
 _COLUMNS = ", ".join(TICK_COLUMNS)
-_COPY_RECORDS = ("COPY signal_backtest_records (run_id, underlying, chunk, seq, instrument_key, time, config_id, "
-                 "record) FROM STDIN (FORMAT BINARY)")
-_RECORD_TYPES = ["uuid", "varchar", "int4", "int4", "varchar", "timestamptz", "int8", "jsonb"]
-
-
-def orjson_text(value: Any) -> str:
-    return orjson.dumps(value).decode()  # NaN and infinities as null: JSON has no NaN
 
 
 def load_ticks(keys: list[str], context_keys: list[str], start: datetime, end: datetime,
@@ -122,17 +114,16 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
         state.cursor = (newest["ts"], newest["source_id"])
     if last:
         replay.fire_until(run.end_time.timestamp(), inclusive=False)
-    records = [(run.id, row.underlying, chunk, i, r["instrument_key"], datetime.fromisoformat(r["timestamp"]),
-                r["config_id"], Jsonb(r, dumps=orjson_text)) for i, r in enumerate(outcome.records)]
-    committed = _commit(run, row.underlying, chunk, state, records, outcome, last)
+    stream = copy_stream(run.id, row.underlying, chunk, outcome.records)
+    committed = _commit(run, row.underlying, chunk, state, stream, outcome, last)
     if committed and not last and send_next:
         transaction.on_commit(lambda: send_chunk(run.id, row.underlying, chunk + 1))
-    return {"ticks": outcome.ticks, "records": len(records), "committed": committed, "last": last,
+    return {"ticks": outcome.ticks, "records": len(outcome.records), "committed": committed, "last": last,
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, records: list[tuple[Any, ...]],
-            outcome: Any, last: bool) -> bool:
+def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, stream: bytes, outcome: Any,
+            last: bool) -> bool:
     with transaction.atomic():
         # the run's row first: commits of one run go one at a time, so the last one sees every other underlying done
         BacktestRun.objects.select_for_update().filter(id=run.id).first()
@@ -143,16 +134,14 @@ def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, reco
         # the checkpoint and the records commit together or not at all: a crash losing an unflushed commit only
         # means the chunk is redone (as for a killed worker), so the commit need not wait for the disk
         relax_durability()
-        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(_COPY_RECORDS) as copy:
-            copy.set_types(_RECORD_TYPES)
-            for record in records:  # COPY: a bulk INSERT of JSON documents costs more than replaying them
-                copy.write_row(record)
+        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(COPY_SQL) as copy:
+            copy.write(stream)
         errors = dict(row.errors)
         for name, count in outcome.errors.items():
             errors[name] = errors.get(name, 0) + count
         BacktestState.objects.filter(id=row.id).update(
             state=state.dump(), next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
-            records=row.records + len(records), errors=errors, updated_at=timezone.now())
+            records=row.records + len(outcome.records), errors=errors, updated_at=timezone.now())
         if last and not BacktestState.objects.filter(run_id=run.id, done=False).exclude(id=row.id).exists():
             BacktestRun.objects.filter(id=run.id, status="running").update(status="completed",
                                                                            finished_at=timezone.now())

@@ -148,7 +148,7 @@ class Replay:
         return ticks_before({key: ts}).get(key)
 
     def _context(self, previous: dict[str, dict[str, Any] | None], held_ts: dict[str, float]) -> BatchContext:
-        ctx = BatchContext(client=self.reads, latest=None, previous=previous, outbox=Outbox(),  # type: ignore[arg-type]
+        ctx = BatchContext(client=self.reads, latest=None, previous=previous, outbox=Outbox(offline=True),  # type: ignore[arg-type]
                            held_ts=held_ts)
         ctx.__dict__["bars_service"] = self.bars  # the run's bars, never the live bars service
         return ctx
