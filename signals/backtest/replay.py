@@ -70,7 +70,10 @@ class Replay:
                 self.timed.setdefault(frequency.schedule_key, (frequency, []))[1].append(config)
             else:
                 self.by_frequency.setdefault(frequency.kind, []).append(config)
-        self.keeps_bars = any(reads_stored_ticks(c.document) for c in configs)
+        # bars are read only of the instruments a bar-reading config runs on: only their ticks are kept for bars
+        # (they stay in the run's state for the whole run)
+        self.bar_patterns = [c.pattern for c in configs if reads_stored_ticks(c.document)]
+        self._keeps_bars: dict[str, bool] = {}  # instrument key -> whether its ticks are kept for bars
         self.seen: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}  # this chunk's ticks per instrument
         self.outcome = ChunkOutcome()
         self._next_due: float | None = None  # the next time-driven firing (None: not known yet)
@@ -110,7 +113,7 @@ class Replay:
         for tick in own:
             bisect.insort(self.seen.setdefault(tick["instrument_key"], []), (tick["ts"], tick["source_id"], tick),
                           key=_order)
-            if self.keeps_bars:
+            if self.keeps_bars(tick["instrument_key"]):
                 self.bars.add(tick)
         self.outcome.ticks += len(own)
         ordered = sorted(own, key=lambda t: t["ts"])
@@ -133,6 +136,12 @@ class Replay:
             return
         ctx = self._context(previous, {key: tick["ts"] for key, tick in held.items()})
         self._keep(run_grouped(matched, ctx) + run_grouped(closes, ctx), ctx)
+
+    def keeps_bars(self, key: str) -> bool:
+        found = self._keeps_bars.get(key)
+        if found is None:
+            found = self._keeps_bars[key] = any(key_matches(pattern, key) for pattern in self.bar_patterns)
+        return found
 
     def _befores(self, times: dict[str, float]) -> dict[str, dict[str, Any]]:
         found = {key: self._before(key, ts) for key, ts in times.items()}

@@ -100,8 +100,8 @@ def option_greeks(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchC
 
     per_tick: list[dict[str, dict[str, Any]]] = [{} for _ in options]
     store = output.get("store_to_database", True) and not ctx.outbox.offline
-    for r, (slot, field) in enumerate(rows):
-        per_tick[slot][field] = priced.row(r, calculate)
+    for r, ((slot, field), row) in enumerate(zip(rows, priced.rows(calculate), strict=True)):
+        per_tick[slot][field] = row
         if store:
             tick = ticks[options[slot][0]]
             ctx.outbox.greeks_rows.append({"instrument_key": tick["instrument_key"], "ts": tick["ts"],
