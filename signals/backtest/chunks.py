@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,7 +109,7 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
     ticks.sort(key=arrival_order)
     configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
     replay = Replay(row.underlying, configs, state)
-    outcome = replay.run(ticks, run.batch_ticks)
+    outcome = replay.run(ticks, run.batch_ticks, heartbeat(row.id, chunk))
     if own:
         newest = max(own, key=lambda t: (t["ts"], t["source_id"]))
         state.cursor = (newest["ts"], newest["source_id"])
@@ -120,6 +121,21 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
         transaction.on_commit(lambda: send_chunk(run.id, row.underlying, chunk + 1))
     return {"ticks": outcome.ticks, "records": len(outcome.records), "committed": committed, "last": last,
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def heartbeat(state_id: int, chunk: int) -> Callable[[], None]:
+    """While a chunk replays, its underlying's row is stamped every quarter of ``SIGNAL_BACKTEST_STALL_S``: a chunk
+    that takes longer than that is alive, not stalled, and is not sent again (only a dead worker's chunk is)."""
+    every = float(settings.SIGNAL_BACKTEST_STALL_S) / 4
+    last = time.monotonic()
+
+    def alive() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            BacktestState.objects.filter(id=state_id, next_chunk=chunk, done=False).update(updated_at=timezone.now())
+
+    return alive
 
 
 def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, stream: bytes, outcome: Any,

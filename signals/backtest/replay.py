@@ -13,7 +13,7 @@ the next one, on the latest tick of each matching instrument held then, as `sign
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -79,10 +79,12 @@ class Replay:
         self._next_due: float | None = None  # the next time-driven firing (None: not known yet)
 
     # -- ticks ---------------------------------------------------------------------------------------------------
-    def run(self, ticks: Iterable[dict[str, Any]], batch_ticks: int = 1) -> ChunkOutcome:
+    def run(self, ticks: Iterable[dict[str, Any]], batch_ticks: int = 1,
+            alive: Callable[[], None] | None = None) -> ChunkOutcome:
         """Replay ``ticks`` (in the order live took them) in batches of up to ``batch_ticks`` ticks of this
         underlying, as the bridge groups them: 1 is the live service keeping up with its feed; larger batches are
-        the live service under load (Greeks solved per batch, indicators and moneyness once per batch)."""
+        the live service under load (Greeks solved per batch, indicators and moneyness once per batch).
+        ``alive`` is called after each batch (the chunk's heartbeat)."""
         batch: list[dict[str, Any]] = []
         own = 0
         for tick in ticks:
@@ -95,6 +97,8 @@ class Replay:
             if own >= batch_ticks:
                 self.batch(batch)
                 batch, own = [], 0
+                if alive is not None:
+                    alive()
         self.batch(batch)
         return self.outcome
 
