@@ -56,16 +56,24 @@ def load_ticks(keys: list[str], context_keys: list[str], start: datetime, end: d
     return ticks
 
 
+_PRICE_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")
+_FIELD_AT = [(name, TICK_COLUMNS.index(name)) for name in _PRICE_FIELDS]
+_KEY, _TIME, _SOURCE = (TICK_COLUMNS.index(name) for name in ("instrument_key", "time", "source_id"))
+_SYMBOL_KEYS: dict[str, str] = {}  # instrument key -> its EXCHANGE@SYMBOL
+
+
 def _tick(row: tuple[Any, ...]) -> dict[str, Any]:
-    values = dict(zip(TICK_COLUMNS, row, strict=True))
-    when = values.pop("time").astimezone(UTC)
-    key = values["instrument_key"]
-    tick = {"instrument_key": key, "symbol_key": "@".join(key.split("@")[:2]), "ts": when.timestamp(),
-            "timestamp": when.isoformat()}
-    for name in ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq"):
-        tick[name] = values[name]
+    """A stored row as the normalised tick the live pipeline handled (`feed.ticks.parse_tick`'s fields)."""
+    when = row[_TIME].astimezone(UTC)
+    key = row[_KEY]
+    symbol = _SYMBOL_KEYS.get(key)
+    if symbol is None:
+        symbol = _SYMBOL_KEYS[key] = "@".join(key.split("@")[:2])
+    tick = {"instrument_key": key, "symbol_key": symbol, "ts": when.timestamp(), "timestamp": when.isoformat()}
+    for name, at in _FIELD_AT:
+        tick[name] = row[at]
     tick["state"] = "U"  # not stored: every stored tick replays as a regular-session one
-    tick["source_id"] = values["source_id"]
+    tick["source_id"] = row[_SOURCE]
     return tick
 
 
