@@ -11,6 +11,7 @@ duplicate attempt commits nothing and sends nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from django.utils import timezone
 from configs.registry import ActiveConfig
 from feed.streams import id_order, stream_entry
 from signals.backtest.records import COPY_SQL, copy_stream
-from signals.backtest.replay import Replay
+from signals.backtest.replay import ChunkOutcome, Replay
 from signals.backtest.runs import send_chunk
 from signals.backtest.state import RunState
 from signals.models import BacktestRecord, BacktestRun, BacktestState
@@ -87,8 +88,9 @@ def arrival_order(tick: dict[str, Any]) -> tuple[float, int]:
 
 
 def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) -> dict[str, Any]:
-    """Replay chunk ``chunk`` of ``underlying``; returns what it did (``skipped`` when it was done already).
-    ``send_next``: queue the next chunk once this one is committed (not when the caller runs them itself)."""
+    """Replay chunk ``chunk`` of ``underlying``, then the next ones for up to ``SIGNAL_BACKTEST_TASK_S``; returns
+    what it did (``skipped`` when the chunk was done already; ``next_chunk``: the first one it left). ``send_next``:
+    queue the next chunk once the last one replayed is committed (not when the caller runs them itself)."""
     run = BacktestRun.objects.filter(id=run_id).first()
     if run is None or run.status == "failed":
         return {"skipped": "run deleted or failed"}
@@ -96,7 +98,7 @@ def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) 
     if row is None or row.done or row.next_chunk != chunk:
         return {"skipped": f"chunk {chunk} is not next"}
     try:
-        return _replay_chunk(run, row, chunk, send_next)
+        return _replay_chunks(run, row, chunk, send_next)
     except Exception as exc:
         log.exception("backtest chunk failed", extra={"run": run_id, "underlying": underlying, "chunk": chunk})
         BacktestRun.objects.filter(id=run.id).update(status="failed", error=f"{underlying} chunk {chunk}: "
@@ -104,9 +106,77 @@ def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) 
         raise
 
 
-def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: bool) -> dict[str, Any]:
+class _Commit(threading.Thread):
+    """One chunk's commit (`_commit`) on a connection of its own, while the next chunk replays: the server's work
+    on the records (most of a commit) overlaps the replay instead of following it. Inside a caller's transaction
+    (whose rows another connection cannot see) it commits in place instead."""
+
+    def __init__(self, *args: Any):
+        super().__init__(name="backtest-commit", daemon=True)
+        self.args = args
+        self.committed: bool | None = None
+        self.error: BaseException | None = None
+        self.own_connection = not connection.in_atomic_block
+        if self.own_connection:
+            self.start()
+        else:
+            self.run()
+
+    def run(self) -> None:
+        try:
+            self.committed = _commit(*self.args)
+        except BaseException as exc:  # handed to the replaying thread, which fails the run
+            self.error = exc
+        finally:
+            if self.own_connection:
+                connection.close()
+
+    def result(self) -> bool:
+        if self.own_connection:
+            self.join()
+        if self.error is not None:
+            raise self.error
+        return bool(self.committed)
+
+
+def _replay_chunks(run: BacktestRun, row: BacktestState, chunk: int, send_next: bool) -> dict[str, Any]:
+    """Chunks in a row from ``chunk`` on, each continuing from the state the previous one saved (reloaded from its
+    checkpoint, exactly as a chunk in another process would be), each committed while the next one replays. A
+    commit that finds its chunk done by another attempt stops the row: that attempt goes on with the next ones."""
     started = time.perf_counter()
-    state = RunState.load(row.state)
+    until = time.monotonic() + float(settings.SIGNAL_BACKTEST_TASK_S)
+    configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
+    checkpoint = bytes(row.state)
+    done = {"ticks": 0, "records": 0, "chunks": 0}
+    pending: _Commit | None = None
+    try:
+        while True:
+            outcome, stream, checkpoint, last = _replay(run, row, chunk, RunState.load(checkpoint), configs)
+            if pending is not None and not pending.result():
+                pending = None
+                return {**done, "committed": False, "last": False, "next_chunk": chunk}
+            pending = _Commit(run, row.underlying, chunk, checkpoint, stream, outcome, last)
+            done = {"ticks": done["ticks"] + outcome.ticks, "records": done["records"] + len(outcome.records),
+                    "chunks": done["chunks"] + 1}
+            if last or time.monotonic() > until:
+                break
+            chunk += 1
+        committed = pending.result()
+        pending = None
+    finally:
+        if pending is not None:
+            if pending.own_connection:  # a replay failed while a commit was under way: let it end first
+                pending.join()
+    if committed and not last and send_next:
+        send_chunk(run.id, row.underlying, chunk + 1)
+    return {**done, "committed": committed, "last": last, "next_chunk": chunk + 1,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _replay(run: BacktestRun, row: BacktestState, chunk: int, state: RunState,
+            configs: list[ActiveConfig]) -> tuple[ChunkOutcome, bytes, bytes, bool]:
+    """One chunk from ``state``: its outcome, its records' COPY data, the checkpoint after it, whether it is the
+    underlying's last."""
     keys = run.underlyings[row.underlying]
     vix = settings.SIGNAL_VIX_KEY
     context = [vix] if vix not in keys else []
@@ -115,7 +185,6 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
     own = [t for t in ticks if not t.get("context")]
     last = len(own) < limit
     ticks.sort(key=arrival_order)
-    configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
     replay = Replay(row.underlying, configs, state)
     outcome = replay.run(ticks, run.batch_ticks, heartbeat(row.id, chunk))
     if own:
@@ -123,12 +192,7 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
         state.cursor = (newest["ts"], newest["source_id"])
     if last:
         replay.fire_until(run.end_time.timestamp(), inclusive=False)
-    stream = copy_stream(run.id, row.underlying, chunk, outcome.records)
-    committed = _commit(run, row.underlying, chunk, state, stream, outcome, last)
-    if committed and not last and send_next:
-        transaction.on_commit(lambda: send_chunk(run.id, row.underlying, chunk + 1))
-    return {"ticks": outcome.ticks, "records": len(outcome.records), "committed": committed, "last": last,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return outcome, copy_stream(run.id, row.underlying, chunk, outcome.records), state.dump(), last
 
 
 def heartbeat(state_id: int, chunk: int) -> Callable[[], None]:
@@ -146,7 +210,7 @@ def heartbeat(state_id: int, chunk: int) -> Callable[[], None]:
     return alive
 
 
-def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, stream: bytes, outcome: Any,
+def _commit(run: BacktestRun, underlying: str, chunk: int, checkpoint: bytes, stream: bytes, outcome: ChunkOutcome,
             last: bool) -> bool:
     with transaction.atomic():
         # the run's row first: commits of one run go one at a time, so the last one sees every other underlying done
@@ -164,7 +228,7 @@ def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, stre
         for name, count in outcome.errors.items():
             errors[name] = errors.get(name, 0) + count
         BacktestState.objects.filter(id=row.id).update(
-            state=state.dump(), next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
+            state=checkpoint, next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
             records=row.records + len(outcome.records), errors=errors, updated_at=timezone.now())
         if last and not BacktestState.objects.filter(run_id=run.id, done=False).exclude(id=row.id).exists():
             BacktestRun.objects.filter(id=run.id, status="running").update(status="completed",

@@ -94,9 +94,9 @@ class Command(BaseCommand):
             while True:
                 outcome = run_chunk(str(run.id), state.underlying, chunk, send_next=False)
                 self._bar(run, began)
-                if outcome.get("last") or "skipped" in outcome:
+                if outcome.get("last") or "skipped" in outcome or not outcome.get("committed"):
                     break
-                chunk += 1
+                chunk = outcome["next_chunk"]
 
     def _follow(self, run: BacktestRun, began: float, timeout: float) -> None:
         while True:
