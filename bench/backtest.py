@@ -84,6 +84,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def wait_idle(pids: list[int], timeout: float = 60.0) -> None:
+    """Wait until the processes have started (4 s at least) and then used no CPU for a second."""
+    time.sleep(4.0)
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pids)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def backtest(env: dict[str, str], start: str, end: str, extra: list[str], timeout: float,
              worker_pids: list[int] | None = None) -> dict[str, float]:
     """One ``manage.py backtest``; CPU seconds are the command's own (``--inline``, from the request on) or the
@@ -141,7 +154,7 @@ def main() -> None:
     for count in (1, 2):
         procs = workers(env, count)
         try:
-            time.sleep(4.0)  # imports and connections
+            wait_idle([proc.pid for proc in procs])  # imports, kernels, connections: not the run's CPU time
             name = f"batches of {args.batch_ticks}, {count} worker{'s' if count > 1 else ''}"
             results[name] = backtest(env, start, end, batched, args.timeout, [proc.pid for proc in procs])
         finally:
