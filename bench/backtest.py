@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -73,18 +74,47 @@ def workers(env: dict[str, str], count: int) -> list[subprocess.Popen]:
             for i in range(count)]
 
 
-def backtest(env: dict[str, str], start: str, end: str, extra: list[str], timeout: float) -> dict[str, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def wait_idle(pids: list[int], timeout: float = 60.0) -> None:
+    """Wait until the processes have started (4 s at least) and then used no CPU for a second."""
+    time.sleep(4.0)
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pids)
+        if now - before < 0.05:
+            return
+        before = now
+
+
+def backtest(env: dict[str, str], start: str, end: str, extra: list[str], timeout: float,
+             worker_pids: list[int] | None = None) -> dict[str, float]:
+    """One ``manage.py backtest``; CPU seconds are the command's own (``--inline``, from the request on) or the
+    workers' over the run (``worker_pids``); PostgreSQL's are not counted."""
+    before = cpu_seconds(worker_pids) if worker_pids else 0.0
     done = subprocess.run([sys.executable, "manage.py", "backtest", "--start", start, "--end", end,
                            "--instruments", "NSE@*", "--timeout", str(timeout), *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout + 60)
     if done.returncode != 0:
         raise SystemExit(f"backtest failed:\n{done.stdout}\n{done.stderr[-2000:]}")
-    found = re.search(r"completed: ([\d,]+) tick\(s\), ([\d,]+) record\(s\), .*, ([\d.]+)s wall", done.stdout)
+    found = re.search(r"completed: ([\d,]+) tick\(s\), ([\d,]+) record\(s\), .*, ([\d.]+)s wall"
+                      r"(?: \(([\d.]+)s CPU)?", done.stdout)
     assert found, done.stdout
     ticks = int(found.group(1).replace(",", ""))
     wall = float(found.group(3))  # the command's own: from the request to the run's completion (not its start-up)
+    cpu = cpu_seconds(worker_pids) - before if worker_pids else float(found.group(4) or "nan")
     return {"ticks": ticks, "records": int(found.group(2).replace(",", "")), "wall_s": wall,
-            "ticks_per_s": ticks / wall}
+            "ticks_per_s": ticks / wall, "cpu_s": cpu, "ticks_per_cpu_s": ticks / cpu if cpu else float("nan")}
 
 
 def live_saturation() -> float:
@@ -124,9 +154,9 @@ def main() -> None:
     for count in (1, 2):
         procs = workers(env, count)
         try:
-            time.sleep(4.0)  # imports and connections
+            wait_idle([proc.pid for proc in procs])  # imports, kernels, connections: not the run's CPU time
             name = f"batches of {args.batch_ticks}, {count} worker{'s' if count > 1 else ''}"
-            results[name] = backtest(env, start, end, batched, args.timeout)
+            results[name] = backtest(env, start, end, batched, args.timeout, [proc.pid for proc in procs])
         finally:
             for proc in procs:
                 proc.terminate()
@@ -134,12 +164,14 @@ def main() -> None:
                 proc.wait(15)
     live = None if args.no_live else live_saturation()
     print(f"{args.ticks:,} stored ticks of the demo feed ({start} .. {end}), both demo configs")
-    print(f"{'run':>32} {'ticks':>8} {'records':>8} {'wall s':>8} {'ticks/s':>9} {'x live':>7}")
+    print(f"{'run':>36} {'ticks':>8} {'records':>8} {'wall s':>8} {'ticks/s':>9} {'CPU s':>7} {'ticks/CPU-s':>11} "
+          f"{'x live':>7}")
     for name, r in results.items():
         ratio = f"{r['ticks_per_s'] / live:.2f}" if live else "-"
-        print(f"{name:>32} {r['ticks']:>8} {r['records']:>8} {r['wall_s']:>8.1f} {r['ticks_per_s']:>9.0f} {ratio:>7}")
+        print(f"{name:>36} {r['ticks']:>8} {r['records']:>8} {r['wall_s']:>8.1f} {r['ticks_per_s']:>9.0f} "
+              f"{r['cpu_s']:>7.1f} {r['ticks_per_cpu_s']:>11.0f} {ratio:>7}")
     if live:
-        print(f"{'live saturation (pipeline.py)':>32} {'':>8} {'':>8} {'':>8} {live:>9.0f}")
+        print(f"{'live saturation (pipeline.py)':>36} {'':>8} {'':>8} {'':>8} {live:>9.0f}")
     print(json.dumps({"results": results, "live_saturation_per_s": live}))
 
 

@@ -267,8 +267,10 @@ SIGNAL_GREEKS_HISTORY_CHUNK_MINUTES = env_int("SIGNAL_GREEKS_HISTORY_CHUNK_MINUT
 # (one task, one transaction with its checkpoint); a chunk whose underlying made no progress for this long is sent
 # again (its worker died: the replay restarts from the checkpoint)
 SIGNAL_BACKTEST_QUEUE = env_str("SIGNAL_BACKTEST_QUEUE", "backtest")
-SIGNAL_BACKTEST_CHUNK_TICKS = env_int("SIGNAL_BACKTEST_CHUNK_TICKS", 20_000)
+SIGNAL_BACKTEST_CHUNK_TICKS = env_int("SIGNAL_BACKTEST_CHUNK_TICKS", 5_000)
 SIGNAL_BACKTEST_STALL_S = env_float("SIGNAL_BACKTEST_STALL_S", 120.0)
+SIGNAL_BACKTEST_CHECK_S = env_float("SIGNAL_BACKTEST_CHECK_S", 30.0)  # beat's look for stalled chunks, seconds
+SIGNAL_BACKTEST_TASK_S = env_float("SIGNAL_BACKTEST_TASK_S", 20.0)  # a task goes on to next chunks this long
 # Largest number of points the historical Greeks / ATM IV endpoints return (the answer says "truncated").
 SIGNAL_GREEKS_HISTORY_MAX_POINTS = env_int("SIGNAL_GREEKS_HISTORY_MAX_POINTS", 10_000)
 
@@ -389,6 +391,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": SIGNAL_ROLLUP_INTERVAL_S,
         "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
     },
+    "backtest-resume-stalled": {"task": "signals.backtest_resume_stalled", "schedule": SIGNAL_BACKTEST_CHECK_S,
+                                "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 2 * SIGNAL_BACKTEST_CHECK_S}},
     "enforce-retention": {
         "task": "signals.enforce_retention",
         "schedule": SIGNAL_RETENTION_INTERVAL_S,

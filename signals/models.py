@@ -3,6 +3,9 @@ column, so re-delivered ticks collide instead of duplicating, and the tables can
 (whose unique indexes must contain the time column). The keys also serve "instrument over a time range" scans, so
 no secondary index is kept: each would cost every insert of the hot path."""
 
+from typing import Any
+
+import orjson
 from django.db import models
 
 
@@ -215,7 +218,8 @@ class BacktestRecord(models.Model):
     instrument_key = models.CharField(max_length=128)
     time = models.DateTimeField()
     config_id = models.BigIntegerField()
-    record = models.JSONField()
+    # the record's compact JSON (`signals.backtest.records`): stored whole, read whole, never queried inside
+    document = models.BinaryField(db_column="record")
 
     class Meta:
         db_table = "signal_backtest_records"
@@ -224,3 +228,8 @@ class BacktestRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.instrument_key} {self.time.isoformat()}"
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record, in the shape of a live ``computed_data`` record."""
+        return orjson.loads(bytes(self.document))

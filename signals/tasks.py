@@ -15,6 +15,7 @@ from django.db import close_old_connections
 from configs.scheduling import TASK_NAME
 from greeks.engine import warm_up
 from signals.backtest.chunks import run_chunk as run_backtest_chunk
+from signals.backtest.progress import resume_all_stalled
 from signals.backtest.runs import TASK_NAME as BACKTEST_TASK
 from signals.bars import cagg_refresh, retention, rollup
 from signals.ingest.codec import PROCESS_TICKS_TASK, TICKS_SERIALIZER
@@ -94,6 +95,13 @@ def drop_unusable_connections(**kwargs: Any) -> None:
     """Workers keep their database connection across tasks (CELERY_DB_REUSE_MAX); drop it first when it is broken
     or older than CONN_MAX_AGE, as Django does around each request."""
     close_old_connections()
+
+
+@shared_task(name="signals.backtest_resume_stalled", ignore_result=True)
+def backtest_resume_stalled() -> int:
+    """Send again the chunks of running backtests that have not moved for ``SIGNAL_BACKTEST_STALL_S`` (their worker
+    died); run by celery-beat every ``SIGNAL_BACKTEST_CHECK_S``."""
+    return resume_all_stalled()
 
 
 @shared_task(name=BACKTEST_TASK, acks_late=True, reject_on_worker_lost=True, time_limit=3600, soft_time_limit=3500)

@@ -120,7 +120,8 @@ def run_inline(run: Any) -> Any:
 
     for state in BacktestState.objects.filter(run=run):
         chunk = 0
-        while not run_chunk(str(run.id), state.underlying, chunk, send_next=False).get("last"):
-            chunk += 1
+        while not (outcome := run_chunk(str(run.id), state.underlying, chunk, send_next=False)).get("last"):
+            assert outcome.get("committed"), outcome
+            chunk = outcome["next_chunk"]
     run.refresh_from_db()
     return run

@@ -4,6 +4,7 @@ workers, one of them killed mid-run, equals a run on one worker."""
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -145,3 +146,35 @@ def test_batches_give_the_same_greeks_and_functions_with_moneyness_once_per_batc
         diff = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         assert not diff and a, diff[:2]
     assert 0 < len(by_type(batched, "moneyness")) < len(by_type(alone, "moneyness"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_chunk_was_lost_finishes_by_the_periodic_check_alone(start_worker: Any, tmp_path: Any) -> None:
+    from django.conf import settings
+
+    from tests.test_scheduling_beat import BeatProcess
+
+    create_session_configs()
+    stored = store_session(session_ticks(rounds=4, strikes=2))
+    env = {"SIGNAL_BACKTEST_STALL_S": "1", "SIGNAL_BACKTEST_CHECK_S": "1", "SIGNAL_BACKTEST_CHUNK_TICKS": "25"}
+    # the first chunk's message is never sent: as if the worker holding it died and the broker never gave it back
+    run = create_run(name="lost", start=SESSION_START, end=SESSION_START + timedelta(minutes=5), instruments=["NSE@*"],
+                     config_names=[], config_documents=[], send=False)
+    start_worker(f"{settings.SIGNAL_DEFAULT_QUEUE},backtest", name="bt-check", extra_env=env)
+    time.sleep(2.0)
+    run.refresh_from_db()
+    assert run.status == "running" and not BacktestState.objects.filter(run=run, next_chunk__gt=0).exists()
+
+    beat = BeatProcess(tmp_path, "bt-check", env)
+    try:
+        def done() -> bool:
+            run.refresh_from_db()  # a plain read: no status read sends anything
+            return run.status in ("completed", "failed")
+
+        wait_for(done, timeout=60, interval=0.2)
+    finally:
+        beat.stop()
+    assert run.status == "completed", run.error
+    assert beat.sent("backtest-resume-stalled") >= 1
+    assert progress.summary(run)["counts"]["ticks"] == len(stored)
+    assert BacktestState.objects.get(run=run, underlying="NSE@NIFTY").next_chunk >= 2  # chunks followed on

@@ -11,19 +11,20 @@ duplicate attempt commits nothing and sends nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from configs.registry import ActiveConfig
 from feed.streams import id_order, stream_entry
-from signals.backtest.replay import Replay
+from signals.backtest.records import COPY_SQL, copy_stream
+from signals.backtest.replay import ChunkOutcome, Replay
 from signals.backtest.runs import send_chunk
 from signals.backtest.state import RunState
 from signals.models import BacktestRecord, BacktestRun, BacktestState
@@ -31,13 +32,6 @@ from signals.storage import TICK_COLUMNS, relax_durability
 
 log = logging.getLogger(__name__)
 _COLUMNS = ", ".join(TICK_COLUMNS)
-_COPY_RECORDS = ("COPY signal_backtest_records (run_id, underlying, chunk, seq, instrument_key, time, config_id, "
-                 "record) FROM STDIN (FORMAT BINARY)")
-_RECORD_TYPES = ["uuid", "varchar", "int4", "int4", "varchar", "timestamptz", "int8", "jsonb"]
-
-
-def orjson_text(value: Any) -> str:
-    return orjson.dumps(value).decode()  # NaN and infinities as null: JSON has no NaN
 
 
 def load_ticks(keys: list[str], context_keys: list[str], start: datetime, end: datetime,
@@ -63,16 +57,24 @@ def load_ticks(keys: list[str], context_keys: list[str], start: datetime, end: d
     return ticks
 
 
+_PRICE_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")
+_FIELD_AT = [(name, TICK_COLUMNS.index(name)) for name in _PRICE_FIELDS]
+_KEY, _TIME, _SOURCE = (TICK_COLUMNS.index(name) for name in ("instrument_key", "time", "source_id"))
+_SYMBOL_KEYS: dict[str, str] = {}  # instrument key -> its EXCHANGE@SYMBOL
+
+
 def _tick(row: tuple[Any, ...]) -> dict[str, Any]:
-    values = dict(zip(TICK_COLUMNS, row, strict=True))
-    when = values.pop("time").astimezone(UTC)
-    key = values["instrument_key"]
-    tick = {"instrument_key": key, "symbol_key": "@".join(key.split("@")[:2]), "ts": when.timestamp(),
-            "timestamp": when.isoformat()}
-    for name in ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq"):
-        tick[name] = values[name]
+    """A stored row as the normalised tick the live pipeline handled (`feed.ticks.parse_tick`'s fields)."""
+    when = row[_TIME].astimezone(UTC)
+    key = row[_KEY]
+    symbol = _SYMBOL_KEYS.get(key)
+    if symbol is None:
+        symbol = _SYMBOL_KEYS[key] = "@".join(key.split("@")[:2])
+    tick = {"instrument_key": key, "symbol_key": symbol, "ts": when.timestamp(), "timestamp": when.isoformat()}
+    for name, at in _FIELD_AT:
+        tick[name] = row[at]
     tick["state"] = "U"  # not stored: every stored tick replays as a regular-session one
-    tick["source_id"] = values["source_id"]
+    tick["source_id"] = row[_SOURCE]
     return tick
 
 
@@ -86,8 +88,9 @@ def arrival_order(tick: dict[str, Any]) -> tuple[float, int]:
 
 
 def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) -> dict[str, Any]:
-    """Replay chunk ``chunk`` of ``underlying``; returns what it did (``skipped`` when it was done already).
-    ``send_next``: queue the next chunk once this one is committed (not when the caller runs them itself)."""
+    """Replay chunk ``chunk`` of ``underlying``, then the next ones for up to ``SIGNAL_BACKTEST_TASK_S``; returns
+    what it did (``skipped`` when the chunk was done already; ``next_chunk``: the first one it left). ``send_next``:
+    queue the next chunk once the last one replayed is committed (not when the caller runs them itself)."""
     run = BacktestRun.objects.filter(id=run_id).first()
     if run is None or run.status == "failed":
         return {"skipped": "run deleted or failed"}
@@ -95,7 +98,7 @@ def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) 
     if row is None or row.done or row.next_chunk != chunk:
         return {"skipped": f"chunk {chunk} is not next"}
     try:
-        return _replay_chunk(run, row, chunk, send_next)
+        return _replay_chunks(run, row, chunk, send_next)
     except Exception as exc:
         log.exception("backtest chunk failed", extra={"run": run_id, "underlying": underlying, "chunk": chunk})
         BacktestRun.objects.filter(id=run.id).update(status="failed", error=f"{underlying} chunk {chunk}: "
@@ -103,9 +106,77 @@ def run_chunk(run_id: str, underlying: str, chunk: int, send_next: bool = True) 
         raise
 
 
-def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: bool) -> dict[str, Any]:
+class _Commit(threading.Thread):
+    """One chunk's commit (`_commit`) on a connection of its own, while the next chunk replays: the server's work
+    on the records (most of a commit) overlaps the replay instead of following it. Inside a caller's transaction
+    (whose rows another connection cannot see) it commits in place instead."""
+
+    def __init__(self, *args: Any):
+        super().__init__(name="backtest-commit", daemon=True)
+        self.args = args
+        self.committed: bool | None = None
+        self.error: BaseException | None = None
+        self.own_connection = not connection.in_atomic_block
+        if self.own_connection:
+            self.start()
+        else:
+            self.run()
+
+    def run(self) -> None:
+        try:
+            self.committed = _commit(*self.args)
+        except BaseException as exc:  # handed to the replaying thread, which fails the run
+            self.error = exc
+        finally:
+            if self.own_connection:
+                connection.close()
+
+    def result(self) -> bool:
+        if self.own_connection:
+            self.join()
+        if self.error is not None:
+            raise self.error
+        return bool(self.committed)
+
+
+def _replay_chunks(run: BacktestRun, row: BacktestState, chunk: int, send_next: bool) -> dict[str, Any]:
+    """Chunks in a row from ``chunk`` on, each continuing from the state the previous one saved (reloaded from its
+    checkpoint, exactly as a chunk in another process would be), each committed while the next one replays. A
+    commit that finds its chunk done by another attempt stops the row: that attempt goes on with the next ones."""
     started = time.perf_counter()
-    state = RunState.load(row.state)
+    until = time.monotonic() + float(settings.SIGNAL_BACKTEST_TASK_S)
+    configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
+    checkpoint = bytes(row.state)
+    done = {"ticks": 0, "records": 0, "chunks": 0}
+    pending: _Commit | None = None
+    try:
+        while True:
+            outcome, stream, checkpoint, last = _replay(run, row, chunk, RunState.load(checkpoint), configs)
+            if pending is not None and not pending.result():
+                pending = None
+                return {**done, "committed": False, "last": False, "next_chunk": chunk}
+            pending = _Commit(run, row.underlying, chunk, checkpoint, stream, outcome, last)
+            done = {"ticks": done["ticks"] + outcome.ticks, "records": done["records"] + len(outcome.records),
+                    "chunks": done["chunks"] + 1}
+            if last or time.monotonic() > until:
+                break
+            chunk += 1
+        committed = pending.result()
+        pending = None
+    finally:
+        if pending is not None:
+            if pending.own_connection:  # a replay failed while a commit was under way: let it end first
+                pending.join()
+    if committed and not last and send_next:
+        send_chunk(run.id, row.underlying, chunk + 1)
+    return {**done, "committed": committed, "last": last, "next_chunk": chunk + 1,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _replay(run: BacktestRun, row: BacktestState, chunk: int, state: RunState,
+            configs: list[ActiveConfig]) -> tuple[ChunkOutcome, bytes, bytes, bool]:
+    """One chunk from ``state``: its outcome, its records' COPY data, the checkpoint after it, whether it is the
+    underlying's last."""
     keys = run.underlyings[row.underlying]
     vix = settings.SIGNAL_VIX_KEY
     context = [vix] if vix not in keys else []
@@ -114,25 +185,33 @@ def _replay_chunk(run: BacktestRun, row: BacktestState, chunk: int, send_next: b
     own = [t for t in ticks if not t.get("context")]
     last = len(own) < limit
     ticks.sort(key=arrival_order)
-    configs = [ActiveConfig(c["id"], c["name"], c["pattern"], c["frequency"], c["document"]) for c in run.configs]
     replay = Replay(row.underlying, configs, state)
-    outcome = replay.run(ticks, run.batch_ticks)
+    outcome = replay.run(ticks, run.batch_ticks, heartbeat(row.id, chunk))
     if own:
         newest = max(own, key=lambda t: (t["ts"], t["source_id"]))
         state.cursor = (newest["ts"], newest["source_id"])
     if last:
         replay.fire_until(run.end_time.timestamp(), inclusive=False)
-    records = [(run.id, row.underlying, chunk, i, r["instrument_key"], datetime.fromisoformat(r["timestamp"]),
-                r["config_id"], Jsonb(r, dumps=orjson_text)) for i, r in enumerate(outcome.records)]
-    committed = _commit(run, row.underlying, chunk, state, records, outcome, last)
-    if committed and not last and send_next:
-        transaction.on_commit(lambda: send_chunk(run.id, row.underlying, chunk + 1))
-    return {"ticks": outcome.ticks, "records": len(records), "committed": committed, "last": last,
-            "seconds": round(time.perf_counter() - started, 3)}
+    return outcome, copy_stream(run.id, row.underlying, chunk, outcome.records), state.dump(), last
 
 
-def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, records: list[tuple[Any, ...]],
-            outcome: Any, last: bool) -> bool:
+def heartbeat(state_id: int, chunk: int) -> Callable[[], None]:
+    """While a chunk replays, its underlying's row is stamped every quarter of ``SIGNAL_BACKTEST_STALL_S``: a chunk
+    that takes longer than that is alive, not stalled, and is not sent again (only a dead worker's chunk is)."""
+    every = float(settings.SIGNAL_BACKTEST_STALL_S) / 4
+    last = time.monotonic()
+
+    def alive() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            BacktestState.objects.filter(id=state_id, next_chunk=chunk, done=False).update(updated_at=timezone.now())
+
+    return alive
+
+
+def _commit(run: BacktestRun, underlying: str, chunk: int, checkpoint: bytes, stream: bytes, outcome: ChunkOutcome,
+            last: bool) -> bool:
     with transaction.atomic():
         # the run's row first: commits of one run go one at a time, so the last one sees every other underlying done
         BacktestRun.objects.select_for_update().filter(id=run.id).first()
@@ -143,16 +222,14 @@ def _commit(run: BacktestRun, underlying: str, chunk: int, state: RunState, reco
         # the checkpoint and the records commit together or not at all: a crash losing an unflushed commit only
         # means the chunk is redone (as for a killed worker), so the commit need not wait for the disk
         relax_durability()
-        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(_COPY_RECORDS) as copy:
-            copy.set_types(_RECORD_TYPES)
-            for record in records:  # COPY: a bulk INSERT of JSON documents costs more than replaying them
-                copy.write_row(record)
+        with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(COPY_SQL) as copy:
+            copy.write(stream)
         errors = dict(row.errors)
         for name, count in outcome.errors.items():
             errors[name] = errors.get(name, 0) + count
         BacktestState.objects.filter(id=row.id).update(
-            state=state.dump(), next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
-            records=row.records + len(records), errors=errors, updated_at=timezone.now())
+            state=checkpoint, next_chunk=chunk + 1, done=last, ticks=row.ticks + outcome.ticks,
+            records=row.records + len(outcome.records), errors=errors, updated_at=timezone.now())
         if last and not BacktestState.objects.filter(run_id=run.id, done=False).exclude(id=row.id).exists():
             BacktestRun.objects.filter(id=run.id, status="running").update(status="completed",
                                                                            finished_at=timezone.now())

@@ -58,6 +58,12 @@ def resume_stalled(run: BacktestRun, stall_s: float | None = None) -> int:
     return len(stalled)
 
 
+def resume_all_stalled(stall_s: float | None = None) -> int:
+    """`resume_stalled` for every running run (the periodic check, ``signals.backtest_resume_stalled``, so a run
+    whose chunk's worker died finishes without anyone reading its status); returns how many chunks went out."""
+    return sum(resume_stalled(run, stall_s) for run in BacktestRun.objects.filter(status="running"))
+
+
 def records(run: BacktestRun, instrument_key: str, start: datetime | None = None, end: datetime | None = None,
             config_id: int | None = None) -> QuerySet[BacktestRecord]:
     query = BacktestRecord.objects.filter(run=run, instrument_key=instrument_key)

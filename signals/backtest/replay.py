@@ -13,7 +13,7 @@ the next one, on the latest tick of each matching instrument held then, as `sign
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -70,16 +70,21 @@ class Replay:
                 self.timed.setdefault(frequency.schedule_key, (frequency, []))[1].append(config)
             else:
                 self.by_frequency.setdefault(frequency.kind, []).append(config)
-        self.keeps_bars = any(reads_stored_ticks(c.document) for c in configs)
+        # bars are read only of the instruments a bar-reading config runs on: only their ticks are kept for bars
+        # (they stay in the run's state for the whole run)
+        self.bar_patterns = [c.pattern for c in configs if reads_stored_ticks(c.document)]
+        self._keeps_bars: dict[str, bool] = {}  # instrument key -> whether its ticks are kept for bars
         self.seen: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}  # this chunk's ticks per instrument
         self.outcome = ChunkOutcome()
         self._next_due: float | None = None  # the next time-driven firing (None: not known yet)
 
     # -- ticks ---------------------------------------------------------------------------------------------------
-    def run(self, ticks: Iterable[dict[str, Any]], batch_ticks: int = 1) -> ChunkOutcome:
+    def run(self, ticks: Iterable[dict[str, Any]], batch_ticks: int = 1,
+            alive: Callable[[], None] | None = None) -> ChunkOutcome:
         """Replay ``ticks`` (in the order live took them) in batches of up to ``batch_ticks`` ticks of this
         underlying, as the bridge groups them: 1 is the live service keeping up with its feed; larger batches are
-        the live service under load (Greeks solved per batch, indicators and moneyness once per batch)."""
+        the live service under load (Greeks solved per batch, indicators and moneyness once per batch).
+        ``alive`` is called after each batch (the chunk's heartbeat)."""
         batch: list[dict[str, Any]] = []
         own = 0
         for tick in ticks:
@@ -92,6 +97,8 @@ class Replay:
             if own >= batch_ticks:
                 self.batch(batch)
                 batch, own = [], 0
+                if alive is not None:
+                    alive()
         self.batch(batch)
         return self.outcome
 
@@ -110,7 +117,7 @@ class Replay:
         for tick in own:
             bisect.insort(self.seen.setdefault(tick["instrument_key"], []), (tick["ts"], tick["source_id"], tick),
                           key=_order)
-            if self.keeps_bars:
+            if self.keeps_bars(tick["instrument_key"]):
                 self.bars.add(tick)
         self.outcome.ticks += len(own)
         ordered = sorted(own, key=lambda t: t["ts"])
@@ -134,6 +141,12 @@ class Replay:
         ctx = self._context(previous, {key: tick["ts"] for key, tick in held.items()})
         self._keep(run_grouped(matched, ctx) + run_grouped(closes, ctx), ctx)
 
+    def keeps_bars(self, key: str) -> bool:
+        found = self._keeps_bars.get(key)
+        if found is None:
+            found = self._keeps_bars[key] = any(key_matches(pattern, key) for pattern in self.bar_patterns)
+        return found
+
     def _befores(self, times: dict[str, float]) -> dict[str, dict[str, Any]]:
         found = {key: self._before(key, ts) for key, ts in times.items()}
         return {key: tick for key, tick in found.items() if tick is not None}
@@ -148,7 +161,7 @@ class Replay:
         return ticks_before({key: ts}).get(key)
 
     def _context(self, previous: dict[str, dict[str, Any] | None], held_ts: dict[str, float]) -> BatchContext:
-        ctx = BatchContext(client=self.reads, latest=None, previous=previous, outbox=Outbox(),  # type: ignore[arg-type]
+        ctx = BatchContext(client=self.reads, latest=None, previous=previous, outbox=Outbox(offline=True),  # type: ignore[arg-type]
                            held_ts=held_ts)
         ctx.__dict__["bars_service"] = self.bars  # the run's bars, never the live bars service
         return ctx

@@ -42,6 +42,9 @@ class Outbox:
     # subscriber counts of WebSocket topics read up front (Pub/Sub channel -> count): no event is built for a topic
     # nobody listens to
     listened: dict[str, int] = field(default_factory=dict)
+    # a backtest's outbox: nobody listens and no database row is stored (its records go to the run's own table),
+    # so computations build no event and no typed row for it
+    offline: bool = False
 
 
 def build_record(tick: dict[str, Any], config_id: int, config_name: str, computations: list[dict[str, Any]],

@@ -81,12 +81,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(f"run {run.id}: {run.ticks_total:,} stored tick(s) of {len(run.underlyings)} "
                           f"underlying(s), {len(run.configs)} config(s)")
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         if options["inline"]:
             self._inline(run, began)
         else:
             self._follow(run, began, options["timeout"])
-        self._report(run, began)
+        self._report(run, began, time.process_time() - cpu if options["inline"] else None)
 
     def _inline(self, run: BacktestRun, began: float) -> None:
         for state in BacktestState.objects.filter(run=run).order_by("underlying"):
@@ -94,9 +94,9 @@ class Command(BaseCommand):
             while True:
                 outcome = run_chunk(str(run.id), state.underlying, chunk, send_next=False)
                 self._bar(run, began)
-                if outcome.get("last") or "skipped" in outcome:
+                if outcome.get("last") or "skipped" in outcome or not outcome.get("committed"):
                     break
-                chunk += 1
+                chunk = outcome["next_chunk"]
 
     def _follow(self, run: BacktestRun, began: float, timeout: float) -> None:
         while True:
@@ -116,13 +116,14 @@ class Command(BaseCommand):
         sys.stderr.write("\r" + progress_line(done, run.ticks_total, time.monotonic() - began))
         sys.stderr.flush()
 
-    def _report(self, run: BacktestRun, began: float) -> None:
+    def _report(self, run: BacktestRun, began: float, cpu_s: float | None) -> None:
         sys.stderr.write("\n")
         run.refresh_from_db()
         found = summary(run)
         counts = found["counts"]
         self.stdout.write(f"{found['status']}: {counts['ticks']:,} tick(s), {counts['records']:,} record(s), "
-                          f"{counts['errors']:,} failed computation(s), {time.monotonic() - began:.1f}s wall")
+                          f"{counts['errors']:,} failed computation(s), {time.monotonic() - began:.1f}s wall"
+                          + (f" ({cpu_s:.1f}s CPU in this process)" if cpu_s is not None else ""))
         for name, count in sorted(found["errors"].items()):
             self.stdout.write(f"  errors in {name}: {count:,}")
         if found["message"]:

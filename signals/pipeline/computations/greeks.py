@@ -17,6 +17,7 @@ event per option tick.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -98,9 +99,9 @@ def option_greeks(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchC
     priced, rows = _price(ticks, options, under_keys, fields, window, vix_key, section, model)
 
     per_tick: list[dict[str, dict[str, Any]]] = [{} for _ in options]
-    store = output.get("store_to_database", True)
-    for r, (slot, field) in enumerate(rows):
-        per_tick[slot][field] = priced.row(r, calculate)
+    store = output.get("store_to_database", True) and not ctx.outbox.offline
+    for r, ((slot, field), row) in enumerate(zip(rows, priced.rows(calculate), strict=True)):
+        per_tick[slot][field] = row
         if store:
             tick = ticks[options[slot][0]]
             ctx.outbox.greeks_rows.append({"instrument_key": tick["instrument_key"], "ts": tick["ts"],
@@ -109,13 +110,15 @@ def option_greeks(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchC
 
     elapsed = (time.perf_counter() - started) * 1000 / len(options)
     out: list[Any] = [None] * len(ticks)
-    main_field = "ltp" if "ltp" in fields else fields[0]
-    entries = []
     for slot, (i, _) in enumerate(options):
         out[i] = result("greeks", COMPUTATION_NAME, per_tick[slot], elapsed)
-        entries.append(cache_entry(ticks[i], per_tick[slot], main_field, model=model, underlying_key=under_keys[slot],
-                                   config_id=config.id, config_name=config.name))
-    _deliver(ctx, ticks, options, entries, output)
+    main_field = "ltp" if "ltp" in fields else fields[0]
+
+    def entry(slot: int) -> dict[str, Any]:
+        return cache_entry(ticks[options[slot][0]], per_tick[slot], main_field, model=model,
+                           underlying_key=under_keys[slot], config_id=config.id, config_name=config.name)
+
+    _deliver(ctx, ticks, options, entry, output)
     return out
 
 
@@ -137,32 +140,35 @@ def _read_window(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[O
     return window
 
 
-def _deliver(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[Option], entries: list[dict[str, Any]],
-             output: dict[str, Any]) -> None:
+def _deliver(ctx: BatchContext, ticks: list[dict[str, Any]], options: list[Option],
+             entry: Callable[[int], dict[str, Any]], output: dict[str, Any]) -> None:
     """Queue each option tick's ``greeks`` event, and each option's newest entry as its latest Greeks (cached, and
-    left in ``ctx.fresh_greeks`` for moneyness) unless a newer tick of it was in before this batch."""
-    newest: dict[str, tuple[float, dict[str, Any]]] = {}
-    websocket = output.get("websocket", True)
-    for (i, _), entry in zip(options, entries, strict=True):
+    left in ``ctx.fresh_greeks`` for moneyness) unless a newer tick of it was in before this batch. ``entry(slot)``
+    builds an option tick's entry: only for the ticks something reads (without WebSocket, the newest per option)."""
+    websocket = output.get("websocket", True) and not ctx.outbox.offline
+    entries = [entry(slot) for slot in range(len(options))] if websocket else None
+    newest: dict[str, tuple[float, int]] = {}  # option -> (tick time, slot) of its newest tick in the batch
+    for slot, (i, _) in enumerate(options):
         tick = ticks[i]
         key = tick["instrument_key"]
-        if websocket:
+        if entries is not None:
             group = keys.topic_group("greeks", key)
             if not fanout.nobody_listens(group, ctx.outbox.listened):
-                ctx.outbox.events.append((group, signal_event("greeks", key, entry, tick["timestamp"])))
+                ctx.outbox.events.append((group, signal_event("greeks", key, entries[slot], tick["timestamp"])))
         held = newest.get(key)
         if held is None or tick["ts"] >= held[0]:
-            newest[key] = (tick["ts"], entry)
-    if websocket:
-        ctx.outbox.events.extend(chain_events([(inst, entry) for (_, inst), entry in zip(options, entries, strict=True)],
+            newest[key] = (tick["ts"], slot)
+    if entries is not None:
+        ctx.outbox.events.extend(chain_events([(inst, e) for (_, inst), e in zip(options, entries, strict=True)],
                                               ctx.outbox.listened))
     ttl = int(output.get("cache_ttl_seconds", 300))
-    for key, (ts, entry) in newest.items():
+    for key, (ts, slot) in newest.items():
         latest_ts = ctx.held_ts.get(key)
         if latest_ts is not None and latest_ts > ts:
             continue  # a newer tick of this option was in before this batch; keep its Greeks
-        ctx.outbox.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(entry), ttl, key, ts))
-        ctx.fresh_greeks[key] = entry
+        found = entries[slot] if entries is not None else entry(slot)
+        ctx.outbox.guarded_cache_writes.append((keys.latest_result("greeks", key), orjson.dumps(found), ttl, key, ts))
+        ctx.fresh_greeks[key] = found
 
 
 def _price(ticks: list[dict[str, Any]], options: list[Option], under_keys: list[str | None],

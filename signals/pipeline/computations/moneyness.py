@@ -104,7 +104,7 @@ def moneyness(config: ActiveConfig, ticks: list[dict[str, Any]], ctx: BatchConte
     expiry_iso = expiry.isoformat()
     config_levels = list(section.get("levels") or ["ATM"])
     output = document.get("output") or {}
-    websocket = output.get("websocket", True)
+    websocket = output.get("websocket", True) and not ctx.outbox.offline
     snapshot = load_chain(ctx.client, underlying, expiry, model=model, at_ts=tick["ts"], fresh=ctx.fresh_greeks,
                           expect={key for key in seen if key.startswith(prefix)},
                           also=_queue_interest(underlying, config_levels, expiry_iso, websocket))
