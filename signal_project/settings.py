@@ -381,22 +381,15 @@ CELERY_TIMEZONE = EXCHANGE_TIMEZONE
 CELERY_BEAT_SCHEDULER = "signals.schedule.beat:SingleBeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = env_int("CELERY_BEAT_MAX_LOOP_INTERVAL", 5)
 CELERY_BEAT_SCHEDULE = {
-    "publish-stream-metrics": {
-        "task": "signals.tasks.publish_stream_metrics",
-        "schedule": env_float("SIGNAL_METRICS_INTERVAL_S", 15.0),
-        "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 60},
-    },
-    "refresh-bar-rollup": {
-        "task": "signals.refresh_bar_rollup",
-        "schedule": SIGNAL_ROLLUP_INTERVAL_S,
-        "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)},
-    },
+    "publish-stream-metrics": {"task": "signals.tasks.publish_stream_metrics",
+                               "schedule": env_float("SIGNAL_METRICS_INTERVAL_S", 15.0),
+                               "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 60}},
+    "refresh-bar-rollup": {"task": "signals.refresh_bar_rollup", "schedule": SIGNAL_ROLLUP_INTERVAL_S,
+                           "options": {"queue": SIGNAL_ROLLUP_QUEUE,
+                                       "expires": max(2 * SIGNAL_ROLLUP_INTERVAL_S, 10.0)}},
     "backtest-resume-stalled": {"task": "signals.backtest_resume_stalled", "schedule": SIGNAL_BACKTEST_CHECK_S,
                                 "options": {"queue": SIGNAL_DEFAULT_QUEUE, "expires": 2 * SIGNAL_BACKTEST_CHECK_S}},
-    "enforce-retention": {
-        "task": "signals.enforce_retention",
-        "schedule": SIGNAL_RETENTION_INTERVAL_S,
-        "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": SIGNAL_RETENTION_INTERVAL_S},
-    },
+    "enforce-retention": {"task": "signals.enforce_retention", "schedule": SIGNAL_RETENTION_INTERVAL_S,
+                          "options": {"queue": SIGNAL_ROLLUP_QUEUE, "expires": SIGNAL_RETENTION_INTERVAL_S}},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True
