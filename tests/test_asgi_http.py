@@ -56,3 +56,16 @@ async def test_a_request_takes_at_most_three_thread_hops(make_token: Callable[..
     response = await get(PRICE + "NSE@UNSEEN@index", token)
     assert response["status"] == 404
     assert len(hops) <= 3, hops
+
+
+@pytest.mark.django_db
+def test_a_realtime_request_makes_no_database_query(auth_client: Any, r: Any,
+                                                    django_assert_num_queries: Callable[..., Any]) -> None:
+    """The middleware and the view read Redis only (the database only while Redis is down)."""
+    from feed.latest import LatestStore
+    from tests.factories import normalised, tick
+
+    LatestStore(r).update([normalised(tick(ltp=24100.5), "s/1-0")], history=False)
+    with django_assert_num_queries(0):
+        response = auth_client.get(PRICE + "NSE@NIFTY@index")
+    assert response.status_code == 200 and response.json()["ltp"] == 24100.5
