@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
@@ -31,7 +32,5 @@ class SyncStackASGIHandler(ASGIHandler):
 
 def get_http_application() -> Any:
     """Like ``django.core.asgi.get_asgi_application``, with the one-hop handler."""
-    import django
-
     django.setup(set_prefix=False)
     return SyncStackASGIHandler()

@@ -70,12 +70,15 @@ def test_batches_of_two_bridges_queued_out_of_ticket_order_run_in_ticket_order(r
     first = StreamBridge(r, replace(BridgeSettings.from_django(), queue_routes=routes, stream_lease_s=0), consumer="a",
                          queue_lengths=lambda queues: [0] * len(queues), send_task=lambda *a: held.append(a))
     second = StreamBridge(r, first.config, consumer="b", queue_lengths=lambda queues: [0] * len(queues))
-    start_worker("turns-test")
+    # a long grace: on a loaded machine the held batch's publication may come late, and the worker must then still
+    # send the later batch back rather than give up waiting and run it out of turn
+    start_worker("turns-test", extra_env={"SIGNAL_TURN_GRACE_S": "20"})
     r.xadd(STREAM, fields(tick(SPOT, 24030, at=30)))
     for bridge in (first, second):
         bridge.discover()
     second.handle(second.read())
-    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0
+             and not turns.unfinished(r, ["NSE@NIFTY"]))  # acknowledged, then its turn marked done
 
     r.xadd(STREAM, fields(tick(SPOT, 24061, at=61)))
     assert first.handle(first.read()) == 1  # ticket taken, not yet published
@@ -107,7 +110,8 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
     r.xadd(STREAM, fields(tick(SPOT, 24030, at=30)))
     bridge.discover()
     bridge.handle(bridge.read())
-    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
+    wait_for(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0
+             and not turns.unfinished(r, ["NSE@NIFTY"]))  # acknowledged, then its turn marked done
 
     with psycopg.connect(worker_database_url(), autocommit=False) as locker, \
             psycopg.connect(worker_database_url(), autocommit=True) as observer:
