@@ -81,7 +81,8 @@ async def test_tick_reaches_output_stream_list_database_and_websocket(start_work
 
     dead = r.xrange("tick_stream:dead")
     assert len(dead) == 1 and b"not valid JSON" in dead[0][1][b"error"]
-    assert r.xpending(STREAM, "signal_service")["pending"] == 0
+    # Acknowledging is the batch's last step, after the frames went out.
+    assert await wait_until(lambda: r.xpending(STREAM, "signal_service")["pending"] == 0)
     await ws.disconnect()
     await sync_to_async(connections.close_all)()  # the helper thread's connection would block test-db teardown
 
