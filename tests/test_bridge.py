@@ -236,6 +236,25 @@ def test_a_leased_batch_is_not_sent_again_while_its_worker_holds_it(r: Any) -> N
     assert r.xpending_range(STREAM, "signal_service", "-", "+", 1)[0]["times_delivered"] == 2  # leases count none
 
 
+def test_leases_of_batches_held_at_once_are_renewed_and_stop_when_closed(r: Any) -> None:
+    r.xadd(STREAM, fields(tick(at=0)))
+    r.xadd("tick_stream:NSE@BANKNIFTY", fields(tick("NSE@BANKNIFTY@index", at=0)))
+    bridge, recorder = make_bridge(r, processed=False)
+    bridge.discover()
+    bridge.handle(bridge.read())
+    nifty, bank = ([t for t in recorder.ticks if t["symbol_key"] == key] for key in ("NSE@NIFTY", "NSE@BANKNIFTY"))
+    renewed: list[str] = []
+    with EntryLease(r, "signal_service", nifty, every_s=0.1, also=lambda: renewed.append("nifty")):
+        with EntryLease(r, "signal_service", bank, every_s=0.1, also=lambda: renewed.append("bank")):
+            time.sleep(0.8)
+            assert bridge.reclaim() is False  # both held, by the process's one renewing thread
+        closed_at = len([n for n in renewed if n == "bank"])
+        time.sleep(0.8)
+        assert bridge.reclaim() is True  # the closed one's entries went idle and were sent again
+        assert [t["symbol_key"] for _, batch, _ in recorder.sent[2:] for t in batch] == ["NSE@BANKNIFTY"]
+    assert closed_at >= 5 and renewed.count("bank") == closed_at and renewed.count("nifty") >= 10
+
+
 def test_entry_delivered_too_often_is_dead_lettered(r: Any) -> None:
     r.xadd(STREAM, fields(tick(at=0)))
     bridge, recorder = make_bridge(r, max_deliveries=2)
@@ -330,20 +349,21 @@ def test_a_batch_travels_to_the_broker_as_plain_json_and_comes_back_unchanged() 
 
 
 def test_a_group_grows_while_its_underlyings_previous_batch_runs(r: Any) -> None:
-    recorder = Recorder()
+    recorder, asked = Recorder(), []
     bridge = StreamBridge(r, replace(BridgeSettings.from_django(), max_wait_ms=0, turn_grace_s=60), consumer="c",
-                          send_task=recorder, queue_lengths=lambda queues: [0 for _ in queues])
+                          send_task=recorder, queue_lengths=lambda queues: asked.append(queues) or [0 for _ in queues])
     r.xadd(STREAM, fields(tick(at=0)))
     bridge.discover()
     bridge.handle(bridge.read())
-    assert len(recorder.sent) == 1
+    assert len(recorder.sent) == 1 and asked == [["signals"]]
     for i in range(1, 4):  # the first batch has not finished: a second could only wait for its turn in a worker
         r.xadd(STREAM, fields(tick(at=i)))
         bridge.handle(bridge.read())
     assert len(recorder.sent) == 1
+    assert asked == [["signals"]]  # nor is the broker asked about its queue meanwhile (a round trip per read)
     turns.finish_turn(r, "NSE@NIFTY", recorder.sent[0][2])
     bridge.flush()
-    assert [len(batch) for _, batch, _ in recorder.sent] == [1, 3]
+    assert [len(batch) for _, batch, _ in recorder.sent] == [1, 3] and len(asked) == 2
 
 
 def test_entries_the_bridge_still_holds_are_not_reclaimed_into_its_buffer_again(r: Any) -> None:

@@ -26,16 +26,21 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
     first, second = turns.take_tickets(r, ["NSE@NIFTY", "NSE@NIFTY"])
     (other,) = turns.take_tickets(r, ["NSE@BANKNIFTY"])
     assert (first, second, other) == (1, 2, 1)
-    assert turns.wait_turn(r, "NSE@NIFTY", first, 1, 1) == turns.TURN
     assert turns.wait_turn(r, "NSE@BANKNIFTY", other, 1, 1) == turns.TURN  # other underlyings do not wait
-    turns.hold_turn(r, "NSE@NIFTY", first, ttl_s=5)
+    assert r.get(keys.batch_holder("NSE@BANKNIFTY")) is None  # only looked
+    # found in its turn, the ticket holds it from the same round trip on
+    assert turns.wait_turn(r, "NSE@NIFTY", first, 1, 1, hold_s=5) == turns.TURN
+    assert int(r.get(keys.batch_holder("NSE@NIFTY"))) == first and 4000 < r.pttl(keys.batch_holder("NSE@NIFTY")) <= 5000
     started = time.monotonic()
     # the first runs: waited the whole wait, and never sent to the back of its queue
     assert turns.wait_turn(r, "NSE@NIFTY", second, 0.3, 0.05, queued=lambda: True) == turns.LATE
     assert time.monotonic() - started >= 0.3
     turns.finish_turn(r, "NSE@NIFTY", first)
     assert turns.wait_turn(r, "NSE@NIFTY", second, 1, 1) == turns.TURN
-    turns.finish_turn(r, "NSE@NIFTY", second)
+    pipe = r.pipeline(transaction=False)  # as a worker's last round trip carries it
+    turns.queue_finish(r, pipe, "NSE@NIFTY", second)
+    pipe.execute()
+    assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
     turns.finish_turn(r, "NSE@NIFTY", first)  # a late finish never moves the mark back
     assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
 

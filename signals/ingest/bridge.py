@@ -207,9 +207,13 @@ class StreamBridge:
         vix_group = "@".join(self.config.vix_key.split("@")[:2])
         groups = sorted(self.buffer, key=lambda g: g != vix_group)  # INDVIX first: options may have waited for it
         queues = [self.config.queue_for(g) for g in groups]
-        waiting = dict(zip(queues, self.queue_lengths(sorted(set(queues))), strict=False)) if not force else {}
-        running = turns.unfinished(self.client, groups) if not force else set()
         now = time.monotonic()
+        running = turns.unfinished(self.client, groups) if not force else set()
+        # the broker is asked only about the queues of groups that could go now (most steps under load find their
+        # underlying's batch still running): a round trip to it per read would cost more than the read
+        undecided = sorted({q for g, q in zip(groups, queues, strict=True)
+                            if not force and self._may_go(g, running, now)})
+        waiting = dict(zip(undecided, self.queue_lengths(undecided), strict=True)) if undecided else {}
         chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
                   if self._due(symbol_key, queue, waiting, running, now, force)]
         if not chosen:
@@ -237,15 +241,18 @@ class StreamBridge:
         batch of the underlying has not finished, whichever bridge sent it (this one could only wait for its turn
         in a worker), it keeps growing up to SIGNAL_TURN_GRACE_S, and options wait for a stale underlying
         (`signals.ingest.waits`)."""
-        if force:
+        if force or len(self.buffer[symbol_key]) >= self.config.batch_size:
             return True
-        held_ms = (now - self.buffer_since[symbol_key]) * 1000
-        if len(self.buffer[symbol_key]) >= self.config.batch_size:
-            return True
-        if symbol_key in running and held_ms < self.config.turn_grace_s * 1000:
+        if not self._may_go(symbol_key, running, now):
             return False
-        due = not waiting.get(queue, 0) or held_ms >= self.config.max_wait_ms
+        due = not waiting.get(queue, 0) or (now - self.buffer_since[symbol_key]) * 1000 >= self.config.max_wait_ms
         return due and not self.waits.waiting(symbol_key, now)
+
+    def _may_go(self, symbol_key: str, running: set[str], now: float) -> bool:
+        """Whether a group that is not full may go before its queue's length is known: not while a batch of its
+        underlying runs (up to the turn grace)."""
+        held_s = now - self.buffer_since[symbol_key]
+        return symbol_key not in running or held_s >= self.config.turn_grace_s
 
     def reclaim(self) -> bool:
         """Send again the entries pending for longer than ``reclaim_idle_ms`` (their worker died, or their task never

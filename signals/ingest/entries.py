@@ -11,7 +11,9 @@ dead workers are.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,15 +49,18 @@ def processed_entry(tick: dict[str, Any]) -> dict[str, bytes]:
     return {"data": orjson.dumps({**body, "state": "P", "source_id": tick["source_id"]})}
 
 
-def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], republish: bool = False) -> int:
+def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], republish: bool = False,
+                pipe: Any = None, then: Callable[[Any], None] | None = None) -> int:
     """Acknowledge the ticks' entries in ``group`` and drop their output markers; returns how many were pending.
     With ``republish``, each tick is first added again to its own stream as processed (`processed_entry`): at
-    least once, like every output (a worker dying between the two re-publishes on the batch's redelivery)."""
+    least once, like every output (a worker dying between the two re-publishes on the batch's redelivery).
+
+    ``pipe`` may carry commands already (they run first, and their errors are raised); ``then(pipe)`` queues
+    commands to run after the acknowledgement in the same round trip (their errors are only logged)."""
     ticks = list(ticks)
     by_stream = stream_entries(ticks)
-    if not by_stream:
-        return 0
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False) if pipe is None else pipe
+    before = len(pipe)
     added = 0
     if republish:
         for tick in ticks:
@@ -67,12 +72,20 @@ def acknowledge(client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]]
         pipe.xack(stream, group, *ids)
     for (stream, tag), ids in _markers(ticks).items():
         pipe.hdel(keys.emitted_entries(stream, tag), *ids)
+    after = len(pipe)
+    if then is not None:
+        then(pipe)
+    if not len(pipe):
+        return 0
     replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:added]:
+    for reply in replies[:before + added]:
         if isinstance(reply, Exception):
             raise reply
+    for reply in replies[after:]:
+        if isinstance(reply, Exception):
+            log.warning("a command after a batch's acknowledgement failed", exc_info=reply)
     acked = 0
-    for reply in replies[added:added + len(by_stream)]:
+    for reply in replies[before + added:before + added + len(by_stream)]:
         if isinstance(reply, Exception):
             if not isinstance(reply, redis.ResponseError):  # a missing group or key: nothing was pending there
                 raise reply
@@ -93,8 +106,8 @@ def _markers(ticks: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
 
 class EntryLease:
     """While open, re-claims the batch's pending entries every ``every_s`` seconds (``XCLAIM ... JUSTID``, which
-    resets their idle time without counting a delivery), from a daemon thread; failures are only logged (if Redis is
-    down, no bridge can reclaim either)."""
+    resets their idle time without counting a delivery), from the process's one renewing thread (`_Renewer`);
+    failures are only logged (if Redis is down, no bridge can reclaim either)."""
 
     def __init__(self, client: redis.Redis, group: str, ticks: Iterable[dict[str, Any]], every_s: float,
                  also: Callable[[], None] | None = None):
@@ -103,19 +116,14 @@ class EntryLease:
         self.entries = stream_entries(ticks)
         self.every_s = every_s
         self.also = also  # renewed with the entries (the underlying's turn)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> EntryLease:
         if (self.entries or self.also) and self.every_s > 0:
-            self._thread = threading.Thread(target=self._renew, name="entry-lease", daemon=True)
-            self._thread.start()
+            _renewer().add(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        _renewer().remove(self)
 
     def renew(self) -> None:
         if self.also is not None:
@@ -125,9 +133,50 @@ class EntryLease:
             pipe.xclaim(stream, self.group, LEASE_CONSUMER, 0, ids, justid=True)
         pipe.execute(raise_on_error=False)
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.renew()
-            except Exception:
-                log.warning("could not renew the lease of a batch's entries", exc_info=True)
+
+class _Renewer:
+    """One daemon thread per process renewing every open lease when due. A thread per batch cost its start and
+    join on every batch (a twentieth of a worker's time at 2,000 ticks/s); leases are few and long-lived next to a
+    renewal. A lease removed is never renewed again: removal waits for a renewal in progress (the lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.due: dict[EntryLease, float] = {}
+        self.pid = os.getpid()
+        threading.Thread(target=self._run, name="entry-leases", daemon=True).start()
+
+    def add(self, lease: EntryLease) -> None:
+        with self.lock:
+            self.due[lease] = time.monotonic() + lease.every_s
+        self.wake.set()
+
+    def remove(self, lease: EntryLease) -> None:
+        with self.lock:
+            self.due.pop(lease, None)
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                for lease in [lease for lease, due in self.due.items() if due <= now]:
+                    self.due[lease] = now + lease.every_s
+                    try:
+                        lease.renew()
+                    except Exception:
+                        log.warning("could not renew the lease of a batch's entries", exc_info=True)
+                pause = min(self.due.values(), default=now + 1.0) - time.monotonic()
+            self.wake.wait(max(pause, 0.001))
+            self.wake.clear()
+
+
+_renewers: dict[int, _Renewer] = {}  # pid -> its renewer (a forked child starts its own thread)
+_renewers_lock = threading.Lock()
+
+
+def _renewer() -> _Renewer:
+    with _renewers_lock:
+        found = _renewers.get(os.getpid())
+        if found is None:
+            found = _renewers[os.getpid()] = _Renewer()
+        return found

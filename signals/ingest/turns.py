@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -28,6 +29,7 @@ from feed import keys, redis_client
 
 log = logging.getLogger(__name__)
 _FINISH_LUA = redis_client.lua_source(__file__, "finish_turn.lua")
+_TAKE_LUA = redis_client.lua_source(__file__, "take_turn.lua")
 IDLE_TTL_S = 7 * 24 * 3600  # an underlying idle this long starts its tickets again
 DEFER_AFTER_S = 0.005  # an earlier ticket unheld this long may be queued behind us (a sending bridge takes ~1 ms)
 
@@ -57,18 +59,18 @@ def unfinished(client: redis.Redis, symbol_keys: list[str]) -> set[str]:
 
 
 def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float,
-              queued: Callable[[], bool] | None = None) -> str:
-    """Block until every ticket of the underlying before ``ticket`` is done (`TURN`). `LATE` when it gave up
-    waiting: after ``wait_s`` in all, or ``grace_s`` during which no earlier ticket held the turn. `DEFER` when no
-    earlier ticket has held the turn for `DEFER_AFTER_S` while ``queued()`` says a task waits in the batch's queue
-    (the earlier ticket may be that task)."""
+              queued: Callable[[], bool] | None = None, hold_s: float = 0.0) -> str:
+    """Block until every ticket of the underlying before ``ticket`` is done (`TURN`; with ``hold_s``, the ticket
+    then holds the turn for that long, taken in the same round trip). `LATE` when it gave up waiting: after
+    ``wait_s`` in all, or ``grace_s`` during which no earlier ticket held the turn. `DEFER` when no earlier ticket
+    has held the turn for `DEFER_AFTER_S` while ``queued()`` says a task waits in the batch's queue (the earlier
+    ticket may be that task)."""
     started = unheld_since = asked = time.monotonic()
     pause = 0.001
+    take = redis_client.script(client, _TAKE_LUA)
+    turn_keys = [keys.batch_done(symbol_key), keys.batch_holder(symbol_key)]
     while True:
-        pipe = client.pipeline(transaction=False)
-        pipe.get(keys.batch_done(symbol_key))
-        pipe.get(keys.batch_holder(symbol_key))
-        done, holder = (int(value or 0) for value in pipe.execute())
+        done, holder = (int(value) for value in take(keys=turn_keys, args=[ticket, max(0, int(hold_s * 1000))]))
         if done >= ticket - 1:
             return TURN
         now = time.monotonic()
@@ -94,3 +96,9 @@ def hold_turn(client: redis.Redis, symbol_key: str, ticket: int, ttl_s: float) -
 def finish_turn(client: redis.Redis, symbol_key: str, ticket: int) -> None:
     """Mark the ticket done (never moving the mark back)."""
     redis_client.script(client, _FINISH_LUA)(keys=[keys.batch_done(symbol_key)], args=[ticket, IDLE_TTL_S])
+
+
+def queue_finish(client: redis.Redis, pipe: Any, symbol_key: str, ticket: int) -> None:
+    """`finish_turn` queued on a pipeline of ``client`` (to run with the batch's last round trip)."""
+    redis_client.script(client, _FINISH_LUA)(keys=[keys.batch_done(symbol_key)], args=[ticket, IDLE_TTL_S],
+                                              client=pipe)

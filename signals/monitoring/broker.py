@@ -16,7 +16,7 @@ from kombu.utils.url import url_to_parts
 from feed.redis_client import get_redis
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
-_local = threading.local()  # one RabbitMQ connection per thread and URL
+_local = threading.local()  # one RabbitMQ channel (and its connection) per thread and URL
 
 
 def uses_amqp(url: str) -> bool:
@@ -36,36 +36,34 @@ def queue_lengths(queues: list[str]) -> list[int]:
 
 def _amqp_lengths(url: str, queues: list[str]) -> list[int]:
     try:
-        return _counts(_amqp_connection(url), queues)
+        return _counts(url, queues)
     except (OSError, amqp.exceptions.ConnectionError):  # a dropped connection: once more on a new one
-        _local.connections.pop(url, None)
-        return _counts(_amqp_connection(url), queues)
+        _local.channels.pop(url, None)
+        return _counts(url, queues)
 
 
-def _counts(connection: amqp.Connection, queues: list[str]) -> list[int]:
+def _counts(url: str, queues: list[str]) -> list[int]:
     counts = []
-    channel = connection.channel()
-    try:
-        for queue in queues:
-            try:
-                counts.append(int(channel.queue_declare(queue, passive=True).message_count))
-            except amqp.exceptions.NotFound:  # the broker closed the channel: open another for the rest
-                counts.append(0)
-                channel = connection.channel()
-    finally:
-        if channel.is_open:
-            channel.close()
+    for queue in queues:
+        try:
+            counts.append(int(amqp_channel(url).queue_declare(queue, passive=True).message_count))
+        except amqp.exceptions.NotFound:  # the broker closed the channel: the next question opens another
+            counts.append(0)
     return counts
 
 
-def _amqp_connection(url: str) -> amqp.Connection:
-    connections = getattr(_local, "connections", None)
-    if connections is None:
-        connections = _local.connections = {}
-    found = connections.get(url)
-    if found is None or not found.connected:
-        found = connections[url] = _connect(url)
-    return found
+def amqp_channel(url: str) -> amqp.Channel:
+    """This thread's channel to the broker at ``url``, kept open between calls (opening and closing one per call
+    would cost two more round trips, and the bridge asks on most of its steps)."""
+    channels = getattr(_local, "channels", None)
+    if channels is None:
+        channels = _local.channels = {}
+    found = channels.get(url)
+    if found is not None and found.is_open and found.connection.connected:
+        return found
+    connection = found.connection if found is not None and found.connection.connected else _connect(url)
+    channels[url] = connection.channel()
+    return channels[url]
 
 
 def _connect(url: str) -> amqp.Connection:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -50,23 +51,27 @@ def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None, q
     turn = Turn(client, symbol_key, ticket, 3 * every_s)
     with EntryLease(client, settings.SIGNAL_CONSUMER_GROUP, ticks, every_s=every_s, also=turn.renew):
         try:
-            found = _wait_turn(client, symbol_key, ticket, queue, first_delivered)
+            found = _wait_turn(client, symbol_key, ticket, queue, first_delivered, hold_s=turn.ttl_s)
             if found == turns.DEFER and _send_back(ticks, queue, ticket, first_delivered):
                 return BatchReport(ticks=0, stored=0, records=0)
-            turn.take()
+            turn.take(already=found == turns.TURN)
         except redis.RedisError:  # Redis is down: the attempts below wait for it anyway
             log.warning("could not wait for a batch's turn", exc_info=True)
-        try:
-            return _attempts(ticks)
+        report = None
+        try:  # the batch's last round trip marks the turn done; if it never ran, it is marked here
+            report = _attempts(ticks, then=lambda pipe: turns.queue_finish(client, pipe, symbol_key, ticket))
+            return report
         finally:
-            _finish(client, symbol_key, ticket)
+            if report is None:
+                _finish(client, symbol_key, ticket)
 
 
-def _wait_turn(client: redis.Redis, symbol_key: str, ticket: int, queue: str | None, first_delivered: float) -> str:
+def _wait_turn(client: redis.Redis, symbol_key: str, ticket: int, queue: str | None, first_delivered: float,
+               hold_s: float) -> str:
     waited = time.time() - first_delivered
     queued = (lambda: broker.queue_lengths([queue])[0] > 0) if queue else None
     return turns.wait_turn(client, symbol_key, ticket, float(settings.SIGNAL_TURN_WAIT_S) - waited,
-                           float(settings.SIGNAL_TURN_GRACE_S) - waited, queued)
+                           float(settings.SIGNAL_TURN_GRACE_S) - waited, queued, hold_s=hold_s)
 
 
 def _send_back(ticks: list[dict[str, Any]], queue: str | None, ticket: int, first_delivered: float) -> bool:
@@ -88,9 +93,11 @@ class Turn:
         self.client, self.symbol_key, self.ticket, self.ttl_s = client, symbol_key, ticket, ttl_s
         self.taken = False
 
-    def take(self) -> None:
+    def take(self, already: bool = False) -> None:
+        """Hold the turn from now on; ``already``: `turns.wait_turn` took it when it found the turn ours."""
         self.taken = True
-        self.renew()
+        if not already:
+            self.renew()
 
     def renew(self) -> None:
         if self.taken:
@@ -104,12 +111,12 @@ def _finish(client: redis.Redis, symbol_key: str, ticket: int) -> None:
         log.warning("could not mark a batch's turn done", exc_info=True)
 
 
-def _attempts(ticks: list[dict[str, Any]]) -> BatchReport:
+def _attempts(ticks: list[dict[str, Any]], then: Callable[[Any], None] | None = None) -> BatchReport:
     deadline = time.monotonic() + float(settings.SIGNAL_TASK_RETRY_BUDGET_S)
     delay = 0.2
     while True:
         try:
-            return process_batch(ticks)
+            return process_batch(ticks, then=then)
         except TRANSIENT_ERRORS as exc:
             if time.monotonic() + delay > deadline:
                 raise

@@ -40,7 +40,8 @@ class BatchReport:
     records: int
 
 
-def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") -> BatchReport:
+def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick",
+                  then: Callable[[Any], None] | None = None) -> BatchReport:
     """Process normalised ticks (each with a ``source_id``). Safe to repeat: a re-delivered batch adds no rows and
     cannot move latest values backwards. Ticks marked ``context`` (another underlying's, e.g. INDVIX, which the
     bridge sends along: `signals.ingest.waits`) only update latest values and history; their own batch does the rest.
@@ -49,7 +50,8 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
     Redis sinks; then, in one transaction, store the raw ticks (durably) and the results; then report the stored
     ticks to the bars service; last, acknowledge the ticks' stream entries. Live consumers thus never wait for
     PostgreSQL. When a matching config reads bars (which come from the stored ticks), the ticks are stored and
-    reported first instead, so its bars include them.
+    reported first instead, so its bars include them. ``then(pipe)`` queues Redis commands to run after the
+    acknowledgement, in its round trip (the worker marks the underlying's turn done there).
     """
     started = time.perf_counter()
     context = [tick for tick in ticks if tick.get("context")]  # another underlying's ticks, for latest values only
@@ -86,13 +88,13 @@ def process_batch(ticks: list[dict[str, Any]], frequency: str = "every_tick") ->
         stored = storage.store(storage.tick_rows(ticks), *outputs.result_rows(rows, ctx.outbox))[0]
     else:  # the ticks are committed already; results can be recomputed from them
         storage.store(*outputs.result_rows(rows, ctx.outbox), durable=False)
+    pipe = client.pipeline(transaction=False)
     if not early:
         # only now: a bar read between the two could otherwise cache bars that lack these ticks
-        pipe = client.pipeline(transaction=False)
         bars.queue_record(pipe, ticks, timeframes)
-        pipe.execute()
-    # done: nothing of it is lost from here on
-    acknowledge(client, settings.SIGNAL_CONSUMER_GROUP, ticks, republish=settings.SIGNAL_REPUBLISH_PROCESSED)
+    # done: nothing of it is lost from here on (one round trip with the bars, and ``then``)
+    acknowledge(client, settings.SIGNAL_CONSUMER_GROUP, ticks, republish=settings.SIGNAL_REPUBLISH_PROCESSED,
+                pipe=pipe, then=then)
     _note_runs(records)
     _observe(ticks, started)
     return BatchReport(ticks=len(ticks), stored=stored, records=len(records))
