@@ -209,10 +209,8 @@ class StreamBridge:
         queues = [self.config.queue_for(g) for g in groups]
         now = time.monotonic()
         running = turns.unfinished(self.client, groups) if not force else set()
-        # the broker is asked only about the queues of groups that could go now (most steps under load find their
-        # underlying's batch still running): a round trip to it per read would cost more than the read
-        undecided = sorted({q for g, q in zip(groups, queues, strict=True)
-                            if not force and self._may_go(g, running, now)})
+        # the broker only about groups that could go: under load most find their underlying's batch still running
+        undecided = sorted({q for g, q in zip(groups, queues, strict=True) if not force and self._may_go(g, running, now)})
         waiting = dict(zip(undecided, self.queue_lengths(undecided), strict=True)) if undecided else {}
         chosen = [(symbol_key, queue) for symbol_key, queue in zip(groups, queues, strict=True)
                   if self._due(symbol_key, queue, waiting, running, now, force)]
@@ -249,10 +247,8 @@ class StreamBridge:
         return due and not self.waits.waiting(symbol_key, now)
 
     def _may_go(self, symbol_key: str, running: set[str], now: float) -> bool:
-        """Whether a group that is not full may go before its queue's length is known: not while a batch of its
-        underlying runs (up to the turn grace)."""
-        held_s = now - self.buffer_since[symbol_key]
-        return symbol_key not in running or held_s >= self.config.turn_grace_s
+        """Not while a batch of its underlying runs (up to the turn grace), whatever its queue holds."""
+        return symbol_key not in running or now - self.buffer_since[symbol_key] >= self.config.turn_grace_s
 
     def reclaim(self) -> bool:
         """Send again the entries pending for longer than ``reclaim_idle_ms`` (their worker died, or their task never
