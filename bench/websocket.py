@@ -107,22 +107,26 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def rss_kib(pid: int) -> int:
+    """Resident memory of a process, with its live children's (uvicorn's worker processes)."""
+    children = sum(rss_kib(int(c)) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+            return int(line.split()[1]) + children
+    return children
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+    """User + system CPU time of a process so far, with its live children's (uvicorn's worker processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
-def start_web(env: dict[str, str], port: int) -> subprocess.Popen:
+def start_web(env: dict[str, str], port: int, processes: int = 1) -> subprocess.Popen:
+    workers = ["--workers", str(processes)] if processes > 1 else []
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "signal_project.asgi:application", "--host",
                              "127.0.0.1", "--port", str(port), "--no-access-log", "--lifespan", "off",
-                             "--backlog", "8192", "--ws-per-message-deflate", "false"], cwd=ROOT, env=env)
+                             "--backlog", "8192", "--ws-per-message-deflate", "false", *workers], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -274,6 +278,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per client count")
     parser.add_argument("--rate", type=float, default=2000.0, help="feed ticks/s")
     parser.add_argument("--rest-rate", type=float, default=500.0, help="REST requests/s")
+    parser.add_argument("--web-processes", type=int, default=1,
+                        help="uvicorn worker processes behind the port (CPU and memory summed over them)")
     parser.add_argument("--source", choices=("pipeline", "direct"), default="pipeline",
                         help="events from the real pipeline, or published straight to the web process's groups")
     parser.add_argument("--rest-without-feed", action="store_true",
@@ -318,7 +324,7 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
     port = 18_765
     results: dict[str, Any] = {"clients": []}
     with running_stack(env, workers=1, concurrency=2):
-        web = start_web(env, port)
+        web = start_web(env, port, args.web_processes)
         stop = threading.Event()
         feeder = threading.Thread(target=feed, args=(client, args.rate, stop), daemon=True)
         feeder.start()

@@ -7,6 +7,13 @@ and the sync view once more: ~12 hops through the one thread-sensitive executor 
 ``realtime/*`` request (docs/BENCHMARKS.md, "WebSocket fan-out"). This handler builds the sync chain (the one
 WSGI and the test client run, so tests exercise exactly this path) and runs it in one hop; the project has no
 async views or middleware to lose.
+
+The hop also carries what Django's ``handle`` sends through hops of its own: the ``request_started`` signal and,
+for a response whose body is in memory, ``response.close()`` (``request_finished``), as a WSGI server calls them in
+its request's thread. And since everything a request does with the database happens inside that one call, it runs
+on the event loop's thread pool instead of a thread made for each request (``ThreadSensitiveContext``, which
+Django needs only to keep several hops of one request on one thread). A streaming response (a static file) is
+closed after it is sent, as Django does.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.urls import set_script_prefix
 
 
 class SyncStackASGIHandler(ASGIHandler):
@@ -28,6 +38,33 @@ class SyncStackASGIHandler(ASGIHandler):
         """The sync ``get_response`` (URL conf, middleware, view, error logging) in the thread-sensitive
         executor, as Django runs a sync view."""
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        try:
+            response = await sync_to_async(self.respond, thread_sensitive=False)(scope, body_file)
+            await self.send_response(response, send)
+            if response.streaming:
+                await sync_to_async(response.close, thread_sensitive=False)()
+        finally:
+            body_file.close()
+
+    def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        """What Django's ``handle`` does between reading the body and sending the response, in one thread."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+        if isinstance(response, FileResponse):
+            response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()  # request_finished; the body stays in memory to be sent
+        return response
 
 
 def get_http_application() -> Any:
