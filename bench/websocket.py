@@ -27,6 +27,7 @@ from each request's scheduled time. Every phase is bounded in time; the processe
 socket, the web process one per client).
 
     .venv/bin/python -m bench.websocket [--clients 1000,5000] [--seconds 20] [--rate 2000] [--rest-rate 500]
+        [--web-processes 1]   # more: uvicorn workers behind the port, CPU and memory summed over them
 
 Targets: ≥ 5,000 frames/s per web process; p99 < 50 ms with 1,000 clients; 5,000 clients held with no errors;
 REST p99 < 20 ms at 500 requests/s. Results are printed (and recorded by hand in docs/BENCHMARKS.md).

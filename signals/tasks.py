@@ -90,18 +90,6 @@ def warm_numerical_kernels(**kwargs: Any) -> None:
     gc.freeze()
 
 
-@worker_init.connect
-def solo_pool_reserves_one(sender: Any = None, **kwargs: Any) -> None:
-    """A solo pool runs one task at a time, but Celery sizes its prefetch by the CPU count: it would hold a second
-    tick batch, unacknowledged and invisible in its queue, behind the one it runs. If that one waits for its turn
-    (`signals.ingest.turns`) and the held batch is the earlier ticket, the wait cannot see it queued, cannot send
-    itself to the back of the queue, and runs out of turn after the grace. One process, one task reserved."""
-    pool = getattr(sender, "pool_cls", None)
-    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
-    if name == "solo" or name.endswith("concurrency.solo"):
-        sender.concurrency = 1
-
-
 @task_prerun.connect
 def drop_unusable_connections(**kwargs: Any) -> None:
     """Workers keep their database connection across tasks (CELERY_DB_REUSE_MAX); drop it first when it is broken

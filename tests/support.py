@@ -66,10 +66,12 @@ class CeleryProcess:
 class WorkerProcess(CeleryProcess):
     """A `celery worker` (solo pool) on the given queues."""
 
-    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None):
+    def __init__(self, queues: str, name: str = "w1", extra_env: dict[str, str] | None = None,
+                 concurrency: int | None = None):
         self.ready = threading.Event()
+        reserve = ["--concurrency", str(concurrency)] if concurrency else []  # a solo pool's prefetch
         super().__init__(["worker", "-Q", queues, "--pool=solo", "-n", f"{name}@%h", "-l", "INFO",
-                          "--without-gossip", "--without-mingle", "--without-heartbeat"], extra_env)
+                          "--without-gossip", "--without-mingle", "--without-heartbeat", *reserve], extra_env)
 
     def heard(self, line: str) -> None:
         if " ready." in line or "ready" in line and "celery@" in line:

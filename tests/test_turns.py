@@ -77,7 +77,9 @@ def test_batches_of_two_bridges_queued_out_of_ticket_order_run_in_ticket_order(r
     second = StreamBridge(r, first.config, consumer="b", queue_lengths=lambda queues: [0] * len(queues))
     # a long grace: on a loaded machine the held batch's publication may come late, and the worker must then still
     # send the later batch back rather than give up waiting and run it out of turn
-    start_worker("turns-test", extra_env={"SIGNAL_TURN_GRACE_S": "20"})
+    # and one task reserved, as a prefork process reserves: a solo pool reserving more (its default, the CPU count)
+    # can hold the earlier batch unacknowledged behind the later one, out of sight of any queue check
+    start_worker("turns-test", extra_env={"SIGNAL_TURN_GRACE_S": "20"}, concurrency=1)
     r.xadd(STREAM, fields(tick(SPOT, 24030, at=30)))
     for bridge in (first, second):
         bridge.discover()

@@ -143,7 +143,6 @@ class _Renewer:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.due: dict[EntryLease, float] = {}
-        self.pid = os.getpid()
         threading.Thread(target=self._run, name="entry-leases", daemon=True).start()
 
     def add(self, lease: EntryLease) -> None:
