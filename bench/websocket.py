@@ -107,20 +107,23 @@ def prepare(env: dict[str, str]) -> None:
     subprocess.run(manage + ["seed_demo"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def children(pid: int) -> list[int]:
+    """A process's live children (uvicorn's worker processes)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def rss_kib(pid: int) -> int:
-    """Resident memory of a process, with its live children's (uvicorn's worker processes)."""
-    children = sum(rss_kib(int(c)) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) + children
-    return children
+    """Resident memory of a process, with its live children's."""
+    own = next((int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")), 0)
+    return own + sum(rss_kib(c) for c in children(pid))
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, with its live children's (uvicorn's worker processes)."""
+    """User + system CPU time of a process so far, with its live children's."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(c) for c in children(pid))
 
 
 def start_web(env: dict[str, str], port: int, processes: int = 1) -> subprocess.Popen:

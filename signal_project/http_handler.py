@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
 
@@ -33,11 +33,6 @@ class SyncStackASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super(ASGIHandler, self).__init__()  # BaseHandler: ASGIHandler's would load the async chain
         self.load_middleware(is_async=False)
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """The sync ``get_response`` (URL conf, middleware, view, error logging) in the thread-sensitive
-        executor, as Django runs a sync view."""
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:

@@ -38,7 +38,7 @@ def test_a_batch_waits_for_the_earlier_tickets_of_its_underlying(r: Any) -> None
     turns.finish_turn(r, "NSE@NIFTY", first)
     assert turns.wait_turn(r, "NSE@NIFTY", second, 1, 1) == turns.TURN
     pipe = r.pipeline(transaction=False)  # as a worker's last round trip carries it
-    turns.queue_finish(r, pipe, "NSE@NIFTY", second)
+    turns.finish_turn(r, "NSE@NIFTY", second, pipe)
     pipe.execute()
     assert int(r.get(keys.batch_done("NSE@NIFTY"))) == 2
     turns.finish_turn(r, "NSE@NIFTY", first)  # a late finish never moves the mark back

@@ -93,12 +93,8 @@ def hold_turn(client: redis.Redis, symbol_key: str, ticket: int, ttl_s: float) -
     client.set(keys.batch_holder(symbol_key), ticket, px=max(1, int(ttl_s * 1000)))
 
 
-def finish_turn(client: redis.Redis, symbol_key: str, ticket: int) -> None:
-    """Mark the ticket done (never moving the mark back)."""
-    redis_client.script(client, _FINISH_LUA)(keys=[keys.batch_done(symbol_key)], args=[ticket, IDLE_TTL_S])
-
-
-def queue_finish(client: redis.Redis, pipe: Any, symbol_key: str, ticket: int) -> None:
-    """`finish_turn` queued on a pipeline of ``client`` (to run with the batch's last round trip)."""
+def finish_turn(client: redis.Redis, symbol_key: str, ticket: int, pipe: Any = None) -> None:
+    """Mark the ticket done (never moving the mark back); with ``pipe`` (a pipeline of ``client``), queued there
+    to run with its round trip."""
     redis_client.script(client, _FINISH_LUA)(keys=[keys.batch_done(symbol_key)], args=[ticket, IDLE_TTL_S],
                                               client=pipe)

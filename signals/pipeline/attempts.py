@@ -59,7 +59,7 @@ def process_until_done(ticks: list[dict[str, Any]], ticket: int | None = None, q
             log.warning("could not wait for a batch's turn", exc_info=True)
         report = None
         try:  # the batch's last round trip marks the turn done; if it never ran, it is marked here
-            report = _attempts(ticks, then=lambda pipe: turns.queue_finish(client, pipe, symbol_key, ticket))
+            report = _attempts(ticks, then=lambda pipe: turns.finish_turn(client, symbol_key, ticket, pipe))
             return report
         finally:
             if report is None:
