@@ -34,6 +34,12 @@ class SyncStackASGIHandler(ASGIHandler):
         super(ASGIHandler, self).__init__()  # BaseHandler: ASGIHandler's would load the async chain
         self.load_middleware(is_async=False)
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Django's enters a ThreadSensitiveContext first, which only the hops of its own handle need
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             body_file = await self.read_body(receive)

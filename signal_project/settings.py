@@ -203,7 +203,7 @@ SIGNAL_RETRY_AFTER_S = env_int("SIGNAL_RETRY_AFTER_S", 5)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["webapi.auth.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["webapi.auth.IsPlatformUser"],
-    "DEFAULT_THROTTLE_CLASSES": ["webapi.quotas.KindRateThrottle", "webapi.quotas.DailyQuotaThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["webapi.quotas.RateAndQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webapi.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -78,6 +78,25 @@ def test_api_needs_a_token_and_answers_json_errors(make_token: Any) -> None:
     assert client.get(PRICE + "NSE@NIFTY@index").status_code == 401
 
 
+def test_a_token_accepted_before_is_refused_once_it_expires_or_its_key_changes(settings: Any, monkeypatch: Any,
+                                                                                make_token: Any) -> None:
+    process_batch([normalised(tick(), "s/1-0")])
+    token = make_token(ttl=30)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get(PRICE + "NSE@NIFTY@index").status_code == 200
+    assert client.get(PRICE + "NSE@NIFTY@index").status_code == 200  # verified once, kept
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 31)
+    response = client.get(PRICE + "NSE@NIFTY@index")
+    assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
+    monkeypatch.undo()
+    assert client.get(PRICE + "NSE@NIFTY@index").status_code == 200
+    settings.SIGNAL_JWT_SECRET = "another-secret-0123456789abcdef0123456789"
+    response = client.get(PRICE + "NSE@NIFTY@index")
+    assert response.status_code == 401 and "signature" in response.json()["error"]["message"].lower()
+
+
 def test_issuer_and_audience_are_checked_when_configured(settings: Any, make_token: Any) -> None:
     settings.SIGNAL_JWT_ISSUER = "platform"
     settings.SIGNAL_JWT_AUDIENCE = "signals"

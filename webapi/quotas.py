@@ -1,6 +1,6 @@
 """Per-user REST limits (docs/REFERENCE.md §6, "Limits and quotas"): a rate per kind of request and a daily quota
-per tier, both counted in Redis with single-key commands (the data Redis may be a cluster), and the usage record a
-user reads back (``usage/``).
+per tier, both counted in Redis by one script call per request (``count_request.lua``: its two keys carry the
+user's hash tag, so the data Redis may be a cluster), and the usage record a user reads back (``usage/``).
 
 Kinds: ``realtime`` (``realtime/*``, ``option-chain/*``), ``historical`` (``historical/*``), ``writes`` (POST, PUT,
 PATCH, DELETE) and ``other``; each has a rate ``SIGNAL_API_RATE_<KIND>`` (default ``SIGNAL_API_RATE``) counted in
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from rest_framework import permissions, throttling
 
-from feed import keys
+from feed import keys, redis_client
 from feed.redis_client import get_redis
 from webapi.auth import PlatformUser
 from webapi.dependencies import REDIS_DOWN
@@ -37,6 +38,7 @@ class LimitSettingError(ValueError):
         self.field = field
 
 
+@lru_cache(maxsize=64)
 def parse_rate(text: str, field: str) -> tuple[int, int]:
     """``1200/min`` -> (1200, 60). Periods: s, sec, m, min, h, hour, d, day."""
     count, _, period = text.strip().partition("/")
@@ -46,6 +48,7 @@ def parse_rate(text: str, field: str) -> tuple[int, int]:
     return int(count), PERIODS[period]
 
 
+@lru_cache(maxsize=16)
 def parse_tiers(text: str, field: str = "SIGNAL_TIERS") -> dict[str, int]:
     """``basic=50000,pro=500000,internal=0`` -> tier -> requests per day (0: unlimited)."""
     tiers: dict[str, int] = {}
@@ -105,15 +108,45 @@ def exchange_day(now: float) -> tuple[str, float]:
     return local.date().isoformat(), max(1.0, midnight.timestamp() - now)
 
 
-def _refuse(request: Any, throttle: Any, wait: float, limit: dict[str, Any]) -> bool:
-    throttle.wait_s = wait
-    request.signal_limit = {**limit, "retry_after": int(wait) + 1}
-    return False
+_COUNT_REQUEST = redis_client.lua_source(__file__, "count_request.lua")
+RATE_ONLY = -1  # the script's quota when the date's usage is not counted
+
+
+def count_request(user: PlatformUser, kind: str, now: float, daily: bool) -> tuple[str | None, float]:
+    """Count one request of ``kind`` in one round trip (``count_request.lua``): its rate window and, if ``daily``,
+    the exchange date's usage and quota. Returns (the setting that refuses it or None, seconds until it would be
+    allowed). While Redis is unreachable nothing is counted and nothing refused."""
+    limit, period = rates()[kind]
+    window = int(now // period)
+    day, until_tomorrow = exchange_day(now)
+    quota = parse_tiers(settings.SIGNAL_TIERS)[tier_of(user)] if daily else RATE_ONLY
+    try:
+        client = get_redis()
+        _count, _total, refused = redis_client.script(client, _COUNT_REQUEST)(
+            keys=[keys.rate_window(user.sub, kind, period, window), keys.usage(user.sub, day)],
+            args=[limit, period + 1, kind, quota, USAGE_DAYS_KEPT * 86400])
+    except REDIS_DOWN:
+        return None, 0.0
+    if refused == 1:
+        return f"SIGNAL_API_RATE_{kind.upper()}", (window + 1) * period - now
+    return ("SIGNAL_TIERS", until_tomorrow) if refused == 2 else (None, 0.0)
+
+
+def refusal(user: PlatformUser, kind: str, setting: str) -> dict[str, Any]:
+    """The ``limit`` a 429 answer carries for a request refused by ``setting``."""
+    if setting == "SIGNAL_TIERS":
+        tier = tier_of(user)
+        return {"kind": "daily_quota", "tier": tier, "limit": parse_tiers(settings.SIGNAL_TIERS)[tier],
+                "period_s": 86400, "setting": setting}
+    limit, period = rates()[kind]
+    return {"kind": kind, "limit": limit, "period_s": period, "rate": getattr(settings, setting), "setting": setting}
 
 
 class KindRateThrottle(throttling.BaseThrottle):
-    """The rate of the request's kind, in fixed windows of its period."""
+    """The rate of the request's kind, in fixed windows of its period; with ``daily`` also the tier's requests per
+    exchange date and the usage record (`usage`)."""
 
+    daily = False
     wait_s: float | None = None
 
     def allow_request(self, request: Any, view: Any) -> bool:
@@ -121,23 +154,12 @@ class KindRateThrottle(throttling.BaseThrottle):
         if not isinstance(user, PlatformUser):
             return True
         kind = request_kind(request.method, request.path)
-        limit, period = rates()[kind]
-        now = self.timer()
-        window = int(now // period)
-        key = keys.rate_window(user.sub, kind, period, window)
-        try:
-            pipe = get_redis().pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, period + 1)
-            count = int(pipe.execute()[0])
-        except REDIS_DOWN:
+        setting, wait = count_request(user, kind, self.timer(), self.daily)
+        if setting is None:
             return True
-        if count <= limit:
-            return True
-        rate = getattr(settings, f"SIGNAL_API_RATE_{kind.upper()}")
-        return _refuse(request, self, (window + 1) * period - now,
-                       {"kind": kind, "limit": limit, "period_s": period, "rate": rate,
-                        "setting": f"SIGNAL_API_RATE_{kind.upper()}"})
+        self.wait_s = wait
+        request.signal_limit = {**refusal(user, kind, setting), "retry_after": int(wait) + 1}
+        return False
 
     def wait(self) -> float | None:
         return self.wait_s
@@ -145,40 +167,10 @@ class KindRateThrottle(throttling.BaseThrottle):
     timer = staticmethod(time.time)
 
 
-class DailyQuotaThrottle(throttling.BaseThrottle):
-    """The tier's requests per exchange date; also keeps the usage record (`usage`)."""
+class RateAndQuotaThrottle(KindRateThrottle):
+    """The kind's rate and the tier's daily quota, counted together (every request but ``usage/``)."""
 
-    wait_s: float | None = None
-
-    def allow_request(self, request: Any, view: Any) -> bool:
-        user = request.user
-        if not isinstance(user, PlatformUser):
-            return True
-        now = KindRateThrottle.timer()
-        day, until_tomorrow = exchange_day(now)
-        key = keys.usage(user.sub, day)
-        kind = request_kind(request.method, request.path)
-        try:
-            client = get_redis()
-            if getattr(request, "signal_limit", None) is not None:  # refused by the rate already
-                client.pipeline(transaction=False).hincrby(key, "throttled", 1).expire(
-                    key, USAGE_DAYS_KEPT * 86400).execute()
-                return True
-            total = int(client.pipeline(transaction=False).hincrby(key, "total", 1).hincrby(key, kind, 1).expire(
-                key, USAGE_DAYS_KEPT * 86400).execute()[0])
-            tier = tier_of(user)
-            quota = parse_tiers(settings.SIGNAL_TIERS)[tier]
-            if not quota or total <= quota:
-                return True
-            client.pipeline(transaction=False).hincrby(key, "total", -1).hincrby(key, kind, -1).hincrby(
-                key, "throttled", 1).execute()
-        except REDIS_DOWN:
-            return True
-        return _refuse(request, self, until_tomorrow, {"kind": "daily_quota", "tier": tier, "limit": quota,
-                                                       "period_s": 86400, "setting": "SIGNAL_TIERS"})
-
-    def wait(self) -> float | None:
-        return self.wait_s
+    daily = True
 
 
 def usage(user: PlatformUser, day: str | None = None) -> dict[str, Any]:
