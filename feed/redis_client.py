@@ -197,3 +197,32 @@ def get_redis(url: str | None = None) -> redis.Redis:
             client = SignalRedis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
         _clients[(url, cluster)] = client
     return client
+
+
+def pipelines_at_once(work: list[tuple[redis.Redis, list[tuple[Any, ...]]]]) -> list[list[Any]]:
+    """Each ``(client, commands)`` sent as one pipeline on that client (a node of a cluster), every pipeline written
+    before any reply is read: one round trip's wait for all nodes, where a pipeline per node costs one each.
+    Replies are parsed as the client parses them; an error reply comes back as its exception, in its place. A
+    connection error raises, and every connection used is dropped (a reply may be left unread on it)."""
+    held: list[tuple[redis.Redis, Any]] = []
+    try:
+        for client, commands in work:
+            connection = client.connection_pool.get_connection()
+            held.append((client, connection))
+            connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[list[Any]] = []
+        for (client, connection), (_, commands) in zip(held, work, strict=True):
+            replies.append([])
+            for args in commands:
+                try:
+                    replies[-1].append(client.parse_response(connection, args[0]))
+                except redis.ResponseError as exc:
+                    replies[-1].append(exc)
+        return replies
+    except BaseException:
+        for _, connection in held:
+            connection.disconnect()
+        raise
+    finally:
+        for client, connection in held:
+            client.connection_pool.release(connection)

@@ -9,9 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis as redis_lib
 
 from feed import keys
-from signals.ingest import codec, turns
+from signals.ingest import codec, stream_reads, turns
 from signals.ingest.bridge import BridgeSettings, StreamBridge
 from tests.factories import create_config, fields, price_config, tick
 from tests.support import wait_for, waiting_on_locks, worker_database_url
@@ -146,3 +147,20 @@ def test_two_workers_on_one_underlying_fire_each_bar_close_once_against_the_tick
     assert [rec["timestamp"][11:19] for rec in fired] == ["04:01:01"]
     assert fired[0]["computations"][0]["results"]["previous_ltp"] == 24030
     assert ComputedSignal.objects.filter(instrument_key=SPOT).count() == 1
+
+
+def test_the_turn_state_read_with_the_streams_is_not_asked_again(r: Any) -> None:
+    group = "ride-along"
+    names = [keys.tick_stream(symbol) for symbol in ("NSE@NIFTY", "NSE@BANKNIFTY", "NSE@RELIANCE")]
+    for name in names:
+        r.xgroup_create(name, group, id="0", mkstream=True)
+        r.xadd(name, fields(tick(price=24000.0)))
+    r.set(keys.batch_ticket("NSE@NIFTY"), 3)
+    r.set(keys.batch_done("NSE@NIFTY"), 2)
+    symbols = ["NSE@NIFTY", "NSE@BANKNIFTY", "NSE@FINNIFTY"]
+    entries, state = stream_reads.read_new(r, group, "bridge-1", names, 10, 100, turns.state_keys(symbols))
+    assert sorted(stream for stream, _, _ in entries) == sorted(names)  # one entry from each stream (each node)
+    nowhere = redis_lib.Redis(port=1, socket_connect_timeout=0.2)  # any round trip would fail
+    assert turns.unfinished(nowhere, symbols, state) == {"NSE@NIFTY"}
+    r.set(keys.batch_ticket("NSE@MIDCPNIFTY"), 1)
+    assert turns.unfinished(r, [*symbols, "NSE@MIDCPNIFTY"], state) == {"NSE@NIFTY", "NSE@MIDCPNIFTY"}

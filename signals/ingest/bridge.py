@@ -19,16 +19,15 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
-from django.conf import settings
 
 from feed import keys, redis_client
 from feed.streams import text
 from feed.ticks import TickError, decode_fields, parse_tick
 from signals.ingest import stream_reads, turns
+from signals.ingest.bridge_settings import BridgeSettings
 from signals.ingest.codec import celery_send
 from signals.ingest.stream_leases import StreamLeases
 from signals.ingest.waits import UnderlyingWaits
@@ -37,45 +36,6 @@ from signals.monitoring import broker, metrics
 log = logging.getLogger(__name__)
 Entry = stream_reads.Entry
 SendTask = Callable[[list[dict[str, Any]], str, int], None]  # (ticks, queue, ticket)
-
-
-@dataclass
-class BridgeSettings:
-    group: str
-    patterns: list[str]
-    dead_letter_stream: str
-    batch_size: int
-    block_ms: int
-    reclaim_idle_ms: int
-    max_deliveries: int
-    discovery_interval_s: float
-    reclaim_interval_s: float
-    default_queue: str
-    queue_routes: dict[str, str]
-    max_wait_ms: int = 50
-    underlying_wait_ms: int = 0  # see signals/ingest/waits.py
-    staleness_s: float = 2.0
-    vix_key: str = "NSE@INDVIX@index"
-    index_symbols: frozenset[str] = frozenset()
-    turn_grace_s: float = 2.0  # see signals/ingest/turns.py
-    stream_lease_s: float = 0.0  # see signals/ingest/stream_leases.py; 0: every bridge reads every stream
-
-    @classmethod
-    def from_django(cls) -> BridgeSettings:
-        return cls(
-            group=settings.SIGNAL_CONSUMER_GROUP, patterns=settings.SIGNAL_STREAM_PATTERNS,
-            dead_letter_stream=settings.SIGNAL_DEAD_LETTER_STREAM, batch_size=settings.SIGNAL_BATCH_SIZE, block_ms=settings.SIGNAL_BLOCK_MS,
-            reclaim_idle_ms=settings.SIGNAL_RECLAIM_IDLE_MS, max_deliveries=settings.SIGNAL_MAX_DELIVERIES,
-            discovery_interval_s=settings.SIGNAL_DISCOVERY_INTERVAL_S, reclaim_interval_s=settings.SIGNAL_RECLAIM_INTERVAL_S,
-            default_queue=settings.SIGNAL_DEFAULT_QUEUE, queue_routes=settings.SIGNAL_QUEUE_ROUTES,
-            max_wait_ms=settings.SIGNAL_BATCH_MAX_WAIT_MS, underlying_wait_ms=settings.SIGNAL_UNDERLYING_WAIT_MS,
-            staleness_s=settings.SIGNAL_UNDERLYING_STALENESS_S, vix_key=settings.SIGNAL_VIX_KEY,
-            index_symbols=frozenset(settings.SIGNAL_INDEX_SYMBOLS), turn_grace_s=settings.SIGNAL_TURN_GRACE_S,
-            stream_lease_s=settings.SIGNAL_BRIDGE_LEASE_S,
-        )
-
-    def queue_for(self, symbol_key: str) -> str:
-        return self.queue_routes.get(symbol_key, self.default_queue)
 
 
 def default_consumer_name() -> str:
@@ -102,6 +62,8 @@ class StreamBridge:
         self._next_reclaim = 0.0
         self._scan_pending: list[stream_reads.Scan] = []  # the discovery pass under way
         self._busy = False  # the last read returned entries
+        self._symbols: dict[str, set[str]] = {}  # stream -> the underlyings seen in it
+        self._turn_state: dict[str, Any] = {}  # turn keys' values as of the last read (`turns.state_keys`)
         self.leases = StreamLeases(client, self.consumer, config.stream_lease_s)
         self.waits = UnderlyingWaits(client, config.underlying_wait_ms / 1000, config.staleness_s, config.vix_key,
                                      config.index_symbols)
@@ -170,8 +132,11 @@ class StreamBridge:
         if self.buffer:  # wake up in time to send what is buffered
             oldest = min(self.buffer_since.values())
             block = max(1, min(block, int(self.config.max_wait_ms - (time.monotonic() - oldest) * 1000)))
-        return stream_reads.read_new(self.client, self.config.group, self.consumer, streams,
-                                     self.config.batch_size, block)
+        # the turn state of what may be flushed after this read rides along with it (one round trip fewer)
+        flushable = sorted(set(self.buffer).union(*(self._symbols.get(stream, ()) for stream in streams)))
+        entries, self._turn_state = stream_reads.read_new(self.client, self.config.group, self.consumer, streams,
+                                                          self.config.batch_size, block, turns.state_keys(flushable))
+        return entries
 
     def handle(self, entries: list[Entry], force: bool = False) -> int:
         """Parse, dead-letter and buffer entries, then send what is due; returns the number of ticks sent."""
@@ -191,6 +156,7 @@ class StreamBridge:
                 done.append((stream, entry_id))
                 continue
             tick["source_id"] = f"{stream}/{entry_id}"
+            self._symbols.setdefault(stream, set()).add(tick["symbol_key"])
             self.buffer.setdefault(tick["symbol_key"], []).append((tick, stream, entry_id))
             self.buffer_since.setdefault(tick["symbol_key"], now)
             parsed.append(tick)
@@ -208,7 +174,8 @@ class StreamBridge:
         groups = sorted(self.buffer, key=lambda g: g != vix_group)  # INDVIX first: options may have waited for it
         queues = [self.config.queue_for(g) for g in groups]
         now = time.monotonic()
-        running = turns.unfinished(self.client, groups) if not force else set()
+        running = turns.unfinished(self.client, groups, self._turn_state) if not force else set()
+        self._turn_state = {}  # as of the read before this flush only
         # the broker only about groups that could go: under load most find their underlying's batch still running
         undecided = sorted({q for g, q in zip(groups, queues, strict=True) if not force and self._may_go(g, running, now)})
         waiting = dict(zip(undecided, self.queue_lengths(undecided), strict=True)) if undecided else {}

@@ -9,12 +9,14 @@ read: a read of every node per tick would cost as many round trips).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError
 
+from feed import redis_client
 from feed.streams import text
 from feed.ticks import decode_fields
 
@@ -42,38 +44,57 @@ def scan_step(client: redis.Redis, scan: Scan, count: int) -> tuple[int, list[st
     return int(cursor), [text(name) for name in names]
 
 
-def read_new(client: redis.Redis, group: str, consumer: str, streams: list[str], count: int,
-             block_ms: int) -> list[Entry]:
-    """Up to ``count`` new entries per stream for ``consumer``: one XREADGROUP blocking up to ``block_ms`` on a
-    server, or on a cluster whose streams all share one slot; otherwise one non-blocking XREADGROUP per slot, sent
-    to each node as one pipeline, at most once per `CLUSTER_POLL_MS`."""
+def read_new(client: redis.Redis, group: str, consumer: str, streams: list[str], count: int, block_ms: int,
+             also: Sequence[str] = ()) -> tuple[list[Entry], dict[str, Any]]:
+    """Up to ``count`` new entries per stream for ``consumer``, and the values of the keys ``also`` (GET, asked in
+    the same round trip, right after the read, so they are as fresh as it): on a server (or a cluster whose
+    streams all share one slot) one XREADGROUP blocking up to ``block_ms``; otherwise one non-blocking
+    XREADGROUP per slot, the commands of every node written before any reply is read, at most once per
+    `CLUSTER_POLL_MS`."""
     if not isinstance(client, RedisCluster):
-        response = client.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
-        return _entries(response)
+        if not also:
+            return _entries(client.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count,
+                                              block=block_ms)), {}
+        pipe = client.pipeline(transaction=False)
+        pipe.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        for key in also:
+            pipe.get(key)
+        replies = pipe.execute()
+        return _entries(replies[0]), dict(zip(also, replies[1:], strict=True))
     by_node = _layout(client, tuple(streams))
     wait = _last_read.get(id(client), 0.0) + CLUSTER_POLL_MS / 1000 - time.monotonic()
     if wait > 0:  # at most one read of every node per poll: a read per node per tick would cost a round trip each
         time.sleep(wait)
     _last_read[id(client)] = time.monotonic()
+    homes = [client.nodes_manager.get_node_from_slot(client.keyslot(key)) for key in also]
+    blocking = (len(by_node) == 1 and len(next(iter(by_node.values()))[1]) == 1
+                and all(home.name in by_node for home in homes))
+    work = {name: (node, [_xreadgroup(group, consumer, names, count, block_ms if blocking else None)
+                          for names in slots]) for name, (node, slots) in by_node.items()}
+    placed = {}
+    for key, home in zip(also, homes, strict=True):
+        commands = work.setdefault(home.name, (home.redis_connection, []))[1]
+        commands.append(("GET", key))
+        placed[key] = (home.name, len(commands) - 1)
     try:
-        if len(by_node) == 1 and len(next(iter(by_node.values()))[1]) == 1:
-            node, slots = next(iter(by_node.values()))
-            return _entries(node.xreadgroup(group, consumer, {s: ">" for s in slots[0]}, count=count,
-                                            block=block_ms))
-        found: list[Entry] = []
-        for node, slots in by_node.values():
-            pipe = node.pipeline(transaction=False)
-            for names in slots:
-                pipe.xreadgroup(group, consumer, {s: ">" for s in names}, count=count)
-            found += [entry for response in pipe.execute() for entry in _entries(response)]
-    except (MovedError, AskError):  # slots moved (a resharding or a failover): learn the new map, read next time
-        _layouts.clear()
-        client.nodes_manager.initialize()
-        return []
+        replies = dict(zip(work, redis_client.pipelines_at_once(list(work.values())), strict=True))
     except redis.ConnectionError:  # a node is gone: the cluster client finds where its slots went
         _layouts.clear()
         raise
-    return found
+    errors = [reply for node_replies in replies.values() for reply in node_replies if isinstance(reply, Exception)]
+    if any(isinstance(error, (MovedError, AskError)) for error in errors):
+        _layouts.clear()  # slots moved (a resharding or a failover): learn the new map, read next time
+        client.nodes_manager.initialize()
+        return [], {}
+    if errors:
+        raise errors[0]
+    found = [entry for name in by_node for reply in replies[name][:len(by_node[name][1])] for entry in _entries(reply)]
+    return found, {key: replies[name][index] for key, (name, index) in placed.items()}
+
+
+def _xreadgroup(group: str, consumer: str, names: list[str], count: int, block_ms: int | None) -> tuple[Any, ...]:
+    block = ("BLOCK", block_ms) if block_ms is not None else ()
+    return ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block, "STREAMS", *names, *(">" for _ in names))
 
 
 _last_read: dict[int, float] = {}  # cluster client -> when its last read started (time.monotonic)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -45,17 +45,24 @@ def take_tickets(client: redis.Redis, symbol_keys: list[str]) -> list[int]:
     return [int(n) for n in pipe.execute()[::2]]
 
 
-def unfinished(client: redis.Redis, symbol_keys: list[str]) -> set[str]:
-    """The underlyings with a batch sent (by any bridge) and not finished yet, in one round trip."""
-    if not symbol_keys:
-        return set()
-    pipe = client.pipeline(transaction=False)
-    for symbol_key in symbol_keys:  # (a cluster's pipelines refuse MGET)
-        pipe.get(keys.batch_ticket(symbol_key))
-        pipe.get(keys.batch_done(symbol_key))
-    replies = pipe.execute()
-    return {symbol_key for symbol_key, ticket, done in zip(symbol_keys, replies[::2], replies[1::2], strict=True)
-            if int(ticket or 0) > int(done or 0)}
+def state_keys(symbol_keys: list[str]) -> list[str]:
+    """The keys `unfinished` reads for ``symbol_keys`` (for a caller that reads them with something else)."""
+    return [key for symbol_key in symbol_keys for key in (keys.batch_ticket(symbol_key), keys.batch_done(symbol_key))]
+
+
+def unfinished(client: redis.Redis, symbol_keys: list[str], known: Mapping[str, Any] | None = None) -> set[str]:
+    """The underlyings with a batch sent (by any bridge) and not finished yet, in one round trip; ``known``: values
+    of their `state_keys` read already, for those it holds no round trip is made."""
+    known = known or {}
+    missing = [symbol_key for symbol_key in symbol_keys
+               if keys.batch_ticket(symbol_key) not in known or keys.batch_done(symbol_key) not in known]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for key in state_keys(missing):  # (a cluster's pipelines refuse MGET)
+            pipe.get(key)
+        known = {**known, **dict(zip(state_keys(missing), pipe.execute(), strict=True))}
+    return {symbol_key for symbol_key in symbol_keys
+            if int(known[keys.batch_ticket(symbol_key)] or 0) > int(known[keys.batch_done(symbol_key)] or 0)}
 
 
 def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float,
