@@ -251,12 +251,18 @@ def layer_group_channel(prefix: str, group: str) -> str:
     return f"{prefix}__group__{group}"
 
 
-# API limits (webapi/quotas.py): one key per user and window or day, each touched by single-key commands only
+# API limits (webapi/quotas.py): one key per user and window or day, both counted by one script (one slot)
 def rate_window(user: str, kind: str, period_s: int, window: int) -> str:
     """Counter of one user's REST requests of one kind (realtime, historical, writes, other) in one fixed window."""
-    return f"signal:rate:{{{user}}}:{kind}:{period_s}:{window}"
+    return f"signal:rate:{{{_user_tag(user)}}}:{kind}:{period_s}:{window}"
 
 
 def usage(user: str, day: str) -> str:
     """Hash of one user's REST requests on one exchange date: ``total``, one field per kind, ``throttled``."""
-    return f"signal:usage:{{{user}}}:{day}"
+    return f"signal:usage:{{{_user_tag(user)}}}:{day}"
+
+
+def _user_tag(user: str) -> str:
+    """The user, or for a name with a ``}`` (which would end the hash tag early, or leave it empty and the user's
+    keys on different slots) a digest of it."""
+    return user if "}" not in user else "sha1:" + hashlib.sha1(user.encode()).hexdigest()

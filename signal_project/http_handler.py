@@ -13,7 +13,8 @@ for a response whose body is in memory, ``response.close()`` (``request_finished
 its request's thread. And since everything a request does with the database happens inside that one call, it runs
 on the event loop's thread pool instead of a thread made for each request (``ThreadSensitiveContext``, which
 Django needs only to keep several hops of one request on one thread). A streaming response (a static file) is
-closed after it is sent, as Django does.
+sent inside a `ThreadSensitiveContext` of its own, as Django sends every response (its sync body is read through
+thread-sensitive hops, which would otherwise share the process's one thread), and closed after it is sent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
@@ -35,7 +36,7 @@ class SyncStackASGIHandler(ASGIHandler):
         self.load_middleware(is_async=False)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Django's enters a ThreadSensitiveContext first, which only the hops of its own handle need
+        # Django's enters a ThreadSensitiveContext for every request; here only a streamed body needs one (below)
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         await self.handle(scope, receive, send)
@@ -48,8 +49,13 @@ class SyncStackASGIHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         try:
             response = await sync_to_async(self.respond, thread_sensitive=False)(scope, body_file)
-            await self.send_response(response, send)
-            if response.streaming:
+            if not response.streaming:
+                await self.send_response(response, send)
+                return
+            # Django reads a sync streaming body through thread-sensitive hops: a thread of this request's own,
+            # not the process's one shared thread
+            async with ThreadSensitiveContext():
+                await self.send_response(response, send)
                 await sync_to_async(response.close, thread_sensitive=False)()
         finally:
             body_file.close()

@@ -95,6 +95,9 @@ def test_a_token_accepted_before_is_refused_once_it_expires_or_its_key_changes(s
     settings.SIGNAL_JWT_SECRET = "another-secret-0123456789abcdef0123456789"
     response = client.get(PRICE + "NSE@NIFTY@index")
     assert response.status_code == 401 and "signature" in response.json()["error"]["message"].lower()
+    as_text = jwt.encode({"sub": "trader-2", "exp": str(int(time.time()) + 60)}, settings.SIGNAL_JWT_SECRET)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {as_text}")  # PyJWT takes an exp that int() reads
+    assert client.get(PRICE + "NSE@NIFTY@index").status_code == 200
 
 
 def test_issuer_and_audience_are_checked_when_configured(settings: Any, make_token: Any) -> None:

@@ -13,6 +13,8 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from faults.redis_cluster import key_slot
+from feed import keys
 from webapi.checks import signal_settings
 from webapi.compression import accepted
 
@@ -124,3 +126,16 @@ def test_bad_limit_settings_stop_start_up_naming_the_setting(overrides: dict[str
     with override_settings(**overrides):
         messages = [e.msg for e in signal_settings(None) if e.id.startswith("signals.E")]
     assert any(message.startswith(field + ":") for message in messages), messages
+
+
+@pytest.mark.parametrize("sub", ["trader-1", "}odd", "a}b", "{braced}", "a{b"])
+def test_a_users_rate_and_usage_keys_share_a_slot_whatever_the_name(sub: str) -> None:
+    # one script counts both (a cluster refuses keys of two slots in one call)
+    assert key_slot(keys.rate_window(sub, "realtime", 60, 1)) == key_slot(keys.usage(sub, "2026-12-07"))
+
+
+def test_a_user_named_with_braces_is_counted(settings: Any, client_for: Any) -> None:
+    settings.SIGNAL_API_RATE_REALTIME = "2/day"
+    client = client_for("}odd")
+    assert [client.get(PRICE).status_code for _ in range(3)] == [404, 404, 429]
+    assert client.get(f"{API}/usage/").json()["usage"]["throttled"] == 1

@@ -8,9 +8,11 @@ space-separated ``scope`` claim. No Django user rows are involved: the platform 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -28,7 +30,7 @@ class TokenError(Exception):
 class PlatformUser:
     sub: str
     scopes: frozenset[str] = field(default_factory=frozenset)
-    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False)
     is_authenticated: bool = True
     is_active: bool = True
     is_anonymous: bool = False
@@ -65,7 +67,7 @@ def decode_token(token: str) -> PlatformUser:
         raise TokenError("missing token")
     key, algorithms = _verification()
     user = _verified(token, key, tuple(algorithms), settings.SIGNAL_JWT_ISSUER, settings.SIGNAL_JWT_AUDIENCE)
-    if user.claims["exp"] <= time.time():  # as PyJWT decides, for a token verified before it expired
+    if int(user.claims["exp"]) <= time.time():  # as PyJWT decides, for a token verified before it expired
         raise TokenError("token expired")
     return user
 
@@ -96,7 +98,7 @@ def _verified(token: str, key: Any, algorithms: tuple[str, ...], issuer: str, au
     if problem:  # the sub is stored as the author of changes
         raise TokenError(f"invalid token: sub {problem}")
     scopes = frozenset(str(claims.get("scope") or "").split())
-    return PlatformUser(sub=sub, scopes=scopes, claims=claims)
+    return PlatformUser(sub=sub, scopes=scopes, claims=MappingProxyType(claims))  # kept: shared by requests
 
 
 class JWTAuthentication(authentication.BaseAuthentication):

@@ -118,7 +118,7 @@ def count_request(user: PlatformUser, kind: str, now: float, daily: bool) -> tup
     allowed). While Redis is unreachable nothing is counted and nothing refused."""
     limit, period = rates()[kind]
     window = int(now // period)
-    day, until_tomorrow = exchange_day(now)
+    day, until_tomorrow = exchange_day(now) if daily else ("", 0.0)  # the usage key is not touched without it
     quota = parse_tiers(settings.SIGNAL_TIERS)[tier_of(user)] if daily else RATE_ONLY
     try:
         client = get_redis()

@@ -132,8 +132,10 @@ class StreamBridge:
         if self.buffer:  # wake up in time to send what is buffered
             oldest = min(self.buffer_since.values())
             block = max(1, min(block, int(self.config.max_wait_ms - (time.monotonic() - oldest) * 1000)))
-        # the turn state of what may be flushed after this read rides along with it (one round trip fewer)
-        flushable = sorted(set(self.buffer).union(*(self._symbols.get(stream, ()) for stream in streams)))
+        # the turn state of what may be flushed after this read rides along with it (one round trip fewer); while
+        # idle, of what is buffered only (a first read after idling asks for the rest when it flushes)
+        seen = (self._symbols.get(stream, ()) for stream in streams) if self._busy else ()
+        flushable = sorted(set(self.buffer).union(*seen))
         entries, self._turn_state = stream_reads.read_new(self.client, self.config.group, self.consumer, streams,
                                                           self.config.batch_size, block, turns.state_keys(flushable))
         return entries

@@ -81,15 +81,17 @@ def read_new(client: redis.Redis, group: str, consumer: str, streams: list[str],
     except redis.ConnectionError:  # a node is gone: the cluster client finds where its slots went
         _layouts.clear()
         raise
+    reads = [reply for name in by_node for reply in replies[name][:len(by_node[name][1])]]
     errors = [reply for node_replies in replies.values() for reply in node_replies if isinstance(reply, Exception)]
-    if any(isinstance(error, (MovedError, AskError)) for error in errors):
-        _layouts.clear()  # slots moved (a resharding or a failover): learn the new map, read next time
+    if any(isinstance(error, MovedError) for error in errors):
+        _layouts.clear()  # slots moved (a resharding or a failover): learn the new map, read them next time
         client.nodes_manager.initialize()
-        return [], {}
-    if errors:
-        raise errors[0]
-    found = [entry for name in by_node for reply in replies[name][:len(by_node[name][1])] for entry in _entries(reply)]
-    return found, {key: replies[name][index] for key, (name, index) in placed.items()}
+    elif any(not isinstance(error, AskError) for error in errors):  # ASK: a slot migrating, read once it is done
+        raise next(error for error in errors if not isinstance(error, AskError))
+    # what the other reads took is pending for this consumer now: it goes on, whatever failed beside it
+    found = [entry for reply in reads if not isinstance(reply, Exception) for entry in _entries(reply)]
+    return found, {key: replies[name][index] for key, (name, index) in placed.items()
+                   if not isinstance(replies[name][index], Exception)}
 
 
 def _xreadgroup(group: str, consumer: str, names: list[str], count: int, block_ms: int | None) -> tuple[Any, ...]:

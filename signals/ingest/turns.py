@@ -57,10 +57,11 @@ def unfinished(client: redis.Redis, symbol_keys: list[str], known: Mapping[str, 
     missing = [symbol_key for symbol_key in symbol_keys
                if keys.batch_ticket(symbol_key) not in known or keys.batch_done(symbol_key) not in known]
     if missing:
+        asked = state_keys(missing)
         pipe = client.pipeline(transaction=False)
-        for key in state_keys(missing):  # (a cluster's pipelines refuse MGET)
+        for key in asked:  # (a cluster's pipelines refuse MGET)
             pipe.get(key)
-        known = {**known, **dict(zip(state_keys(missing), pipe.execute(), strict=True))}
+        known = {**known, **dict(zip(asked, pipe.execute(), strict=True))}
     return {symbol_key for symbol_key in symbol_keys
             if int(known[keys.batch_ticket(symbol_key)] or 0) > int(known[keys.batch_done(symbol_key)] or 0)}
 
