@@ -3,7 +3,7 @@
 -- ARGV[1]: the kind's limit per window; ARGV[2]: the window counter's TTL (s); ARGV[3]: the kind;
 -- ARGV[4]: the tier's requests per date (0: unlimited; -1: the date's quota and usage are not counted);
 -- ARGV[5]: the usage hash's TTL (s).
--- Returns {count in the window, total of the date (0 when not counted), refused: 0 no, 1 by rate, 2 by quota}.
+-- Returns 0 (counted), 1 (refused by the rate) or 2 (refused by the quota).
 -- A refused request is counted as throttled only, so the usage's total stays what was served.
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
@@ -15,18 +15,18 @@ if count > tonumber(ARGV[1]) then
     redis.call('HINCRBY', KEYS[2], 'throttled', 1)
     redis.call('EXPIRE', KEYS[2], ARGV[5])
   end
-  return {count, 0, 1}
+  return 1
 end
 if quota < 0 then
-  return {count, 0, 0}
+  return 0
 end
 local total = redis.call('HINCRBY', KEYS[2], 'total', 1)
 if quota > 0 and total > quota then
   redis.call('HINCRBY', KEYS[2], 'total', -1)
   redis.call('HINCRBY', KEYS[2], 'throttled', 1)
   redis.call('EXPIRE', KEYS[2], ARGV[5])
-  return {count, total - 1, 2}
+  return 2
 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-return {count, total, 0}
+return 0

@@ -122,7 +122,7 @@ def count_request(user: PlatformUser, kind: str, now: float, daily: bool) -> tup
     quota = parse_tiers(settings.SIGNAL_TIERS)[tier_of(user)] if daily else RATE_ONLY
     try:
         client = get_redis()
-        _count, _total, refused = redis_client.script(client, _COUNT_REQUEST)(
+        refused = redis_client.script(client, _COUNT_REQUEST)(
             keys=[keys.rate_window(user.sub, kind, period, window), keys.usage(user.sub, day)],
             args=[limit, period + 1, kind, quota, USAGE_DAYS_KEPT * 86400])
     except REDIS_DOWN:

@@ -53,17 +53,16 @@ def state_keys(symbol_keys: list[str]) -> list[str]:
 def unfinished(client: redis.Redis, symbol_keys: list[str], known: Mapping[str, Any] | None = None) -> set[str]:
     """The underlyings with a batch sent (by any bridge) and not finished yet, in one round trip; ``known``: values
     of their `state_keys` read already, for those it holds no round trip is made."""
-    known = known or {}
-    missing = [symbol_key for symbol_key in symbol_keys
-               if keys.batch_ticket(symbol_key) not in known or keys.batch_done(symbol_key) not in known]
+    wanted = state_keys(symbol_keys)  # ticket, done of each
+    found = dict(known or {})
+    missing = [key for key in wanted if key not in found]
     if missing:
-        asked = state_keys(missing)
         pipe = client.pipeline(transaction=False)
-        for key in asked:  # (a cluster's pipelines refuse MGET)
+        for key in missing:  # (a cluster's pipelines refuse MGET)
             pipe.get(key)
-        known = {**known, **dict(zip(asked, pipe.execute(), strict=True))}
-    return {symbol_key for symbol_key in symbol_keys
-            if int(known[keys.batch_ticket(symbol_key)] or 0) > int(known[keys.batch_done(symbol_key)] or 0)}
+        found.update(zip(missing, pipe.execute(), strict=True))
+    return {symbol_key for symbol_key, ticket, done in zip(symbol_keys, wanted[::2], wanted[1::2], strict=True)
+            if int(found[ticket] or 0) > int(found[done] or 0)}
 
 
 def wait_turn(client: redis.Redis, symbol_key: str, ticket: int, wait_s: float, grace_s: float,
