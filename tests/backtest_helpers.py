@@ -58,19 +58,24 @@ def send_live(r: Any, ticks: list[tuple[str, dict[str, Any]]], timeout: float = 
                                                                                  "NSE@INDVIX": LIVE_QUEUE}),
                           consumer="backtest-test")
     known: set[str] = set()
-    for stream, body in ticks:
-        r.xadd(stream, encode(body))
-        if stream not in known:
-            known.add(stream)
-            bridge.discover()
-        sent = 0
-        deadline = time.monotonic() + timeout
-        while sent == 0:
-            sent = bridge.handle(bridge.read(), force=True)
-            assert time.monotonic() < deadline, "the bridge did not send the tick"
-        while r.xpending(stream, "signal_service")["pending"]:
-            assert time.monotonic() < deadline, "the worker did not process the tick"
-            time.sleep(0.002)
+    try:
+        for stream, body in ticks:
+            r.xadd(stream, encode(body))
+            if stream not in known:
+                known.add(stream)
+                bridge.discover()
+            sent = 0
+            deadline = time.monotonic() + timeout
+            while sent == 0:
+                sent = bridge.handle(bridge.read(), force=True)
+                assert time.monotonic() < deadline, "the bridge did not send the tick"
+            while r.xpending(stream, "signal_service")["pending"]:
+                assert time.monotonic() < deadline, "the worker did not process the tick"
+                time.sleep(0.002)
+    finally:
+        # as a bridge that stops: its stream leases given back now, not left to expire while the caller compares
+        # live state before and after something else
+        bridge.leases.leave()
 
 
 def live_records(r: Any, symbols: tuple[str, ...] = ("NSE@NIFTY", "NSE@INDVIX")) -> dict[str, dict[str, Any]]:
