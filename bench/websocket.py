@@ -241,6 +241,19 @@ def feed(client: redis.Redis, rate: float, stop: threading.Event) -> None:
         send(client, rate, 1.0, 15)
 
 
+def wait_for_greeks(client: redis.Redis, options: list[str], timeout_s: float = 90.0) -> None:
+    """Until the pipeline has priced most of the chain (a fixed wait was too short when the worker started slowly,
+    and the direct publisher then had nothing to send)."""
+    from feed import keys
+
+    names = [keys.latest_result("greeks", key) for key in options]
+    deadline = time.monotonic() + timeout_s
+    while sum(v is not None for v in client.mget(names)) < len(names) * 0.9:
+        if time.monotonic() > deadline:
+            raise SystemExit("the pipeline priced too few options within the wait")
+        time.sleep(0.5)
+
+
 def publish_direct(options: list[str], rate: float, stop: threading.Event) -> None:
     """What a batch sends, at ``rate`` option events/s: the options' real latest Greeks (read once), restamped."""
     import django
@@ -333,7 +346,7 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
         feeder = threading.Thread(target=feed, args=(client, args.rate, stop), daemon=True)
         feeder.start()
         try:
-            time.sleep(5)  # the first batches register the chain
+            wait_for_greeks(client, options)  # the first batches register and price the chain
             if args.source == "direct":
                 stop.set()
                 feeder.join()

@@ -1,16 +1,23 @@
 """The web process's topic hub (signals/delivery/hub.py) on the real Redis: one Pub/Sub subscription per topic
 however many local sockets watch it, left when the last one goes; every event handed out in order while the
-process keeps up, the latest per topic (counted) when it is behind; the frame serialised once is the protocol's."""
+process keeps up, the latest per topic (counted) when it is behind; the frame serialised once is the protocol's;
+the topics subscribed again when Redis restarts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import redis
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
@@ -20,6 +27,7 @@ from signal_project.asgi import application
 from signals.delivery import fanout
 from signals.delivery.events import SharedEvent, data_frame, signal_event
 from signals.delivery.hub import BEHIND_S, TopicHub
+from tests.live import free_port
 
 KEY = "NSE@NIFTY@index"
 GROUP = keys.topic_group("computed", KEY)
@@ -124,3 +132,63 @@ async def test_a_join_racing_the_last_leave_keeps_the_topic_subscribed() -> None
         assert got == [1]
     finally:
         await hub.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """A password-protected redis-server of the test's own, and a function restarting it on the same port."""
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        if procs:
+            procs[-1].kill()
+            procs[-1].wait()
+        procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--requirepass", "s3cret", "--dir", str(tmp_path)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client = redis.Redis(port=port, password="s3cret", socket_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    start()
+    start.url = f"redis://:s3cret@127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    start.client = redis.Redis(port=port, password="s3cret")  # type: ignore[attr-defined]
+    yield start
+    procs[-1].kill()
+    procs[-1].wait()
+
+
+async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: Any) -> None:
+    hub = TopicHub(own_redis.url)
+    got: list[int] = []
+
+    class Member:
+        def deliver(self, shared: SharedEvent) -> None:
+            got.append(shared.event["data"]["n"])
+
+    channel = fanout.group_channel(GROUP)
+
+    def publish(n: int) -> int:
+        return int(own_redis.client.publish(channel, get_channel_layer().serialize(event(n))))
+
+    await hub.join(GROUP, Member())  # on a password-protected server: the connection authenticates first
+    try:
+        assert await sync_to_async(publish)(1) == 1  # subscribed once join returned
+        await wait_for(lambda: got)
+        await sync_to_async(own_redis)()  # killed and started again: the hub's connection is gone
+        for _ in range(100):
+            if await sync_to_async(publish)(2):
+                break
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: len(got) >= 2)
+        assert got == [1, 2]
+    finally:
+        await hub.close()
+    await asyncio.sleep(0.1)
+    assert own_redis.client.pubsub_numsub(channel) == [(channel.encode(), 0)]  # closing left the topic

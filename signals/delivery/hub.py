@@ -7,8 +7,9 @@ Going through the Channels layer, every event was queued once per subscribed con
 socket watches (and unsubscribes when the last one leaves, so ``PUBSUB NUMSUB`` still tells workers who listens);
 an event is decoded once and put, as one `SharedEvent`, into the send queue of every local subscriber.
 
-Two tasks: a reader keeps the connection drained (decoding each event once, into a list in arrival order), and a
-fan-out hands what has arrived to the subscribers' send queues. Shedding load: while the process keeps up, every
+The connection (`signals.delivery.pubsub`) hands each read's messages over as it reads, so it stays drained
+whatever the sockets are doing; each event is decoded once, into a list in arrival order, and a fan-out task hands
+what has arrived to the subscribers' send queues. Shedding load: while the process keeps up, every
 event goes out: a topic's events that arrived together are handed out in rounds, the sockets writing one round
 before the next (a send queue would otherwise merge them). When a fan-out took longer than `BEHIND_S` (its frames
 written, the loop free again), the process is behind its events: the next fan-out, holding what piled up
@@ -24,20 +25,22 @@ import logging
 import types
 from typing import Protocol
 
-import redis.asyncio as aredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from signals.delivery import fanout
 from signals.delivery.events import SharedEvent, coalesce
+from signals.delivery.pubsub import BulkPubSub
 
 log = logging.getLogger(__name__)
-BURST_MAX = 5000  # messages read in one step of the event loop
 HELD_MAX = 50_000  # events read and not yet handed out, beyond which they are coalesced at once
-RECONNECT_WAIT_S = 1.0
 # A burst that took longer than this to go out (its frames written, the loop free again) means the process is behind
 # its events: the next burst is coalesced to the latest event per topic. Half the 50 ms tick-to-frame target.
 BEHIND_S = 0.025
+# A round for thousands of sockets writes a frame to each (tens of ms): the loop turns between slices of it, so
+# handshakes and clients' messages waiting on Redis replies go on during a fan-out, not only between fan-outs (5,000
+# sockets connecting under load took minutes).
+HAND_OUT_SLICE = 200
 
 
 class Subscriber(Protocol):
@@ -46,21 +49,19 @@ class Subscriber(Protocol):
 
 class TopicHub:
     def __init__(self, url: str):
-        self._redis = aredis.Redis.from_url(url)
-        self._pubsub = self._redis.pubsub()
+        self._pubsub = BulkPubSub(url, self._arrive)
         self._members: dict[str, set[Subscriber]] = {}  # group -> local subscribers
         self._subscribed: set[str] = set()  # groups
         self._lock = asyncio.Lock()
         self._changing: dict[str, int] = {}  # group -> reconciles under way (its subscription may be changing)
-        self._has_channels = asyncio.Event()
         self._arrived: list[SharedEvent] = []  # read, not yet handed out (in arrival order)
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._fan_out_task: asyncio.Task[None] | None = None
         self._decode = get_channel_layer().deserialize
         self._prefix_len = len(fanout.group_channel(""))
 
     async def join(self, group: str, member: Subscriber) -> None:
-        """Deliver ``group``'s events to ``member`` from now on (returns once the topic is subscribed)."""
+        """Deliver ``group``'s events to ``member`` from now on (returns once Redis confirmed the subscription)."""
         self._members.setdefault(group, set()).add(member)
         await self._reconcile(group)
 
@@ -95,55 +96,27 @@ class TopicHub:
         async with self._lock:
             wanted, held = group in self._members, group in self._subscribed
             if wanted and not held:
+                if self._fan_out_task is None:
+                    self._fan_out_task = asyncio.create_task(self._fan_out())
                 await self._pubsub.subscribe(fanout.group_channel(group))
                 self._subscribed.add(group)
-                self._has_channels.set()
-                if not self._tasks:
-                    self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._fan_out())]
             elif held and not wanted:
                 await self._pubsub.unsubscribe(fanout.group_channel(group))
                 self._subscribed.discard(group)
 
-    async def _read(self) -> None:
-        """Keep the Pub/Sub connection drained (Redis drops a subscriber whose output buffer outgrows its limit),
-        whatever the sockets are doing."""
-        while True:
+    def _arrive(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """What one read of the Pub/Sub connection brought, decoded once each (called by the connection as it
+        reads, so Redis never holds a backlog for this process, whatever the sockets are doing)."""
+        for channel, data in messages:
+            group = channel[self._prefix_len:].decode()
             try:
-                if not self._subscribed:
-                    self._has_channels.clear()
-                    await self._has_channels.wait()
-                    continue
-                taken = await self._take_buffered()
-                if self._arrived:
-                    if len(self._arrived) > HELD_MAX:  # the fan-out has not come round for long: keep the latest
-                        self._arrived = list(in_rounds(self._arrived, coalesced=True)[0].values())
-                    self._wake.set()
-                if taken >= BURST_MAX:
-                    await asyncio.sleep(0)  # let the sockets write before reading on
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Redis went away: the connection resubscribes on its next read; what was published meanwhile is
-                # lost, which the subscriptions' seq cannot show (a client asks for a snapshot after a reconnect)
-                log.exception("websocket topic reader failed; retrying")
-                await asyncio.sleep(RECONNECT_WAIT_S)
-
-    async def _take_buffered(self) -> int:
-        """Wait for a message, then take what else is buffered (at most BURST_MAX); returns how many were read."""
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        taken = 0
-        while message is not None:
-            taken += 1
-            channel = message["channel"]
-            group = (channel.decode() if isinstance(channel, bytes) else channel)[self._prefix_len:]
-            try:
-                self._arrived.append(SharedEvent(group, self._decode(message["data"])))
+                self._arrived.append(SharedEvent(group, self._decode(data)))
             except Exception:
                 log.warning("undecodable websocket event dropped", extra={"group": group})
-            if taken >= BURST_MAX:
-                break
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
-        return taken
+        if len(self._arrived) > HELD_MAX:  # the fan-out has not come round for long: keep the latest
+            self._arrived = list(in_rounds(self._arrived, coalesced=True)[0].values())
+        if self._arrived:
+            self._wake.set()
 
     async def _fan_out(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,23 +130,26 @@ class TopicHub:
                 for number, handed in enumerate(in_rounds(arrived, coalesced=behind)):
                     if number:
                         await asyncio.sleep(0)  # the sockets send the round before the topics' next events
-                    self._hand_out(handed)
+                    await self._hand_out(handed)
             except Exception:
                 log.exception("websocket events could not be handed out")
             await asyncio.sleep(0)
             # what arrived while these went out waited that long: past BEHIND_S it is taken as a backlog
             behind = loop.time() - started > BEHIND_S
 
-    def _hand_out(self, handed: dict[str, SharedEvent]) -> None:
+    async def _hand_out(self, handed: dict[str, SharedEvent]) -> None:
+        given = 0
         for group, shared in handed.items():
             for member in tuple(self._members.get(group, ())):
                 member.deliver(shared)
+                given += 1
+                if given % HAND_OUT_SLICE == 0:
+                    await asyncio.sleep(0)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self._pubsub.aclose()
-        await self._redis.aclose()
+        if self._fan_out_task is not None:
+            self._fan_out_task.cancel()
+        await self._pubsub.close()
 
 
 def in_rounds(arrived: list[SharedEvent], coalesced: bool) -> list[dict[str, SharedEvent]]:

@@ -1,8 +1,9 @@
-"""A WebSocket connection's outgoing data frames: a bounded queue that keeps the latest event per subscription,
-drained by one task per connection, so a slow reader only ever holds its own frames.
+"""A WebSocket connection's outgoing data frames: written at once while the socket takes them, else a bounded queue
+that keeps the latest event per subscription, drained by a task of the connection, so a slow reader only ever holds
+its own frames.
 
-Events from workers are queued and the process's topic reader (`signals.delivery.hub`) returns at once: it never
-waits for a socket. While the socket (or the whole process) is slower than its events, a subscription's queued
+The process's topic reader (`signals.delivery.hub`) hands each event over and goes on at once: it never waits for
+a socket. While the socket (or the whole process) is slower than its events, a subscription's queued
 event is replaced by the next one
 (`signals.delivery.events.coalesce`: the latest value; a ``chain`` frame merges its strikes), so the queue holds at
 most one event per subscription. A frame that has waited ``slow_close_s`` means the reader cannot keep up even with
@@ -12,11 +13,14 @@ coalesced updates: the connection is closed with `CLOSE_SLOW`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
 
 from signals.delivery.events import SharedEvent, coalesce
 
+log = logging.getLogger(__name__)
 CLOSE_SLOW = 4008  # the client reads too slowly even for coalesced updates
 
 
@@ -27,8 +31,7 @@ class SendQueue:
         self._close = close
         self._slow_close_s = slow_close_s
         self._pending: dict[str, tuple[SharedEvent, int, float]] = {}  # group -> (event, count, first queued at)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # sending what could not be written at once; None when idle
         self._closing: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -38,18 +41,17 @@ class SendQueue:
         group = shared.group
         held = self._pending.get(group)
         if held is None:
-            self._pending[group] = (shared, shared.count, time.monotonic())
-        else:
-            merged = coalesce(held[0].event, shared.event)
-            # the newer event as it is (not a merged chain) keeps the frame the other sockets share
-            kept = shared if merged is shared.event else SharedEvent(group, merged)
-            self._pending[group] = (kept, held[1] + shared.count, held[2])
-            if time.monotonic() - held[2] > self._slow_close_s:
-                self._give_up()
-                return
-        self._wake.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
+            if self._task is None:
+                self._send_now(shared, shared.count)
+            else:
+                self._pending[group] = (shared, shared.count, time.monotonic())
+            return
+        merged = coalesce(held[0].event, shared.event)
+        # the newer event as it is (not a merged chain) keeps the frame the other sockets share
+        kept = shared if merged is shared.event else SharedEvent(group, merged)
+        self._pending[group] = (kept, held[1] + shared.count, held[2])
+        if time.monotonic() - held[2] > self._slow_close_s:
+            self._give_up()
 
     def drop(self, group: str) -> None:
         self._pending.pop(group, None)
@@ -67,18 +69,70 @@ class SendQueue:
         self.stop()
         self._closing = asyncio.create_task(self._close(CLOSE_SLOW))
 
-    async def _drain(self) -> None:
-        while not self.closed:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            shared, count, _ = self._pending.pop(next(iter(self._pending)))
-            try:
+    def _send_now(self, shared: SharedEvent, count: int) -> None:
+        """Write the frame from the caller's step when the socket takes it at once (the usual case): a task woken
+        per frame cost the web process more than the frame itself. A send that has to wait for the socket goes on
+        in a task, and what arrives meanwhile is queued (and coalesced) behind it."""
+        try:
+            waiting = started(self._send(shared, count))
+        except OSError:  # the client went away; its disconnect stops this queue
+            self.closed = True
+            return
+        except Exception:
+            # a socket that cannot take frames must not stop the caller handing the event to the others
+            log.exception("a websocket frame could not be sent")
+            self.closed = True
+            return
+        if waiting is not None:
+            self._task = asyncio.create_task(self._drain(waiting))
+
+    async def _drain(self, waiting: Awaitable[None]) -> None:
+        try:
+            await waiting
+            while self._pending and not self.closed:
+                shared, count, _ = self._pending.pop(next(iter(self._pending)))
                 await self._send(shared, count)
-            except OSError:  # the client went away; its disconnect stops this queue
-                self.closed = True
-                return
+        except OSError:
+            self.closed = True
+        except Exception:
+            log.exception("a websocket frame could not be sent")
+            self.closed = True
+        finally:
+            self._task = None
+
+
+def started(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
+    """Run ``coro`` up to its first suspension in the caller's step; None when it finished there, else an
+    awaitable that runs the rest (as Python 3.12's eager tasks do)."""
+    try:
+        suspended_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, suspended_on)
+
+
+class _Rest:
+    """The rest of a coroutine suspended on ``suspended_on``: awaiting this hands each future it waits for to the
+    awaiting task, and passes back what the task sends or throws (a cancellation, say)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None], suspended_on: Any):
+        self._coro, self._suspended_on = coro, suspended_on
+
+    def __await__(self) -> Generator[Any, None, None]:
+        waiting_on = self._suspended_on
+        while True:
+            try:
+                yield waiting_on
+            except BaseException as exc:  # noqa: B036 (thrown in by the task, handed on to the coroutine)
+                try:
+                    waiting_on = self._coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = self._coro.send(None)
+                except StopIteration:
+                    return
 
 
 class MessageBucket:
