@@ -10,13 +10,13 @@ django_asgi_app = get_http_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from signal_project.gc_policy import collect_old_objects_on_a_timer  # noqa: E402
+from signal_project.gc_policy import collect_old_objects_rarely  # noqa: E402
 from signals.delivery.origin import browser_origin_validator  # noqa: E402
 from signals.delivery.routing import websocket_urlpatterns  # noqa: E402
 
 # Everything imported so far lives as long as the process (frozen out of the collector), and full collections
-# run on a timer, not every ~30 s of churn: each took ~100 ms with 1,000 sockets open.
-collect_old_objects_on_a_timer()
+# come ten times rarer than every ~30 s of churn: each took 40-120 ms with 1,000 sockets open.
+collect_old_objects_rarely()
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,

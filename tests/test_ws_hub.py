@@ -9,7 +9,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,61 +134,100 @@ async def test_a_join_racing_the_last_leave_keeps_the_topic_subscribed() -> None
         await hub.close()
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
-    """A password-protected redis-server of the test's own, and a function restarting it on the same port."""
-    port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
+class OwnRedis:
+    """A password-protected redis-server of the test's own, killed and started again on the same port."""
 
-    def start() -> None:
-        if procs:
-            procs[-1].kill()
-            procs[-1].wait()
-        procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                       "--requirepass", "s3cret", "--dir", str(tmp_path)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        client = redis.Redis(port=port, password="s3cret", socket_timeout=1)
+    def __init__(self, workdir: Path):
+        self.dir, self.port = workdir, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://:s3cret@127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port, password="s3cret", socket_timeout=2)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--requirepass", "s3cret", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             try:
-                client.ping()
+                self.client.ping()
                 return
             except redis.RedisError:
                 time.sleep(0.05)
         raise AssertionError("redis-server did not start")
 
-    start()
-    start.url = f"redis://:s3cret@127.0.0.1:{port}/0"  # type: ignore[attr-defined]
-    start.client = redis.Redis(port=port, password="s3cret")  # type: ignore[attr-defined]
-    yield start
-    procs[-1].kill()
-    procs[-1].wait()
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def listeners(self, group: str) -> int:
+        channel = fanout.group_channel(group)
+        return int(dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0))
+
+    def publish(self, group: str, n: int) -> int:
+        return int(self.client.publish(fanout.group_channel(group), get_channel_layer().serialize(event(n))))
 
 
-async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: Any) -> None:
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.got: list[int] = []
+
+    def deliver(self, shared: SharedEvent) -> None:
+        self.got.append(shared.event["data"]["n"])
+
+
+async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: OwnRedis) -> None:
     hub = TopicHub(own_redis.url)
-    got: list[int] = []
-
-    class Member:
-        def deliver(self, shared: SharedEvent) -> None:
-            got.append(shared.event["data"]["n"])
-
-    channel = fanout.group_channel(GROUP)
-
-    def publish(n: int) -> int:
-        return int(own_redis.client.publish(channel, get_channel_layer().serialize(event(n))))
-
-    await hub.join(GROUP, Member())  # on a password-protected server: the connection authenticates first
+    member = Collector()
+    await hub.join(GROUP, member)  # on a password-protected server: the connection authenticates first
     try:
-        assert await sync_to_async(publish)(1) == 1  # subscribed once join returned
-        await wait_for(lambda: got)
-        await sync_to_async(own_redis)()  # killed and started again: the hub's connection is gone
+        assert await sync_to_async(own_redis.publish)(GROUP, 1) == 1  # subscribed once join returned
+        await wait_for(lambda: member.got)
+        await sync_to_async(own_redis.kill)()
+        await sync_to_async(own_redis.start)()  # the hub's connection is gone
         for _ in range(100):
-            if await sync_to_async(publish)(2):
+            if await sync_to_async(own_redis.publish)(GROUP, 2):
                 break
             await asyncio.sleep(0.05)
-        await wait_for(lambda: len(got) >= 2)
-        assert got == [1, 2]
+        await wait_for(lambda: len(member.got) >= 2)
+        assert member.got == [1, 2]
     finally:
         await hub.close()
     await asyncio.sleep(0.1)
-    assert own_redis.client.pubsub_numsub(channel) == [(channel.encode(), 0)]  # closing left the topic
+    assert await sync_to_async(own_redis.listeners)(GROUP) == 0  # closing left the topic
+
+
+async def test_joins_and_leaves_while_redis_is_down_take_effect_when_it_is_back(own_redis: OwnRedis) -> None:
+    hub = TopicHub(own_redis.url)
+    leaving, joining = Collector(), Collector()
+    other = keys.topic_group("computed", "NSE@BANKNIFTY@index")
+    await hub.join(GROUP, leaving)
+    try:
+        await sync_to_async(own_redis.kill)()
+        await asyncio.sleep(0.1)
+        # neither raises nor waits for Redis: the hub records them and the reconnection applies them
+        await asyncio.wait_for(hub.join(other, joining), 2)
+        await asyncio.wait_for(hub.leave(GROUP, leaving), 2)
+        await sync_to_async(own_redis.start)()
+        for _ in range(100):
+            if await sync_to_async(own_redis.listeners)(other) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await sync_to_async(own_redis.listeners)(other) == 1
+        assert await sync_to_async(own_redis.listeners)(GROUP) == 0  # the left topic is not subscribed again
+        await sync_to_async(own_redis.publish)(other, 7)
+        await wait_for(lambda: joining.got)
+        assert joining.got == [7] and leaving.got == []
+        # and the hub's own record agrees: joining the left topic again subscribes it
+        await hub.join(GROUP, leaving)
+        assert await sync_to_async(own_redis.listeners)(GROUP) == 1
+    finally:
+        await hub.close()

@@ -1,13 +1,13 @@
 """A socket's send queue (signals/delivery/sender.py): a frame the socket takes at once is written from the caller's
 step (no task per frame); a send that has to wait goes on in a task, with what arrives meanwhile queued behind it in
-order; a socket whose send fails never stops the caller handing events to the others."""
+order, and behind an answer of the connection's own that waits for the socket; a socket whose send fails never
+stops the caller handing events to the others; a stopped queue holds no reference to its connection."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
-
-import pytest
 
 from signals.delivery.events import SharedEvent, signal_event
 from signals.delivery.sender import SendQueue, started
@@ -67,31 +67,88 @@ async def test_a_blocked_send_finishes_in_a_task_and_what_came_meanwhile_follows
     assert socket.sent[-1] == ("b", 1, 1)
 
 
-async def test_stopping_cancels_a_blocked_send() -> None:
+async def test_stopping_cancels_a_blocked_send_inside_the_send() -> None:
     socket = Socket()
-    queue = SendQueue(socket.send, no_close, slow_close_s=5)
+    cancelled: list[bool] = []
+
+    async def send(event: SharedEvent, count: int) -> None:
+        try:
+            await socket.send(event, count)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    queue = SendQueue(send, no_close, slow_close_s=5)
     socket.writable.clear()
     queue.put(shared("a", 0))
     task = queue._task
     assert task is not None
+    await asyncio.sleep(0)  # the drain task waits on the rest of the send
     queue.stop()
     await asyncio.sleep(0)
-    assert task.cancelled()
+    assert task.cancelled() and cancelled == [True]  # the cancellation reached the send where it waited
+    assert queue._task is None and not socket.writable._waiters  # type: ignore[attr-defined]
     socket.writable.set()
     queue.put(shared("a", 1))
     await asyncio.sleep(0.01)
     assert socket.sent == []
 
 
-@pytest.mark.parametrize("error", [ConnectionResetError("gone"), RuntimeError("sent after close")])
-async def test_a_failing_send_closes_the_queue_without_raising_into_the_caller(error: Exception) -> None:
+async def test_data_frames_wait_behind_an_answer_waiting_for_the_socket() -> None:
     socket = Socket()
-    socket.fail = error
+    queue = SendQueue(socket.send, no_close, slow_close_s=5)
+    socket.writable.clear()
+
+    async def answer() -> None:  # what the consumer's send_json does around its own frames
+        queue.answering += 1
+        try:
+            await socket.send(shared("answer", 0), 1)
+        finally:
+            queue.answering -= 1
+
+    answering = asyncio.create_task(answer())
+    await asyncio.sleep(0)
+    queue.put(shared("a", 0))  # not written at once: it would overtake the answer
+    await asyncio.sleep(0.01)
+    assert socket.sent == []
+    socket.writable.set()
+    await answering
+    await asyncio.sleep(0.01)
+    assert socket.sent == [("answer", 0, 1), ("a", 0, 1)]
+
+
+async def test_a_stopped_queue_lets_go_of_its_connection() -> None:
+    class Connection:
+        async def send(self, event: SharedEvent, count: int) -> None: ...
+
+        async def close(self, code: int) -> None: ...
+
+    connection = Connection()
+    queue = SendQueue(connection.send, connection.close, slow_close_s=5)
+    queue.stop()
+    assert not any(getattr(ref, "__self__", None) is connection for ref in gc.get_referents(queue.__dict__))
+
+
+async def test_a_gone_client_closes_the_queue_without_raising_into_the_caller() -> None:
+    socket = Socket()
+    socket.fail = ConnectionResetError("gone")
     queue = SendQueue(socket.send, no_close, slow_close_s=5)
     queue.put(shared("a", 0))  # raises nothing: the hub goes on with the other sockets
     assert queue.closed
+    socket.fail = None
     queue.put(shared("a", 1))
     assert socket.sent == []
+
+
+async def test_a_frame_that_cannot_be_sent_is_dropped_and_the_socket_goes_on() -> None:
+    socket = Socket()
+    socket.fail = ValueError("not serialisable")
+    queue = SendQueue(socket.send, no_close, slow_close_s=5)
+    queue.put(shared("a", 0))  # raises nothing into the caller
+    assert not queue.closed
+    socket.fail = None
+    queue.put(shared("a", 1))
+    assert socket.sent == [("a", 1, 1)]
 
 
 async def test_a_send_failing_after_it_waited_closes_the_queue() -> None:

@@ -297,7 +297,15 @@ class SignalConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "message": message[:MAX_MESSAGE_CHARS]})
 
     async def send_json(self, content: Mapping[str, Any]) -> None:
-        await self.send(text_data=orjson.dumps(content).decode())
+        self.outbox.answering += 1
+        try:
+            await self.send(text_data=orjson.dumps(content).decode())
+        finally:
+            self.outbox.answering -= 1
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.outbox.stop()  # no data frame after the close frame (the server would refuse it)
+        await super().close(code=code, reason=reason)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, through a thread: a hop per connect and

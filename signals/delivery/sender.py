@@ -34,6 +34,9 @@ class SendQueue:
         self._task: asyncio.Task[None] | None = None  # sending what could not be written at once; None when idle
         self._closing: asyncio.Task[None] | None = None
         self.closed = False
+        # frames of the connection's own (answers, snapshots) on their way: data frames queue behind them, so a
+        # data frame written at once can never overtake an answer waiting for the socket
+        self.answering = 0
 
     def put(self, shared: SharedEvent) -> None:
         if self.closed:
@@ -41,12 +44,18 @@ class SendQueue:
         group = shared.group
         held = self._pending.get(group)
         if held is None:
-            if self._task is None:
+            if self._task is None and not self.answering:
                 self._send_now(shared, shared.count)
-            else:
-                self._pending[group] = (shared, shared.count, time.monotonic())
+                return
+            self._pending[group] = (shared, shared.count, time.monotonic())
+            if self._task is None:
+                self._task = asyncio.create_task(self._drain(None))
             return
-        merged = coalesce(held[0].event, shared.event)
+        try:
+            merged = coalesce(held[0].event, shared.event)
+        except Exception:  # a malformed event must not stop the caller handing it to the other sockets
+            log.exception("websocket events could not be merged; the newer one is sent")
+            merged = shared.event
         # the newer event as it is (not a merged chain) keeps the frame the other sockets share
         kept = shared if merged is shared.event else SharedEvent(group, merged)
         self._pending[group] = (kept, held[1] + shared.count, held[2])
@@ -64,10 +73,14 @@ class SendQueue:
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()
+        # the connection's bound methods: without them this queue and its connection hold no cycle, and a closed
+        # connection is freed at once rather than by a full collection
+        self._send = self._close = _stopped
 
     def _give_up(self) -> None:
+        close = self._close
         self.stop()
-        self._closing = asyncio.create_task(self._close(CLOSE_SLOW))
+        self._closing = asyncio.create_task(close(CLOSE_SLOW))
 
     def _send_now(self, shared: SharedEvent, count: int) -> None:
         """Write the frame from the caller's step when the socket takes it at once (the usual case): a task woken
@@ -78,32 +91,38 @@ class SendQueue:
         except OSError:  # the client went away; its disconnect stops this queue
             self.closed = True
             return
-        except Exception:
-            # a socket that cannot take frames must not stop the caller handing the event to the others
+        except Exception:  # this frame is lost, not the socket, and never the caller's round
             log.exception("a websocket frame could not be sent")
-            self.closed = True
             return
         if waiting is not None:
             self._task = asyncio.create_task(self._drain(waiting))
 
-    async def _drain(self, waiting: Awaitable[None]) -> None:
+    async def _drain(self, waiting: Awaitable[None] | None) -> None:
         try:
-            await waiting
+            if waiting is not None:
+                await waiting
             while self._pending and not self.closed:
                 shared, count, _ = self._pending.pop(next(iter(self._pending)))
-                await self._send(shared, count)
+                try:
+                    await self._send(shared, count)
+                except OSError:
+                    raise
+                except Exception:
+                    log.exception("a websocket frame could not be sent")
         except OSError:
-            self.closed = True
-        except Exception:
-            log.exception("a websocket frame could not be sent")
             self.closed = True
         finally:
             self._task = None
 
 
+async def _stopped(*_: object) -> None:
+    """What a stopped queue's send and close are."""
+
+
 def started(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
     """Run ``coro`` up to its first suspension in the caller's step; None when it finished there, else an
-    awaitable that runs the rest (as Python 3.12's eager tasks do)."""
+    awaitable that runs the rest (as Python 3.12's eager tasks do). Until it suspends, ``coro`` runs as part of the
+    caller's task: it must not use the current task (``asyncio.timeout`` would cancel the caller, not it)."""
     try:
         suspended_on = coro.send(None)
     except StopIteration:
