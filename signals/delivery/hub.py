@@ -61,7 +61,8 @@ class TopicHub:
         self._prefix_len = len(fanout.group_channel(""))
 
     async def join(self, group: str, member: Subscriber) -> None:
-        """Deliver ``group``'s events to ``member`` from now on (returns once Redis confirmed the subscription)."""
+        """Deliver ``group``'s events to ``member`` from now on (returns once Redis confirmed the subscription; at
+        once while Redis is down, whose reconnection then subscribes it)."""
         self._members.setdefault(group, set()).add(member)
         await self._reconcile(group)
 

@@ -7,8 +7,8 @@ hub in one call.
 
 The channels wanted are the one record (`BulkPubSub._channels`): (un)subscribing records the wish and, while
 connected, tells Redis and waits for its confirmation; it never raises. While Redis cannot be reached a task
-reconnects every `RECONNECT_WAIT_S` and subscribes what is wanted then (what was published meanwhile is lost, as
-Pub/Sub keeps nothing; a client learns it from its subscriptions' ``seq`` and asks for a snapshot).
+reconnects every `RECONNECT_WAIT_S` and subscribes what is wanted then. What was published meanwhile is lost
+(Pub/Sub keeps nothing) and no ``seq`` shows it: each topic's next event brings its latest value.
 """
 
 from __future__ import annotations
