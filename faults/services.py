@@ -52,27 +52,34 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class RedisServer:
-    """redis-server with AOF (``appendfsync always``): what it acknowledged survives a SIGKILL."""
+    """redis-server with AOF (``appendfsync always``): what it acknowledged survives a SIGKILL. With ``password``
+    it requires one (``requirepass``)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, password: str | None = None):
         self.dir = workdir / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen | None = None
 
     def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=1)
 
     def start(self) -> None:
+        secured = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log", *secured],
             preexec_fn=die_with_parent(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.up, 30, "redis-server")
 
     def up(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+            return bool(self.client().ping())
         except redis.RedisError:
             return False
 

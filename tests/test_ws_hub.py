@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +14,18 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from faults.services import RedisServer
 from feed import keys
 from feed.redis_client import get_redis
 from signal_project.asgi import application
 from signals.delivery import fanout
 from signals.delivery.events import SharedEvent, data_frame, signal_event
 from signals.delivery.hub import BEHIND_S, TopicHub
-from tests.live import free_port
 
 KEY = "NSE@NIFTY@index"
 GROUP = keys.topic_group("computed", KEY)
@@ -134,46 +132,22 @@ async def test_a_join_racing_the_last_leave_keeps_the_topic_subscribed() -> None
         await hub.close()
 
 
-class OwnRedis:
-    """A password-protected redis-server of the test's own, killed and started again on the same port."""
-
-    def __init__(self, workdir: Path):
-        self.dir, self.port = workdir, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://:s3cret@127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(port=self.port, password="s3cret", socket_timeout=2)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--requirepass", "s3cret", "--dir", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                self.client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def listeners(self, group: str) -> int:
-        channel = fanout.group_channel(group)
-        return int(dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0))
-
-    def publish(self, group: str, n: int) -> int:
-        return int(self.client.publish(fanout.group_channel(group), get_channel_layer().serialize(event(n))))
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A password-protected redis-server of the test's own, to kill and start again on the same port."""
+    server = RedisServer(tmp_path, password="s3cret")
     server.start()
     yield server
     server.kill()
+
+
+def listeners_on(server: RedisServer, group: str) -> int:
+    channel = fanout.group_channel(group)
+    return int(dict(server.client().pubsub_numsub(channel)).get(channel.encode(), 0))
+
+
+def publish_on(server: RedisServer, group: str, n: int) -> int:
+    return int(server.client().publish(fanout.group_channel(group), get_channel_layer().serialize(event(n))))
 
 
 class Collector:
@@ -184,17 +158,17 @@ class Collector:
         self.got.append(shared.event["data"]["n"])
 
 
-async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: OwnRedis) -> None:
-    hub = TopicHub(own_redis.url)
+async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: RedisServer) -> None:
+    hub = TopicHub(own_redis.url(0))
     member = Collector()
     await hub.join(GROUP, member)  # on a password-protected server: the connection authenticates first
     try:
-        assert await sync_to_async(own_redis.publish)(GROUP, 1) == 1  # subscribed once join returned
+        assert await sync_to_async(publish_on)(own_redis, GROUP, 1) == 1  # subscribed once join returned
         await wait_for(lambda: member.got)
         await sync_to_async(own_redis.kill)()
         await sync_to_async(own_redis.start)()  # the hub's connection is gone
         for _ in range(100):
-            if await sync_to_async(own_redis.publish)(GROUP, 2):
+            if await sync_to_async(publish_on)(own_redis, GROUP, 2):
                 break
             await asyncio.sleep(0.05)
         await wait_for(lambda: len(member.got) >= 2)
@@ -202,11 +176,11 @@ async def test_the_topics_are_subscribed_again_after_redis_restarts(own_redis: O
     finally:
         await hub.close()
     await asyncio.sleep(0.1)
-    assert await sync_to_async(own_redis.listeners)(GROUP) == 0  # closing left the topic
+    assert await sync_to_async(listeners_on)(own_redis, GROUP) == 0  # closing left the topic
 
 
-async def test_joins_and_leaves_while_redis_is_down_take_effect_when_it_is_back(own_redis: OwnRedis) -> None:
-    hub = TopicHub(own_redis.url)
+async def test_joins_and_leaves_while_redis_is_down_take_effect_when_it_is_back(own_redis: RedisServer) -> None:
+    hub = TopicHub(own_redis.url(0))
     leaving, joining = Collector(), Collector()
     other = keys.topic_group("computed", "NSE@BANKNIFTY@index")
     await hub.join(GROUP, leaving)
@@ -218,16 +192,16 @@ async def test_joins_and_leaves_while_redis_is_down_take_effect_when_it_is_back(
         await asyncio.wait_for(hub.leave(GROUP, leaving), 2)
         await sync_to_async(own_redis.start)()
         for _ in range(100):
-            if await sync_to_async(own_redis.listeners)(other) == 1:
+            if await sync_to_async(listeners_on)(own_redis, other) == 1:
                 break
             await asyncio.sleep(0.05)
-        assert await sync_to_async(own_redis.listeners)(other) == 1
-        assert await sync_to_async(own_redis.listeners)(GROUP) == 0  # the left topic is not subscribed again
-        await sync_to_async(own_redis.publish)(other, 7)
+        assert await sync_to_async(listeners_on)(own_redis, other) == 1
+        assert await sync_to_async(listeners_on)(own_redis, GROUP) == 0  # the left topic is not subscribed again
+        await sync_to_async(publish_on)(own_redis, other, 7)
         await wait_for(lambda: joining.got)
         assert joining.got == [7] and leaving.got == []
         # and the hub's own record agrees: joining the left topic again subscribes it
         await hub.join(GROUP, leaving)
-        assert await sync_to_async(own_redis.listeners)(GROUP) == 1
+        assert await sync_to_async(listeners_on)(own_redis, GROUP) == 1
     finally:
         await hub.close()
