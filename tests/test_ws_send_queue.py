@@ -183,3 +183,21 @@ async def test_started_runs_to_the_first_suspension_and_the_rest_when_awaited() 
         steps.append("quick")
 
     assert started(quick()) is None and steps[-1] == "quick"
+
+
+async def test_a_waited_send_that_fails_still_lets_the_queued_frames_go() -> None:
+    socket = Socket()
+
+    async def send(event: SharedEvent, count: int) -> None:
+        await socket.writable.wait()
+        if event.event["data"]["n"] == 0:
+            raise ValueError("not serialisable")
+        socket.sent.append((event.group, event.event["data"]["n"], count))
+
+    queue = SendQueue(send, no_close, slow_close_s=5)
+    socket.writable.clear()
+    queue.put(shared("a", 0))  # waits for the socket, then fails
+    queue.put(shared("b", 1))  # queued behind it
+    socket.writable.set()
+    await asyncio.sleep(0.01)
+    assert socket.sent == [("b", 1, 1)] and not queue.closed and queue._task is None

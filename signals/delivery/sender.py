@@ -88,31 +88,37 @@ class SendQueue:
         in a task, and what arrives meanwhile is queued (and coalesced) behind it."""
         try:
             waiting = started(self._send(shared, count))
-        except OSError:  # the client went away; its disconnect stops this queue
-            self.closed = True
-            return
-        except Exception:  # this frame is lost, not the socket, and never the caller's round
-            log.exception("a websocket frame could not be sent")
+        except Exception as exc:
+            self._failed(exc)
             return
         if waiting is not None:
             self._task = asyncio.create_task(self._drain(waiting))
 
     async def _drain(self, waiting: Awaitable[None] | None) -> None:
+        """Finish the send under way (if any), then send what is queued, oldest subscription first."""
         try:
-            if waiting is not None:
-                await waiting
-            while self._pending and not self.closed:
-                shared, count, _ = self._pending.pop(next(iter(self._pending)))
+            while not self.closed:
+                if waiting is None:
+                    if not self._pending:
+                        break
+                    shared, count, _ = self._pending.pop(next(iter(self._pending)))
+                    waiting = self._send(shared, count)
                 try:
-                    await self._send(shared, count)
-                except OSError:
-                    raise
-                except Exception:
-                    log.exception("a websocket frame could not be sent")
-        except OSError:
-            self.closed = True
+                    await waiting
+                except Exception as exc:
+                    self._failed(exc)
+                waiting = None
         finally:
             self._task = None
+
+    def _failed(self, exc: Exception) -> None:
+        """A send raised ``exc`` (called in its except block): the client went away (OSError, the server's
+        ClientDisconnected), whose disconnect stops this queue; else this frame is lost, not the socket, and never
+        the caller's round."""
+        if isinstance(exc, OSError):
+            self.closed = True
+        else:
+            log.exception("a websocket frame could not be sent")
 
 
 async def _stopped(*_: object) -> None:
