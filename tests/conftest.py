@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import jwt
@@ -79,3 +81,11 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
+@pytest.fixture
+async def pool_threads_end() -> AsyncIterator[None]:
+    """The pool threads that answered the test's requests end with it, and their database connections with them
+    (else the test database cannot be dropped at the end of the session). A thread's connection is freed with a
+    reference cycle, which the web process's collector policy (signal_project.gc_policy) leaves for a while."""
+    yield
+    await asyncio.get_running_loop().shutdown_default_executor()
+    gc.collect()

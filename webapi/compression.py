@@ -36,6 +36,19 @@ def accepted(header: str) -> set[str]:
     return found
 
 
+def encoded(content: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
+    """(``content`` as sent, its coding or None): compressed when at least SIGNAL_COMPRESS_MIN_BYTES long and the
+    ``Accept-Encoding`` header allows it."""
+    if len(content) < settings.SIGNAL_COMPRESS_MIN_BYTES:
+        return content, None
+    codings = accepted(accept_encoding)
+    if "br" in codings:
+        return brotli.compress(content, quality=BROTLI_QUALITY), "br"
+    if "gzip" in codings or "*" in codings:
+        return gzip.compress(content, compresslevel=GZIP_LEVEL, mtime=0), "gzip"
+    return content, None
+
+
 class CompressionMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -45,14 +58,8 @@ class CompressionMiddleware:
         if not request.path.startswith("/api/") or response.streaming or response.has_header("Content-Encoding"):
             return response
         patch_vary_headers(response, ("Accept-Encoding",))
-        if len(response.content) < settings.SIGNAL_COMPRESS_MIN_BYTES:
-            return response
-        codings = accepted(request.META.get("HTTP_ACCEPT_ENCODING", ""))
-        if "br" in codings:
-            body, coding = brotli.compress(response.content, quality=BROTLI_QUALITY), "br"
-        elif "gzip" in codings or "*" in codings:
-            body, coding = gzip.compress(response.content, compresslevel=GZIP_LEVEL, mtime=0), "gzip"
-        else:
+        body, coding = encoded(response.content, request.META.get("HTTP_ACCEPT_ENCODING", ""))
+        if coding is None:
             return response
         response.content = body
         response["Content-Length"] = str(len(body))

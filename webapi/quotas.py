@@ -26,6 +26,7 @@ from feed.redis_client import get_redis
 from webapi.auth import PlatformUser
 from webapi.dependencies import REDIS_DOWN
 
+LANE_COUNT = "signal.lane_count"  # ASGI scope key: the count the read lane made before handing a request to Django
 KINDS = ("realtime", "historical", "writes", "other")
 PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
            "d": 86400, "day": 86400}
@@ -154,7 +155,9 @@ class KindRateThrottle(throttling.BaseThrottle):
         if not isinstance(user, PlatformUser):
             return True
         kind = request_kind(request.method, request.path)
-        setting, wait = count_request(user, kind, self.timer(), self.daily)
+        # a request the read lane counted before handing it over (webapi.lane) is not counted twice
+        counted = (getattr(request, "scope", None) or {}).get(LANE_COUNT)
+        setting, wait = counted or count_request(user, kind, self.timer(), self.daily)
         if setting is None:
             return True
         self.wait_s = wait

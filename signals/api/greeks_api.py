@@ -14,7 +14,13 @@ from typing import Any
 from django.conf import settings
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,6 +38,7 @@ from signals.options import history as greeks_history
 from signals.options import levels, stored
 from signals.options.chains import ChainSnapshot, load_chain
 from webapi.errors import BadParameter, NotFound
+from webapi.lane import QueryOnly, ReadView
 from webapi.limits import LimitError, check_date
 from webapi.params import int_param, time_param
 
@@ -61,7 +68,7 @@ def underlying_param(value: str) -> str:
     return inst.key
 
 
-def expiry_param(request: Request, underlying: str) -> date:
+def expiry_param(request: Request | QueryOnly, underlying: str) -> date:
     text = request.query_params.get("expiry_date")
     if not text:
         raise BadParameter("expiry_date is required (e.g. 2025-06-26)", field="expiry_date")
@@ -84,7 +91,7 @@ def level_param(value: str) -> str:
         raise BadParameter(str(exc), field="level") from None
 
 
-def strike_step_param(request: Request) -> float | None:
+def strike_step_param(request: Request | QueryOnly) -> float | None:
     text = request.query_params.get("strike_step")
     if not text:
         return None
@@ -250,9 +257,11 @@ HistoryAtmIvSerializer = inline_serializer("HistoricalAtmIv", {
 
 
 # --- views ------------------------------------------------------------------------------------------------------
-class RealtimeGreeksView(APIView):
-    @extend_schema(summary="Latest Greeks of an option", responses={200: RealtimeGreeksSerializer, **ERRORS})
-    def get(self, request: Request, instrument_key: str) -> Response:
+@extend_schema_view(get=extend_schema(summary="Latest Greeks of an option",
+                                      responses={200: RealtimeGreeksSerializer, **ERRORS}))
+class RealtimeGreeksView(ReadView):
+    @staticmethod
+    def read(request: Request | QueryOnly, instrument_key: str) -> dict[str, Any]:
         key = option_param(instrument_key).key
         body, source = latest_or_stored(lambda: _cached_greeks(key), lambda: stored.latest_greeks([key]).get(key))
         if body is None:
@@ -261,7 +270,7 @@ class RealtimeGreeksView(APIView):
             raise NotFound(f"no Greeks computed yet for {key} (is a config with option_greeks enabled matching it?)")
         body.pop("ts", None)
         body["source"] = source
-        return Response(body)
+        return body
 
 
 def _cached_greeks(key: str) -> dict[str, Any] | None:
@@ -269,18 +278,20 @@ def _cached_greeks(key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw is not None else None
 
 
-class MoneynessGreeksView(APIView):
-    @extend_schema(summary="Greeks of a moneyness level (ATM, ITMn, OTMn, ITM, OTM, Dnn) from the latest chain",
-                   parameters=[EXPIRY, STRIKE_STEP], responses={200: LevelSerializer, **ERRORS})
-    def get(self, request: Request, underlying: str, level: str) -> Response:
+@extend_schema_view(get=extend_schema(
+    summary="Greeks of a moneyness level (ATM, ITMn, OTMn, ITM, OTM, Dnn) from the latest chain",
+    parameters=[EXPIRY, STRIKE_STEP], responses={200: LevelSerializer, **ERRORS}))
+class MoneynessGreeksView(ReadView):
+    @staticmethod
+    def read(request: Request | QueryOnly, underlying: str, level: str) -> dict[str, Any]:
         key = underlying_param(underlying)
         level = level_param(level)
         step = strike_step_param(request)
         snapshot, source = latest_chain(request, key)
-        return Response({**levels.level_view(snapshot, level, step), "source": source})
+        return {**levels.level_view(snapshot, level, step), "source": source}
 
 
-def latest_chain(request: Request, underlying: str) -> tuple[ChainSnapshot, str]:
+def latest_chain(request: Request | QueryOnly, underlying: str) -> tuple[ChainSnapshot, str]:
     """(the latest chain of the ``underlying`` path parameter for the ``expiry_date`` query parameter, its
     source): from Redis, or from the stored values while Redis cannot be reached."""
     key = underlying_param(underlying)
@@ -288,20 +299,23 @@ def latest_chain(request: Request, underlying: str) -> tuple[ChainSnapshot, str]
     return latest_or_stored(lambda: load_chain(get_redis(), key, expiry), lambda: stored.stored_chain(key, expiry))
 
 
-class AtmIvView(APIView):
-    @extend_schema(summary="ATM implied volatility: IV at the spot, interpolated between the bracketing strikes",
-                   parameters=[EXPIRY], responses={200: AtmIvSerializer, **ERRORS})
-    def get(self, request: Request, underlying: str) -> Response:
+@extend_schema_view(get=extend_schema(
+    summary="ATM implied volatility: IV at the spot, interpolated between the bracketing strikes",
+    parameters=[EXPIRY], responses={200: AtmIvSerializer, **ERRORS}))
+class AtmIvView(ReadView):
+    @staticmethod
+    def read(request: Request | QueryOnly, underlying: str) -> dict[str, Any]:
         snapshot, source = latest_chain(request, underlying)
-        return Response({**levels.atm_iv_view(snapshot), "source": source})
+        return {**levels.atm_iv_view(snapshot), "source": source}
 
 
-class OptionChainView(APIView):
-    @extend_schema(summary="Every strike's call and put Greeks, the spot and the ATM strike",
-                   parameters=[EXPIRY], responses={200: ChainSerializer, **ERRORS})
-    def get(self, request: Request, underlying: str) -> Response:
+@extend_schema_view(get=extend_schema(summary="Every strike's call and put Greeks, the spot and the ATM strike",
+                                      parameters=[EXPIRY], responses={200: ChainSerializer, **ERRORS}))
+class OptionChainView(ReadView):
+    @staticmethod
+    def read(request: Request | QueryOnly, underlying: str) -> dict[str, Any]:
         snapshot, source = latest_chain(request, underlying)
-        return Response({**levels.chain_view(snapshot), "source": source})
+        return {**levels.chain_view(snapshot), "source": source}
 
 
 class HistoricalGreeksView(APIView):

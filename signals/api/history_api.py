@@ -32,7 +32,13 @@ from django.conf import settings
 from django.db import connection
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -48,13 +54,14 @@ from signals.bars.rows import bar_dicts
 from signals.bars.store import get_service
 from signals.models import InstrumentRecord
 from webapi.errors import BadParameter, NotFound
+from webapi.lane import QueryOnly, ReadView
 from webapi.limits import LimitError, parse_json
 from webapi.params import time_param
 
 # --- parameters -------------------------------------------------------------------------------------------------
 
 
-def timeframe_param(request: Request) -> Timeframe:
+def timeframe_param(request: Request | QueryOnly) -> Timeframe:
     text = request.query_params.get("timeframe")
     if text is None or text.strip() == "":
         raise BadParameter("timeframe is required, e.g. 1m, 5m, 7m, custom_13, 1h, 1d, 1w, 1M", field="timeframe")
@@ -236,12 +243,15 @@ class HistoricalIndicatorsView(HistoryView):
                          "count": len(series["values"]), "values": series["values"]})
 
 
-class RealtimeIndicatorsView(HistoryView):
-    @extend_schema(summary="Latest indicator values of an instrument and timeframe",
-                   parameters=[KEY_PARAM, TIMEFRAME_PARAM],
-                   responses={200: RealtimeIndicatorsSerializer, 400: ERRORS[400],
-                              404: OpenApiResponse(description="no indicators computed for it at this timeframe")})
-    def get(self, request: Request, instrument_key: str) -> Response:
+@extend_schema_view(get=extend_schema(
+    summary="Latest indicator values of an instrument and timeframe", parameters=[KEY_PARAM, TIMEFRAME_PARAM],
+    responses={200: RealtimeIndicatorsSerializer, 400: ERRORS[400],
+               404: OpenApiResponse(description="no indicators computed for it at this timeframe")}))
+class RealtimeIndicatorsView(ReadView):
+    renderer_classes = [FastJSONRenderer]
+
+    @staticmethod
+    def read(request: Request | QueryOnly, instrument_key: str) -> dict[str, Any]:
         key = instrument_param(instrument_key)
         tf = timeframe_param(request)
         entries, source = latest_or_stored(lambda: indicator_history.latest_entries(get_redis(), key, tf.name),
@@ -250,7 +260,7 @@ class RealtimeIndicatorsView(HistoryView):
         if merged is None:
             raise NotFound(f"no indicators computed for {key} at timeframe {tf.name} (no config with "
                            "technical_indicators on this interval has run for it recently)")
-        return Response({**merged, "source": source})
+        return {**merged, "source": source}
 
 
 class AvailableTimeframesView(HistoryView):

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feed.instruments import InstrumentKeyError, normalise_key
 from feed.latest import LatestStore
@@ -18,6 +16,7 @@ from feed.redis_client import get_redis
 from signals.options import stored
 from webapi.dependencies import REDIS_DOWN
 from webapi.errors import BadParameter, NotFound
+from webapi.lane import QueryOnly, ReadView
 
 TICK_FIELDS = ("ltp", "open", "high", "low", "close", "volume", "oi", "bid", "ask", "ltq")
 SOURCE_FIELD = serializers.ChoiceField(
@@ -50,11 +49,13 @@ PriceSerializer = inline_serializer("RealtimePrice", {
 })
 
 
-class RealtimePriceView(APIView):
-    @extend_schema(summary="Latest tick values of an instrument",
-                   responses={200: PriceSerializer, 400: OpenApiResponse(description="bad instrument key"),
-                              404: OpenApiResponse(description="no tick seen for this instrument")})
-    def get(self, request: Request, instrument_key: str) -> Response:
+@extend_schema_view(get=extend_schema(
+    summary="Latest tick values of an instrument",
+    responses={200: PriceSerializer, 400: OpenApiResponse(description="bad instrument key"),
+               404: OpenApiResponse(description="no tick seen for this instrument")}))
+class RealtimePriceView(ReadView):
+    @staticmethod
+    def read(request: Request | QueryOnly, instrument_key: str) -> dict[str, Any]:
         key = instrument_param(instrument_key)
         tick, source = latest_or_stored(lambda: LatestStore(get_redis()).get(key), lambda: stored.latest_tick(key))
         if tick is None:
@@ -62,4 +63,4 @@ class RealtimePriceView(APIView):
         body: dict[str, Any] = {"instrument_key": key, "timestamp": tick["timestamp"]}
         body.update({name: tick.get(name) for name in TICK_FIELDS})
         body["source"] = source
-        return Response(body)
+        return body

@@ -19,7 +19,13 @@ from django.conf import settings
 from django.db import connection
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,11 +46,12 @@ from signals.api.greeks_api import (
     timeframe_param,
     underlying_param,
 )
-from signals.api.history_api import HistoryView, known_instrument
+from signals.api.history_api import FastJSONRenderer, HistoryView, known_instrument
 from signals.api.realtime import SOURCE_FIELD, TICK_FIELDS, instrument_param, latest_or_stored
 from signals.options import level_history, stored
 from signals.options.pricing import STALE_FLAG
 from webapi.errors import BadParameter
+from webapi.lane import QueryOnly, ReadView
 from webapi.limits import LimitError, check_text
 from webapi.params import time_param
 
@@ -79,7 +86,7 @@ def text_param(request: Request, name: str, choices: tuple[str, ...] | None = No
     return value[:128]
 
 
-def keys_param(request: Request) -> list[str]:
+def keys_param(request: Request | QueryOnly) -> list[str]:
     """``keys``: comma-separated instrument keys (repeated ``keys=`` also accepted), at most SIGNAL_API_MAX_KEYS."""
     raw = [part.strip() for value in request.query_params.getlist("keys") for part in value.split(",")]
     raw = [part for part in raw if part]
@@ -251,27 +258,33 @@ def _greeks_redis(keys: list[str]) -> dict[str, dict[str, Any]]:
     return {key: json.loads(raw) for key, raw in zip(keys, pipe.execute(), strict=True) if raw is not None}
 
 
-def _many(found: dict[str, dict[str, Any]], keys: list[str], source: str, shape: Any) -> Response:
+def _many(found: dict[str, dict[str, Any]], keys: list[str], source: str, shape: Any) -> dict[str, Any]:
     results = [shape(key, found[key]) for key in keys if key in found]
-    return Response({"count": len(results), "results": results, "missing": [k for k in keys if k not in found],
-                     "source": source})
+    return {"count": len(results), "results": results, "missing": [k for k in keys if k not in found],
+            "source": source}
 
 
-class RealtimePricesView(HistoryView):
-    @extend_schema(summary="Latest tick values of several instruments", parameters=[KEYS],
-                   operation_id="v2_signals_realtime_prices",
-                   responses={200: MultiSerializer, 400: ERRORS[400]})
-    def get(self, request: Request) -> Response:
+@extend_schema_view(get=extend_schema(summary="Latest tick values of several instruments", parameters=[KEYS],
+                                      operation_id="v2_signals_realtime_prices",
+                                      responses={200: MultiSerializer, 400: ERRORS[400]}))
+class RealtimePricesView(ReadView):
+    renderer_classes = [FastJSONRenderer]
+
+    @staticmethod
+    def read(request: Request | QueryOnly) -> dict[str, Any]:
         keys = keys_param(request)
         found, source = latest_or_stored(lambda: _prices_redis(keys), lambda: _prices_database(keys))
         return _many(found, keys, source, _price_body)
 
 
-class RealtimeGreeksManyView(HistoryView):
-    @extend_schema(summary="Latest Greeks of several options", parameters=[KEYS],
-                   operation_id="v2_signals_realtime_greeks_many",
-                   responses={200: MultiSerializer, 400: ERRORS[400]})
-    def get(self, request: Request) -> Response:
+@extend_schema_view(get=extend_schema(summary="Latest Greeks of several options", parameters=[KEYS],
+                                      operation_id="v2_signals_realtime_greeks_many",
+                                      responses={200: MultiSerializer, 400: ERRORS[400]}))
+class RealtimeGreeksManyView(ReadView):
+    renderer_classes = [FastJSONRenderer]
+
+    @staticmethod
+    def read(request: Request | QueryOnly) -> dict[str, Any]:
         keys = keys_param(request)
         for key in keys:
             if not parse_instrument_key(key).is_option:

@@ -1,0 +1,219 @@
+"""The read lane: ``GET`` requests to the API's plain reads (`ReadView`, the ``realtime/*`` and option-chain
+endpoints) answered in one thread hop without Django's middleware chain and DRF's dispatch.
+
+A plain read is a function of the path's and query's parameters that reads Redis (or, while Redis is down, the
+database) and returns a JSON body; through Django and DRF it cost ~1.6 ms of CPU per request, most of it in the
+middleware (sessions, CSRF, auth, messages: nothing an API read uses) and DRF's negotiation, dispatch and
+finalising. The lane runs the same parts a read depends on, through the same functions: the Host check
+(``ALLOWED_HOSTS``), the storable-text check of the path and query, URL resolution, the bearer token
+(`webapi.auth.decode_token`), the request's rate and quota (`webapi.quotas.count_request`), the view's own `read`,
+its renderer, the compression of `webapi.compression`, the headers Django's security and frame middleware add, and
+``request_started`` / ``request_finished`` around it (database connections are managed as for any request).
+
+It answers only the plain case: a request that would answer anything but 200 (no or bad token, a refused rate, a
+bad parameter, an unknown instrument, an unusual ``Accept``, a body, a bad Host, ...) goes to Django unchanged and
+gets Django's answer, with the rate count the lane already made handed over (`LANE_COUNT` in the ASGI scope) so the
+request is counted once. ``tests/test_read_lane.py`` holds the two paths to the same answers, header for header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.http import QueryDict
+from django.http.request import split_domain_port, validate_host
+from django.urls import Resolver404, resolve
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapi.auth import IsPlatformUser, JWTAuthentication, TokenError, decode_token
+from webapi.compression import encoded
+from webapi.limits import text_problem
+from webapi.quotas import LANE_COUNT, KindRateThrottle, RateAndQuotaThrottle, count_request, request_kind
+
+log = logging.getLogger(__name__)
+
+PLAIN_ACCEPT = frozenset({b"", b"*/*", b"application/json"})
+MAX_CACHED_PATH = 200  # longer paths are resolved each time: the cache's memory stays bounded
+
+
+class QueryOnly:
+    """What a `ReadView.read` sees of the request: its query parameters."""
+
+    __slots__ = ("query_params",)
+
+    def __init__(self, query_params: QueryDict):
+        self.query_params = query_params
+
+
+# A GET whose answer is ``read(request, **path_parameters)``: a body computed from the path's parameters and
+# ``request.query_params`` only, raising DRF exceptions for errors. The lane calls the same `read`. (A comment, not
+# a docstring: the OpenAPI schema would give every subclass this text as its description.)
+class ReadView(APIView):
+
+    def get(self, request: Request, **path_parameters: str) -> Response:
+        return Response(self.read(request, **path_parameters))
+
+    @staticmethod
+    def read(request: Request | QueryOnly, **path_parameters: str) -> Any:
+        raise NotImplementedError
+
+
+class ReadLane:
+    """ASGI application: plain reads of a `ReadView` answered here, everything else by ``django_app``."""
+
+    def __init__(self, django_app: Callable[..., Any]):
+        self.django_app = django_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        view = _read_view(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if view is not None:  # resolved here (cached): any other request goes to Django without a thread hop
+            answer = await asyncio.get_running_loop().run_in_executor(None, self.answer, scope, view)
+            if answer is not None:
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.django_app(scope, receive, send)
+
+    def answer(self, scope: dict[str, Any], view: tuple[type[ReadView], dict[str, Any]]
+               ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """(status, headers, body), or None for Django to answer."""
+        try:
+            return _answer(scope, *view)
+        except Exception:  # a bug of the lane's own: Django answers the request, the lane's error is logged
+            log.exception("the read lane failed on %s; Django answers it", scope["path"][:200])
+            return None
+
+
+def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: dict[str, Any]
+            ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    headers = dict(scope["headers"])
+    query = _plain_query(scope, headers)
+    if query is None:
+        return None
+    user = _user(headers.get(b"authorization", b""))
+    if user is None:
+        return None
+    signals.request_started.send(sender=ReadLane, scope=scope)
+    try:
+        counted = count_request(user, request_kind("GET", scope["path"]), KindRateThrottle.timer(), daily=True)
+        if counted[0] is not None:
+            scope[LANE_COUNT] = counted
+            return None
+        try:
+            body = view_class.read(QueryOnly(query), **path_parameters)
+        except Exception:  # a 4xx, or a dependency down: Django's path answers it, counted already
+            scope[LANE_COUNT] = counted
+            return None
+        return _response(view_class, body, headers.get(b"accept-encoding", b""))
+    finally:
+        signals.request_finished.send(sender=ReadLane)
+
+
+def _plain_query(scope: dict[str, Any], headers: dict[bytes, bytes]) -> QueryDict | None:
+    """The query of a request nothing but a read's own parameters could refuse, else None."""
+    if scope.get("root_path") or b"content-length" in headers or b"transfer-encoding" in headers:
+        return None
+    if settings.SECURE_SSL_REDIRECT or settings.SECURE_HSTS_SECONDS:  # HTTPS handled here: Django's middleware does it
+        return None
+    if headers.get(b"accept", b"").strip() not in PLAIN_ACCEPT or not _host_allowed(headers.get(b"host")):
+        return None
+    try:
+        query = QueryDict(scope.get("query_string", b"").decode())
+    except UnicodeDecodeError:
+        return None
+    if text_problem(scope["path"]) or any(text_problem(text) for name, values in query.lists()
+                                          for text in (name, *values)):
+        return None
+    return query
+
+
+def _host_allowed(host: bytes | None) -> bool:
+    """Django's `HttpRequest.get_host` check (settings.USE_X_FORWARDED_HOST is not set in this project)."""
+    if not host:
+        return False
+    domain, _ = split_domain_port(host.decode("latin-1"))
+    allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _read_view(path: str) -> tuple[type[ReadView], dict[str, Any]] | None:
+    """The `ReadView` a path resolves to, with its path parameters; None for any other view."""
+    if not path.startswith("/api/"):
+        return None
+    return _resolved_read_view(path) if len(path) <= MAX_CACHED_PATH else _resolve_read_view(path)
+
+
+@lru_cache(maxsize=4096)
+def _resolved_read_view(path: str) -> tuple[type[ReadView], dict[str, Any]] | None:
+    return _resolve_read_view(path)
+
+
+def _resolve_read_view(path: str) -> tuple[type[ReadView], dict[str, Any]] | None:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    view_class = getattr(match.func, "view_class", None)
+    if not (isinstance(view_class, type) and issubclass(view_class, ReadView) and _plain_policies(view_class)):
+        return None
+    return view_class, match.kwargs
+
+
+def _plain_policies(view_class: type[ReadView]) -> bool:
+    """The view authenticates, permits and throttles as the lane does."""
+    return (list(view_class.authentication_classes) == [JWTAuthentication]
+            and list(view_class.permission_classes) == [IsPlatformUser]
+            and list(view_class.throttle_classes) == [RateAndQuotaThrottle]
+            and len(view_class.renderer_classes) == 1)
+
+
+def _user(authorization: bytes) -> Any:
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return decode_token(token.strip())
+    except TokenError:
+        return None
+
+
+def _response(view_class: type[ReadView], body: Any, accept_encoding: bytes
+              ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    renderer = view_class.renderer_classes[0]()
+    content, coding = encoded(renderer.render(body), accept_encoding.decode("latin-1"))
+    headers = [(b"content-type", renderer.media_type.encode()), (b"allow", _allow(view_class)),
+               (b"vary", b"Accept-Encoding"), (b"content-length", str(len(content)).encode()),
+               *_security_headers()]
+    if coding:
+        headers.append((b"content-encoding", coding.encode()))
+    return 200, headers, content
+
+
+@lru_cache(maxsize=64)
+def _allow(view_class: type[ReadView]) -> bytes:
+    view = view_class()
+    view.setup(None)
+    return ", ".join(view.allowed_methods).encode()
+
+
+def _security_headers() -> list[tuple[bytes, bytes]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to an API answer over plain HTTP (no HSTS: that is
+    only sent over HTTPS, which this project's settings leave to the ingress)."""
+    out = [(b"x-frame-options", settings.X_FRAME_OPTIONS.upper().encode())]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        out.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        out.append((b"referrer-policy", (policy if isinstance(policy, str) else ",".join(policy)).encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        out.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    return out
