@@ -80,10 +80,11 @@ class Recording:
 
 
 async def ask(app: Any, path: str, token: str, query: bytes = b"", extra: dict[bytes, bytes] | None = None,
-              method: str = "GET") -> dict[str, Any]:
+              method: str = "GET", repeated: tuple[bytes, bytes] | None = None) -> dict[str, Any]:
     headers = {b"host": b"127.0.0.1", b"authorization": f"Bearer {token}".encode(), b"accept-encoding": b"identity",
                **(extra or {})}
-    communicator = HttpCommunicator(app, method, API + path, headers=[(k, v) for k, v in headers.items() if v])
+    pairs = [(k, v) for k, v in headers.items() if v] + ([repeated] if repeated else [])
+    communicator = HttpCommunicator(app, method, API + path, headers=pairs)
     communicator.scope["query_string"] = query
     response = await communicator.get_response(timeout=10)
     response["headers"] = sorted((k.lower(), v) for k, v in response["headers"])
@@ -91,11 +92,12 @@ async def ask(app: Any, path: str, token: str, query: bytes = b"", extra: dict[b
 
 
 async def both(path: str, token: str, query: bytes = b"", extra: dict[bytes, bytes] | None = None,
-               method: str = "GET") -> tuple[dict[str, Any], dict[str, Any], bool]:
+               method: str = "GET", repeated: tuple[bytes, bytes] | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """(the lane's answer, Django's answer, whether the lane answered it itself)."""
     django = Recording()
-    through_lane = await ask(lane.ReadLane(django), path, token, query, extra, method)
-    alone = await ask(django_asgi_app, path, token, query, extra, method)
+    through_lane = await ask(lane.ReadLane(django), path, token, query, extra, method, repeated)
+    alone = await ask(django_asgi_app, path, token, query, extra, method, repeated)
     return through_lane, alone, not django.paths
 
 
@@ -152,6 +154,16 @@ async def test_an_expired_token_head_and_post_are_handed_to_django(data: None,
     for token, method, status in ((make_token(ttl=-5), "GET", 401), (make_token(), "HEAD", 200),
                                   (make_token(scope="signals:write"), "POST", 405)):
         through_lane, alone, served = await both(f"realtime/price/{SPOT}", token, method=method)
+        assert (alone["status"], served) == (status, False)
+        assert through_lane == alone
+
+
+async def test_a_repeated_header_or_too_many_fields_are_handed_to_django(data: None,
+                                                                        make_token: Callable[..., str]) -> None:
+    token = make_token()
+    for query, repeated, status in ((b"", (b"authorization", f"Bearer {token}".encode()), 401),
+                                    (b"&".join(b"f%d=1" % i for i in range(1200)), None, 400)):
+        through_lane, alone, served = await both(f"realtime/price/{SPOT}", token, query, repeated=repeated)
         assert (alone["status"], served) == (status, False)
         assert through_lane == alone
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import SuspiciousOperation
 from django.http import QueryDict
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
@@ -96,6 +97,8 @@ class ReadLane:
 def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: dict[str, Any]
             ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
     headers = dict(scope["headers"])
+    if len(headers) != len(scope["headers"]):  # a repeated header: Django joins the values, which this would not
+        return None
     query = _plain_query(scope, headers)
     if query is None:
         return None
@@ -128,7 +131,7 @@ def _plain_query(scope: dict[str, Any], headers: dict[bytes, bytes]) -> QueryDic
         return None
     try:
         query = QueryDict(scope.get("query_string", b"").decode())
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, SuspiciousOperation):  # not UTF-8, or more fields than Django takes
         return None
     if text_problem(scope["path"]) or any(text_problem(text) for name, values in query.lists()
                                           for text in (name, *values)):
