@@ -12,11 +12,12 @@ CHROMIUM = os.environ.get("SIGNAL_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
 
-@pytest.fixture(autouse=True)
-def database_between_browser_steps() -> None:
+@pytest.fixture(scope="session", autouse=True)
+def database_between_browser_steps(django_db_setup: None) -> None:
     # Playwright's sync API keeps an event loop in the test thread until the run ends; Django would then refuse
     # the tests' own database calls (between browser steps, and the database teardown after them). Left set: the
-    # browser tests run last (tests/conftest.py).
+    # browser tests run last (tests/conftest.py). The test database is created first, before Playwright's session
+    # fixtures start that loop (run alone, `pytest tests/browser` otherwise failed there).
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 
