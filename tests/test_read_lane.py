@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.core import signals
 from django.test import override_settings
+from django.views.decorators.cache import never_cache
 
 from signal_project.asgi import django_asgi_app
 from signals.pipeline.batch import process_batch
@@ -55,6 +56,8 @@ HANDED_OVER = [  # (path, query, extra headers, Django's status)
     (f"realtime/moneyness/{SPOT}/greeks/XTM", CHAIN, {}, 400),
     (f"realtime/indicators/{FUTURE}", b"timeframe=1h", {}, 404),
     ("realtime/price", b"", {}, 400),
+    (f"realtime/price/{SPOT}", b"format=xml", {}, 404),
+    (f"realtime/price/{SPOT}", b"format=json", {}, 200),
     (f"realtime/price/{SPOT}", b"x=a%00b", {}, 400),
     (f"realtime/price/{SPOT}", b"", {b"accept": b"text/html"}, 406),
     (f"realtime/price/{SPOT}", b"", {b"accept": b"application/json; indent=4"}, 200),
@@ -80,10 +83,10 @@ class Recording:
 
 
 async def ask(app: Any, path: str, token: str, query: bytes = b"", extra: dict[bytes, bytes] | None = None,
-              method: str = "GET", repeated: tuple[bytes, bytes] | None = None) -> dict[str, Any]:
+              method: str = "GET", added: tuple[bytes, bytes] | None = None) -> dict[str, Any]:
     headers = {b"host": b"127.0.0.1", b"authorization": f"Bearer {token}".encode(), b"accept-encoding": b"identity",
                **(extra or {})}
-    pairs = [(k, v) for k, v in headers.items() if v] + ([repeated] if repeated else [])
+    pairs = [(k, v) for k, v in headers.items() if v] + ([added] if added else [])
     communicator = HttpCommunicator(app, method, API + path, headers=pairs)
     communicator.scope["query_string"] = query
     response = await communicator.get_response(timeout=10)
@@ -92,12 +95,12 @@ async def ask(app: Any, path: str, token: str, query: bytes = b"", extra: dict[b
 
 
 async def both(path: str, token: str, query: bytes = b"", extra: dict[bytes, bytes] | None = None,
-               method: str = "GET", repeated: tuple[bytes, bytes] | None = None
+               method: str = "GET", added: tuple[bytes, bytes] | None = None
                ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """(the lane's answer, Django's answer, whether the lane answered it itself)."""
     django = Recording()
-    through_lane = await ask(lane.ReadLane(django), path, token, query, extra, method, repeated)
-    alone = await ask(django_asgi_app, path, token, query, extra, method, repeated)
+    through_lane = await ask(lane.ReadLane(django), path, token, query, extra, method, added)
+    alone = await ask(django_asgi_app, path, token, query, extra, method, added)
     return through_lane, alone, not django.paths
 
 
@@ -158,14 +161,42 @@ async def test_an_expired_token_head_and_post_are_handed_to_django(data: None,
         assert through_lane == alone
 
 
-async def test_a_repeated_header_or_too_many_fields_are_handed_to_django(data: None,
-                                                                        make_token: Callable[..., str]) -> None:
+async def test_odd_headers_and_queries_are_handed_to_django(data: None, make_token: Callable[..., str]) -> None:
     token = make_token()
-    for query, repeated, status in ((b"", (b"authorization", f"Bearer {token}".encode()), 401),
-                                    (b"&".join(b"f%d=1" % i for i in range(1200)), None, 400)):
-        through_lane, alone, served = await both(f"realtime/price/{SPOT}", token, query, repeated=repeated)
-        assert (alone["status"], served) == (status, False)
-        assert through_lane == alone
+    with override_settings(SIGNAL_COMPRESS_MIN_BYTES=64):
+        for query, added, status in ((b"", (b"authorization", f"Bearer {token}".encode()), 401),  # repeated
+                                     (b"&".join(b"f%d=1" % i for i in range(1200)), None, 400),  # too many fields
+                                     (b"", (b"accept", b""), 406),  # empty, not missing
+                                     (b"", (b"accept_encoding", b"gzip"), 200)):  # Django reads it as "-"
+            through_lane, alone, served = await both(f"realtime/price/{SPOT}", token, query, added=added)
+            assert (alone["status"], served) == (status, False)
+            assert through_lane == alone
+
+
+async def test_settings_the_lane_does_not_follow_send_everything_to_django(data: None,
+                                                                          make_token: Callable[..., str]) -> None:
+    with override_settings(USE_X_FORWARDED_HOST=True):
+        through_lane, alone, served = await both(f"realtime/price/{SPOT}", make_token(),
+                                                 extra={b"x-forwarded-host": b"evil.example"})
+    assert (alone["status"], served) == (400, False)
+    assert through_lane == alone
+
+
+async def test_a_read_that_fails_in_the_lane_is_not_made_again(data: None, make_token: Callable[..., str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from signals.api.realtime import RealtimePriceView
+
+    calls = []
+    read = RealtimePriceView.read
+
+    def counted(request: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return read(request, **kwargs)
+
+    monkeypatch.setattr(RealtimePriceView, "read", staticmethod(counted))
+    response = await ask(lane.ReadLane(Recording()), "realtime/price/NSE@UNSEEN@index", make_token())
+    assert response["status"] == 404 and json.loads(response["body"])["error"]["code"] == "not_found"
+    assert len(calls) == 1
 
 
 async def test_a_large_answer_is_compressed_as_django_compresses_it(data: None,
@@ -231,10 +262,14 @@ async def test_a_failure_of_the_lane_itself_is_logged_and_django_answers(data: N
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(lane, "_response", broken)
+    token = make_token(sub="lane-bug")
     with caplog.at_level(logging.ERROR, logger="webapi.lane"):
-        through_lane, alone, served = await both(f"realtime/price/{SPOT}", make_token())
-    assert not served and alone["status"] == 200 and through_lane == alone
+        through_lane = await ask(lane.ReadLane(Recording()), f"realtime/price/{SPOT}", token)
+    alone = await ask(django_asgi_app, f"realtime/price/{SPOT}", make_token())
+    assert through_lane["status"] == 200 and through_lane == alone
     assert "the read lane failed" in caplog.text and "a bug" in caplog.text
+    usage = await sync_to_async(quotas.usage)(decode_token(token))
+    assert usage["usage"]["total"] == 1  # counted by the lane, not again by Django
 
 
 def test_only_views_with_the_default_policies_take_the_lane() -> None:
@@ -248,6 +283,14 @@ def test_only_views_with_the_default_policies_take_the_lane() -> None:
     assert lane._read_view(f"{API}historical/bars/{SPOT}") is None  # not a ReadView
     assert lane._read_view(f"{API}usage") is None  # its own throttle
     assert lane._read_view("/api/nowhere") is None
+
+    class OwnGet(realtime.RealtimePriceView):
+        def get(self, request: Any, **kwargs: Any) -> Any:
+            return super().get(request, **kwargs)
+
+    assert not lane._plain_policies(OwnGet)  # its get might add what the lane would not
+    assert lane._as_view_alone(realtime.RealtimePriceView.as_view())
+    assert not lane._as_view_alone(never_cache(realtime.RealtimePriceView.as_view()))
 
 
 async def test_other_routes_go_to_django_without_the_lanes_thread_hop(data: None, make_token: Callable[..., str],

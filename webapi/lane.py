@@ -12,13 +12,14 @@ its renderer, the compression of `webapi.compression`, the headers Django's secu
 
 It answers only the plain case: a request that would answer anything but 200 (no or bad token, a refused rate, a
 bad parameter, an unknown instrument, an unusual ``Accept``, a body, a bad Host, ...) goes to Django unchanged and
-gets Django's answer, with the rate count the lane already made handed over (`LANE_COUNT` in the ASGI scope) so the
-request is counted once. ``tests/test_read_lane.py`` holds the two paths to the same answers, header for header.
+gets Django's answer, with what the lane already did handed over in the ASGI scope: the rate count (`LANE_COUNT`), so
+the request is counted once, and an error `read` raised (`LANE_READ_ERROR`), so the read is not made twice. ``tests/test_read_lane.py`` holds the two paths to the same answers, header for header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from functools import lru_cache
@@ -27,11 +28,13 @@ from typing import Any
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import SuspiciousOperation
+from django.dispatch import receiver
 from django.http import QueryDict
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from webapi.auth import IsPlatformUser, JWTAuthentication, TokenError, decode_token
@@ -41,7 +44,12 @@ from webapi.quotas import LANE_COUNT, KindRateThrottle, RateAndQuotaThrottle, co
 
 log = logging.getLogger(__name__)
 
-PLAIN_ACCEPT = frozenset({b"", b"*/*", b"application/json"})
+PLAIN_ACCEPT = frozenset({b"*/*", b"application/json"})  # or no Accept header (DRF: */*); an empty one is a 406
+LANE_READ_ERROR = "signal.lane_read_error"  # ASGI scope key: what `read` raised in the lane, raised again by the view
+# Settings under which Django's middleware redirects, refuses or reads headers by rules the lane does not follow:
+# with any of them set, every request goes to Django
+MIDDLEWARE_RULES = ("SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT",
+                    "DISALLOWED_USER_AGENTS", "PREPEND_WWW")
 MAX_CACHED_PATH = 200  # longer paths are resolved each time: the cache's memory stays bounded
 
 
@@ -60,11 +68,17 @@ class QueryOnly:
 class ReadView(APIView):
 
     def get(self, request: Request, **path_parameters: str) -> Response:
+        failed = (getattr(request, "scope", None) or {}).get(LANE_READ_ERROR)
+        if failed is not None:  # the lane ran `read` already: its error is answered, not a second read
+            raise failed
         return Response(self.read(request, **path_parameters))
 
     @staticmethod
     def read(request: Request | QueryOnly, **path_parameters: str) -> Any:
         raise NotImplementedError
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 
 
 class ReadLane:
@@ -84,8 +98,7 @@ class ReadLane:
                 return
         await self.django_app(scope, receive, send)
 
-    def answer(self, scope: dict[str, Any], view: tuple[type[ReadView], dict[str, Any]]
-               ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    def answer(self, scope: dict[str, Any], view: tuple[type[ReadView], dict[str, Any]]) -> Answer | None:
         """(status, headers, body), or None for Django to answer."""
         try:
             return _answer(scope, *view)
@@ -94,53 +107,61 @@ class ReadLane:
             return None
 
 
-def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: dict[str, Any]
-            ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: dict[str, Any]) -> Answer | None:
     headers = dict(scope["headers"])
-    if len(headers) != len(scope["headers"]):  # a repeated header: Django joins the values, which this would not
+    if not _plain_request(scope, headers):
         return None
-    query = _plain_query(scope, headers)
-    if query is None:
-        return None
-    user = _user(headers.get(b"authorization", b""))
+    query = _query(scope)
+    user = _user(headers.get(b"authorization", b"")) if query is not None else None
     if user is None:
         return None
     signals.request_started.send(sender=ReadLane, scope=scope)
     try:
-        counted = count_request(user, request_kind("GET", scope["path"]), KindRateThrottle.timer(), daily=True)
-        if counted[0] is not None:
-            scope[LANE_COUNT] = counted
+        # from here on, whoever answers, the request has been counted
+        scope[LANE_COUNT] = count_request(user, request_kind("GET", scope["path"]), KindRateThrottle.timer(),
+                                          daily=True)
+        if scope[LANE_COUNT][0] is not None:  # refused: Django answers 429
             return None
         try:
             body = view_class.read(QueryOnly(query), **path_parameters)
-        except Exception:  # a 4xx, or a dependency down: Django's path answers it, counted already
-            scope[LANE_COUNT] = counted
+        except Exception as exc:  # a 4xx, or a dependency down: Django's path answers this error
+            scope[LANE_READ_ERROR] = exc
             return None
         return _response(view_class, body, headers.get(b"accept-encoding", b""))
     finally:
         signals.request_finished.send(sender=ReadLane)
 
 
-def _plain_query(scope: dict[str, Any], headers: dict[bytes, bytes]) -> QueryDict | None:
-    """The query of a request nothing but a read's own parameters could refuse, else None."""
+def _plain_request(scope: dict[str, Any], headers: dict[bytes, bytes]) -> bool:
+    """Whether nothing but the token, the rate and the read's own parameters could make Django's answer other than
+    the lane's: no body, no repeated header, a JSON Accept, an allowed Host, and none of the settings that make
+    Django's middleware redirect or refuse by other rules."""
+    if len(headers) != len(scope["headers"]) or any(b"_" in name for name in headers):
+        return False  # Django joins repeated headers (and takes "_" for "-" in names), which dict() would not
     if scope.get("root_path") or b"content-length" in headers or b"transfer-encoding" in headers:
-        return None
-    if settings.SECURE_SSL_REDIRECT or settings.SECURE_HSTS_SECONDS:  # HTTPS handled here: Django's middleware does it
-        return None
-    if headers.get(b"accept", b"").strip() not in PLAIN_ACCEPT or not _host_allowed(headers.get(b"host")):
-        return None
+        return False
+    if any(getattr(settings, name) for name in MIDDLEWARE_RULES):
+        return False
+    accept = headers.get(b"accept")
+    return (accept is None or accept.strip() in PLAIN_ACCEPT) and _host_allowed(headers.get(b"host"))
+
+
+def _query(scope: dict[str, Any]) -> QueryDict | None:
+    """The query's parameters, or None when Django would refuse the query before any read: not UTF-8, too many
+    fields, text PostgreSQL cannot store (StorableTextMiddleware), or DRF's ``format`` override."""
     try:
         query = QueryDict(scope.get("query_string", b"").decode())
-    except (UnicodeDecodeError, SuspiciousOperation):  # not UTF-8, or more fields than Django takes
+    except (UnicodeDecodeError, SuspiciousOperation):
         return None
-    if text_problem(scope["path"]) or any(text_problem(text) for name, values in query.lists()
-                                          for text in (name, *values)):
+    if api_settings.URL_FORMAT_OVERRIDE in query or text_problem(scope["path"]):
+        return None
+    if any(text_problem(text) for name, values in query.lists() for text in (name, *values)):
         return None
     return query
 
 
 def _host_allowed(host: bytes | None) -> bool:
-    """Django's `HttpRequest.get_host` check (settings.USE_X_FORWARDED_HOST is not set in this project)."""
+    """Django's `HttpRequest.get_host` check (with USE_X_FORWARDED_HOST/PORT unset: `MIDDLEWARE_RULES`)."""
     if not host:
         return False
     domain, _ = split_domain_port(host.decode("latin-1"))
@@ -166,17 +187,34 @@ def _resolve_read_view(path: str) -> tuple[type[ReadView], dict[str, Any]] | Non
     except Resolver404:
         return None
     view_class = getattr(match.func, "view_class", None)
-    if not (isinstance(view_class, type) and issubclass(view_class, ReadView) and _plain_policies(view_class)):
+    if not (_as_view_alone(match.func) and isinstance(view_class, type) and issubclass(view_class, ReadView)
+            and _plain_policies(view_class)):
         return None
     return view_class, match.kwargs
 
 
+def _as_view_alone(func: Any) -> bool:
+    """DRF's ``as_view()`` is one wrapper deep (csrf_exempt); a route decorated further (never_cache, say) would
+    add to the answer what the lane does not."""
+    inner = getattr(func, "__wrapped__", None)
+    return bool(getattr(func, "csrf_exempt", False)) and inner is not None and not hasattr(inner, "__wrapped__")
+
+
 def _plain_policies(view_class: type[ReadView]) -> bool:
-    """The view authenticates, permits and throttles as the lane does."""
+    """The view authenticates, permits, throttles, dispatches and finalises as the lane does."""
     return (list(view_class.authentication_classes) == [JWTAuthentication]
             and list(view_class.permission_classes) == [IsPlatformUser]
             and list(view_class.throttle_classes) == [RateAndQuotaThrottle]
-            and len(view_class.renderer_classes) == 1)
+            and len(view_class.renderer_classes) == 1
+            and inspect.unwrap(view_class.get) is ReadView.get  # (drf-spectacular wraps it per view)
+            and all(getattr(view_class, name) is getattr(APIView, name)
+                    for name in ("initial", "finalize_response", "dispatch")))
+
+
+@receiver(signals.setting_changed)
+def _forget_routes(setting: str, **kwargs: Any) -> None:
+    if setting == "ROOT_URLCONF":  # as Django clears its own resolver cache (tests)
+        _resolved_read_view.cache_clear()
 
 
 def _user(authorization: bytes) -> Any:
@@ -189,8 +227,7 @@ def _user(authorization: bytes) -> Any:
         return None
 
 
-def _response(view_class: type[ReadView], body: Any, accept_encoding: bytes
-              ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _response(view_class: type[ReadView], body: Any, accept_encoding: bytes) -> Answer:
     renderer = view_class.renderer_classes[0]()
     content, coding = encoded(renderer.render(body), accept_encoding.decode("latin-1"))
     headers = [(b"content-type", renderer.media_type.encode()), (b"allow", _allow(view_class)),
@@ -214,9 +251,10 @@ def _security_headers() -> list[tuple[bytes, bytes]]:
     out = [(b"x-frame-options", settings.X_FRAME_OPTIONS.upper().encode())]
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         out.append((b"x-content-type-options", b"nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
+    if settings.SECURE_REFERRER_POLICY:  # formatted as SecurityMiddleware does
         policy = settings.SECURE_REFERRER_POLICY
-        out.append((b"referrer-policy", (policy if isinstance(policy, str) else ",".join(policy)).encode()))
+        values = [v.strip() for v in policy.split(",")] if isinstance(policy, str) else policy
+        out.append((b"referrer-policy", ",".join(values).encode()))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         out.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
     return out
