@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core import signals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +120,18 @@ def consumer_pending(r: Any, stream: str, consumer: str, group: str = "signal_se
     """How many entries of ``stream`` the consumer holds pending (0 for an unknown consumer)."""
     found = [c for c in r.xinfo_consumers(stream, group) if c["name"] == consumer.encode()]
     return int(found[0]["pending"]) if found else 0
+
+
+@contextmanager
+def finished_requests() -> Iterator[list[Any]]:
+    """The senders of ``request_finished`` while open."""
+    found: list[Any] = []
+
+    def note(sender: Any, **kwargs: Any) -> None:
+        found.append(sender)
+
+    signals.request_finished.connect(note)
+    try:
+        yield found
+    finally:
+        signals.request_finished.disconnect(note)

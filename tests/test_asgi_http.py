@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from asgiref import sync
 from asgiref.testing import ApplicationCommunicator
 from channels.testing import HttpCommunicator
-from django.core import signals
 from django.http import FileResponse
 
 from signal_project.asgi import application
 from signal_project.http_handler import SyncStackASGIHandler
+from tests.support import finished_requests
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("pool_threads_end")]
 PRICE = "/api/v2/signals/realtime/price/"
@@ -28,21 +27,6 @@ async def get(path: str, token: str, query: bytes = b"") -> dict[str, Any]:
                                              (b"accept-encoding", b"identity")])
     communicator.scope["query_string"] = query
     return await communicator.get_response(timeout=5)
-
-
-@contextmanager
-def finished_requests() -> Iterator[list[Any]]:
-    """The senders of ``request_finished`` while open."""
-    found: list[Any] = []
-
-    def note(sender: Any, **kwargs: Any) -> None:
-        found.append(sender)
-
-    signals.request_finished.connect(note)
-    try:
-        yield found
-    finally:
-        signals.request_finished.disconnect(note)
 
 
 async def test_every_middleware_answers_through_asgi(make_token: Callable[..., str]) -> None:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
-from django.core import signals
 from django.test import override_settings
 from django.views.decorators.cache import never_cache
 
@@ -25,6 +23,7 @@ from signals.pipeline.batch import process_batch
 from tests.bars_helpers import FUTURE, make_ticks, normalised_batch, store
 from tests.factories import create_config
 from tests.greeks_helpers import EXPIRY, batch, greeks_config, option_key, option_tick, spot_tick
+from tests.support import finished_requests
 from tests.test_redis_down import OwnRedis
 from webapi import lane, quotas
 from webapi.auth import decode_token
@@ -117,20 +116,6 @@ def data(r: Any) -> None:
                    "frequency": "every_tick",
                    "technical_indicators": [{"name": "sma", "parameters": {"length": 3}, "output_key": "fast"}]})
     process_batch(normalised_batch(ticks[-20:], first_id=9_000_000))
-
-
-@contextmanager
-def finished_requests() -> Iterator[list[Any]]:
-    found: list[Any] = []
-
-    def note(sender: Any, **kwargs: Any) -> None:
-        found.append(sender)
-
-    signals.request_finished.connect(note)
-    try:
-        yield found
-    finally:
-        signals.request_finished.disconnect(note)
 
 
 @pytest.mark.parametrize(("path", "query"), PLAIN_READS)
