@@ -101,6 +101,12 @@ def _verified(token: str, key: Any, algorithms: tuple[str, ...], issuer: str, au
     return PlatformUser(sub=sub, scopes=scopes, claims=MappingProxyType(claims))  # kept: shared by requests
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None for any other value."""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 class JWTAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -108,11 +114,11 @@ class JWTAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(header)
+        if token is None:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'")
         try:
-            return decode_token(token.strip()), token.strip()
+            return decode_token(token), token
         except TokenError as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
 

@@ -37,7 +37,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from webapi.auth import IsPlatformUser, JWTAuthentication, TokenError, decode_token
+from webapi.auth import IsPlatformUser, JWTAuthentication, TokenError, bearer_token, decode_token
 from webapi.compression import encoded
 from webapi.limits import text_problem
 from webapi.quotas import LANE_COUNT, KindRateThrottle, RateAndQuotaThrottle, count_request, request_kind
@@ -112,7 +112,9 @@ def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: 
     if not _plain_request(scope, headers):
         return None
     query = _query(scope)
-    user = _user(headers.get(b"authorization", b"")) if query is not None else None
+    if query is None:
+        return None
+    user = _user(headers.get(b"authorization", b""))
     if user is None:
         return None
     signals.request_started.send(sender=ReadLane, scope=scope)
@@ -218,11 +220,11 @@ def _forget_routes(setting: str, **kwargs: Any) -> None:
 
 
 def _user(authorization: bytes) -> Any:
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(authorization.decode("latin-1"))
+    if token is None:
         return None
     try:
-        return decode_token(token.strip())
+        return decode_token(token)
     except TokenError:
         return None
 
