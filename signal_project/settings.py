@@ -189,6 +189,8 @@ SIGNAL_DEFAULT_TIER = env_str("SIGNAL_DEFAULT_TIER", "basic")
 SIGNAL_TIER_CLAIM = env_str("SIGNAL_TIER_CLAIM", "tier")
 # API answers of at least this many bytes are compressed (brotli or gzip, as the client accepts)
 SIGNAL_COMPRESS_MIN_BYTES = env_int("SIGNAL_COMPRESS_MIN_BYTES", 1024)
+# Threads of a web process that answer the API's plain reads (webapi/lane.py); Django's requests use the loop's pool
+SIGNAL_READ_LANE_THREADS = env_int("SIGNAL_READ_LANE_THREADS", 2)
 SIGNAL_WS_MAX_CONNECTIONS_PER_USER = env_int("SIGNAL_WS_MAX_CONNECTIONS_PER_USER", 20)
 # Per WebSocket connection: subscriptions, size of one inbound message, inbound messages per second (a bucket of
 # SIGNAL_WS_MESSAGE_BURST), and how long a frame may wait in a slow reader's send queue before it is closed (4008).

@@ -14,6 +14,7 @@ import redis as redis_lib
 from django.conf import settings
 
 from tests.support import WorkerProcess
+from webapi.lane import end_lane_threads
 
 # The cluster tests need the data Redis to be a Redis Cluster (`make test-cluster`, run by `make test` after this).
 collect_ignore = [] if settings.REDIS_CLUSTER else ["test_cluster.py"]
@@ -83,9 +84,11 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
 
 @pytest.fixture
 async def pool_threads_end() -> AsyncIterator[None]:
-    """The pool threads that answered the test's requests end with it, and their database connections with them
-    (else the test database cannot be dropped at the end of the session). A thread's connection is freed with a
-    reference cycle, which the web process's collector policy (signal_project.gc_policy) leaves for a while."""
+    """The threads that answered the test's requests (the loop's pool and the read lane's) end with it, and their
+    database connections with them (else the test database cannot be dropped at the end of the session). A
+    thread's connection is freed with a reference cycle, which the web process's collector policy
+    (signal_project.gc_policy) leaves for a while."""
     yield
     await asyncio.get_running_loop().shutdown_default_executor()
+    end_lane_threads()
     gc.collect()

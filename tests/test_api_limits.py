@@ -121,6 +121,7 @@ def test_large_answers_are_compressed_as_the_client_accepts(settings: Any, clien
     ({"SIGNAL_DEFAULT_TIER": "gold"}, "SIGNAL_DEFAULT_TIER"),
     ({"SIGNAL_TIER_CLAIM": " "}, "SIGNAL_TIER_CLAIM"),
     ({"SIGNAL_API_MAX_KEYS": 0}, "SIGNAL_API_MAX_KEYS"),
+    ({"SIGNAL_READ_LANE_THREADS": 0}, "SIGNAL_READ_LANE_THREADS"),
 ])
 def test_bad_limit_settings_stop_start_up_naming_the_setting(overrides: dict[str, Any], field: str) -> None:
     with override_settings(**overrides):

@@ -6,8 +6,11 @@ plain reads itself and handed every other request to Django, counted once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -295,3 +298,24 @@ async def test_other_routes_go_to_django_without_the_lanes_thread_hop(data: None
         assert (await ask(app, path, make_token(), query))["status"] == 200
     assert hops == [f"{API}realtime/price/{SPOT}"]
     assert django.paths == [f"{API}historical/bars/NSE@NIFTY@index", f"{API}instruments/"]
+
+
+async def test_reads_run_on_the_lanes_own_few_threads(data: None, make_token: Callable[..., str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a burst of reads is taken up by SIGNAL_READ_LANE_THREADS threads, not by every thread of the loop's pool
+    threads: list[str] = []
+    original = lane.ReadLane.answer
+
+    def slow(self: lane.ReadLane, scope: dict[str, Any], view: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.02)
+        return original(self, scope, view)
+
+    monkeypatch.setattr(lane.ReadLane, "answer", slow)
+    lane.end_lane_threads()
+    app = lane.ReadLane(Recording())
+    with override_settings(SIGNAL_READ_LANE_THREADS=3):
+        answers = await asyncio.gather(*(ask(app, f"realtime/price/{SPOT}", make_token()) for _ in range(12)))
+    assert [a["status"] for a in answers] == [200] * 12
+    assert len(threads) == 12 and len(set(threads)) == 3
+    assert all(name.startswith("read-lane") for name in threads)

@@ -66,7 +66,7 @@ def signal_settings(app_configs: Any, **kwargs: Any) -> list[Any]:
                             id="signals.E008"))
     errors += [Error(str(problem), id="signals.E009") for problem in check_settings()]
     for name, low in (("SIGNAL_API_MAX_KEYS", 1), ("SIGNAL_LIVE_DATA_MAX_AGE_S", 0), ("SIGNAL_COMPRESS_MIN_BYTES", 0),
-                      ("SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS", 0)):
+                      ("SIGNAL_MONEYNESS_RECOMPUTE_MAX_HOURS", 0), ("SIGNAL_READ_LANE_THREADS", 1)):
         if getattr(settings, name) < low:
             errors.append(Error(f"{name}: must be at least {low}", id="signals.E010"))
     if settings.SECRET_KEY.startswith("dev-only") and not settings.DEBUG:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -90,7 +92,7 @@ class ReadLane:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         view = _read_view(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
         if view is not None:  # resolved here (cached): any other request goes to Django without a thread hop
-            answer = await asyncio.get_running_loop().run_in_executor(None, self.answer, scope, view)
+            answer = await asyncio.get_running_loop().run_in_executor(_lane_threads(), self.answer, scope, view)
             if answer is not None:
                 status, headers, body = answer
                 await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -105,6 +107,34 @@ class ReadLane:
         except Exception:  # a bug of the lane's own: Django answers the request, the lane's error is logged
             log.exception("the read lane failed on %s; Django answers it", scope["path"][:200])
             return None
+
+
+# The lane's reads run on threads of their own, few of them. On the loop's default pool (6 threads here) a hiccup
+# of ~20 ms let a backlog build that every thread then took up at once: each read's Redis replies waited for the
+# GIL behind the others' work, a read took 20-66 ms instead of 1, and one hiccup became 70 slow answers. Two, so
+# that one read's Redis round trip overlaps another's work (docs/BENCHMARKS.md, "Eighth session").
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _lane_threads() -> ThreadPoolExecutor:
+    global _threads
+    running = _threads
+    if running is not None:
+        return running
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(settings.SIGNAL_READ_LANE_THREADS, thread_name_prefix="read-lane")
+        return _threads
+
+
+def end_lane_threads() -> None:
+    """End the lane's threads (and the database connections they hold); the next read starts new ones."""
+    global _threads
+    with _threads_lock:
+        ending, _threads = _threads, None
+    if ending is not None:
+        ending.shutdown(wait=True)
 
 
 def _answer(scope: dict[str, Any], view_class: type[ReadView], path_parameters: dict[str, Any]) -> Answer | None:
