@@ -377,11 +377,12 @@ def measure(env: dict[str, str], counts: list[int], args: argparse.Namespace) ->
             # pool's first thread and its connections), which would hold up the first hundred of the measured ones;
             # then a second at the measured rate grows the thread pool to what that rate needs (each new thread held
             # up the requests of the window's first ~100 ms, up to 50 ms each, 16-50 requests of every run)
-            asyncio.run(rest_phase(port, token, 50.0, 2.0, options[len(options) // 4]))
-            asyncio.run(rest_phase(port, token, args.rest_rate, 1.0, options[len(options) // 4]))
-            results["rest_waited_s"] = wait_until_quiet(web.pid)
-            rest_cpu = cpu_seconds(web.pid)
+            results["rest_waited_s"] = 0.0
             try:
+                asyncio.run(rest_phase(port, token, 50.0, 2.0, options[len(options) // 4]))
+                asyncio.run(rest_phase(port, token, args.rest_rate, 1.0, options[len(options) // 4]))
+                results["rest_waited_s"] = wait_until_quiet(web.pid)
+                rest_cpu = cpu_seconds(web.pid)
                 results["rest"] = asyncio.run(rest_phase(port, token, args.rest_rate, 10.0,
                                                          options[len(options) // 4]))
                 results["rest"]["web_cpu_ms_per_request"] = (cpu_seconds(web.pid) - rest_cpu) * 1000 / \

@@ -112,7 +112,8 @@ class ReadLane:
 # The lane's reads run on threads of their own, few of them. On the loop's default pool (6 threads here) a hiccup
 # of ~20 ms let a backlog build that every thread then took up at once: each read's Redis replies waited for the
 # GIL behind the others' work, a read took 20-66 ms instead of 1, and one hiccup became 70 slow answers. Two, so
-# that one read's Redis round trip overlaps another's work (docs/BENCHMARKS.md, "Eighth session").
+# that one read's Redis round trip overlaps another's work (docs/BENCHMARKS.md, "Eighth session (2026-12-08 ...)"). Raise it where reads
+# wait on I/O more than they compute (a slow Redis, or the database while Redis is down).
 _threads: ThreadPoolExecutor | None = None
 _threads_lock = threading.Lock()
 
@@ -129,7 +130,9 @@ def _lane_threads() -> ThreadPoolExecutor:
 
 
 def end_lane_threads() -> None:
-    """End the lane's threads (and the database connections they hold); the next read starts new ones."""
+    """End the lane's threads (and the database connections they hold) once their reads are done; the next read
+    starts new ones. For tests and teardown, on the event loop's thread: a read submitted from another thread
+    while they end would fail."""
     global _threads
     with _threads_lock:
         ending, _threads = _threads, None
