@@ -22,6 +22,7 @@ from django.test import override_settings
 from django.views.decorators.cache import never_cache
 
 from signal_project.asgi import django_asgi_app
+from signals.api import greeks_api, history_api, realtime, stored_api
 from signals.pipeline.batch import process_batch
 from tests.bars_helpers import FUTURE, make_ticks, normalised_batch, store
 from tests.factories import create_config
@@ -172,16 +173,14 @@ async def test_settings_the_lane_does_not_follow_send_everything_to_django(data:
 
 async def test_a_read_that_fails_in_the_lane_is_not_made_again(data: None, make_token: Callable[..., str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from signals.api.realtime import RealtimePriceView
-
     calls = []
-    read = RealtimePriceView.read
+    read = realtime.RealtimePriceView.read
 
     def counted(request: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return read(request, **kwargs)
 
-    monkeypatch.setattr(RealtimePriceView, "read", staticmethod(counted))
+    monkeypatch.setattr(realtime.RealtimePriceView, "read", staticmethod(counted))
     response = await ask(lane.ReadLane(Recording()), "realtime/price/NSE@UNSEEN@index", make_token())
     assert response["status"] == 404 and json.loads(response["body"])["error"]["code"] == "not_found"
     assert len(calls) == 1
@@ -261,7 +260,6 @@ async def test_a_failure_of_the_lane_itself_is_logged_and_django_answers(data: N
 
 
 def test_only_views_with_the_default_policies_take_the_lane() -> None:
-    from signals.api import greeks_api, history_api, realtime, stored_api
 
     readers = [realtime.RealtimePriceView, greeks_api.RealtimeGreeksView, greeks_api.MoneynessGreeksView,
                greeks_api.AtmIvView, greeks_api.OptionChainView, history_api.RealtimeIndicatorsView,

@@ -13,7 +13,8 @@ its renderer, the compression of `webapi.compression`, the headers Django's secu
 It answers only the plain case: a request that would answer anything but 200 (no or bad token, a refused rate, a
 bad parameter, an unknown instrument, an unusual ``Accept``, a body, a bad Host, ...) goes to Django unchanged and
 gets Django's answer, with what the lane already did handed over in the ASGI scope: the rate count (`LANE_COUNT`), so
-the request is counted once, and an error `read` raised (`LANE_READ_ERROR`), so the read is not made twice. ``tests/test_read_lane.py`` holds the two paths to the same answers, header for header.
+the request is counted once, and an error `read` raised (`LANE_READ_ERROR`), so the read is not made twice.
+``tests/test_read_lane.py`` holds the two paths to the same answers, header for header.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ class ReadLane:
 # The lane's reads run on threads of their own, few of them. On the loop's default pool (6 threads here) a hiccup
 # of ~20 ms let a backlog build that every thread then took up at once: each read's Redis replies waited for the
 # GIL behind the others' work, a read took 20-66 ms instead of 1, and one hiccup became 70 slow answers. Two, so
-# that one read's Redis round trip overlaps another's work (docs/BENCHMARKS.md, "Eighth session (2026-12-08 ...)"). Raise it where reads
-# wait on I/O more than they compute (a slow Redis, or the database while Redis is down).
+# that one read's Redis round trip overlaps another's work (docs/BENCHMARKS.md, "Eighth session (2026-12-08 ...)").
+# Raise it where reads wait on I/O more than they compute (a slow Redis, or the database while Redis is down).
 _threads: ThreadPoolExecutor | None = None
 _threads_lock = threading.Lock()
 
